@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates .venv and installs the pinned dependencies. Idempotent: a second run only checks.
+# Why the order: torch first (PyPI's CUDA build; the local CPU-only wheel must not win), then everything else without
+# build isolation so source packages that build against torch (sam2, deepspeed) use the pinned torch, not a new download.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+PIP=".venv/bin/python -m pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+$PIP install -q --upgrade "pip==25.3" "setuptools==80.9.0" "wheel==0.45.1" ninja
+$PIP install -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0"
+$PIP install -q --no-build-isolation -r requirements.txt
+.venv/bin/python -c "import torch, torchvision, monailabel, transformers, segment_anything; print('installed: torch', torch.__version__, 'monailabel', monailabel.__version__, 'transformers', transformers.__version__)"

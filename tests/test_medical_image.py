@@ -1,0 +1,54 @@
+"""Reading images and volumes with their geometry, and writing labels back on exactly that geometry."""
+
+import itk
+import numpy as np
+import pytest
+
+from monailabel_app.medical_image import InvalidImageError, read_medical_image, write_label
+from monailabel_app.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, write_ct, write_png
+
+
+def test_volume_geometry_survives_a_label_round_trip(tmp_path):
+    ct = read_medical_image(str(write_ct(tmp_path / "ct.nii.gz")))
+    assert ct.is_volume and ct.array.shape == CT_SHAPE and ct.num_slices == CT_SHAPE[0]
+    label = np.zeros(CT_SHAPE, dtype=np.uint8)
+    label[5, 10:20, 30:50] = 1
+    for extension in (".nrrd", ".nii.gz"):
+        back = read_medical_image(write_label(label, ct, str(tmp_path / f"label{extension}")))
+        assert np.allclose(back.geometry()["spacing"], CT_SPACING)
+        assert np.allclose(back.geometry()["origin"], CT_ORIGIN)
+        assert np.allclose(back.geometry()["direction"], CT_DIRECTION)
+        assert (back.array == label).all()
+
+
+def test_2d_rgb_rgba_and_grey(tmp_path):
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 255
+    image = read_medical_image(str(write_png(rgba, tmp_path / "rgba.png")))
+    assert not image.is_volume and image.array.shape == (20, 30, 3) and (image.array[..., 0] == 200).all()
+    grey = read_medical_image(str(write_png(np.full((20, 30), 7, np.uint8), tmp_path / "grey.png")))
+    assert grey.array.shape == (20, 30)
+    written = read_medical_image(write_label(np.ones((20, 30), np.uint8), grey, str(tmp_path / "l.nrrd")))
+    assert written.array.shape == (20, 30)
+
+
+def test_refusals_say_why(tmp_path):
+    with pytest.raises(InvalidImageError, match="not found"):
+        read_medical_image(str(tmp_path / "missing.nii.gz"))
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(write_ct(tmp_path / "whole.nii.gz").read_bytes()[:300])
+    with pytest.raises(InvalidImageError, match="truncated"):
+        read_medical_image(str(truncated))
+    half = tmp_path / "half.nii.gz"
+    half.write_bytes(write_ct(tmp_path / "whole.nii.gz").read_bytes()[:40000])
+    with pytest.raises(InvalidImageError, match="truncated"):
+        read_medical_image(str(half))
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"this is not a png")
+    with pytest.raises(InvalidImageError, match="corrupt, truncated"):
+        read_medical_image(str(garbage))
+    vector_volume = itk.image_from_array(np.zeros((4, 5, 6, 2), np.float32), is_vector=True)
+    itk.imwrite(vector_volume, str(tmp_path / "4d.nrrd"))
+    with pytest.raises(InvalidImageError, match="values per voxel"):
+        read_medical_image(str(tmp_path / "4d.nrrd"))
