@@ -1,0 +1,24 @@
+"""One training/evaluation sample: a picture, the implicit question, and the ground truth the rewards and metrics need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class GroundingSample:
+    """`image` is RGB uint8 (H, W, 3); `ground_truth` is {"bbox_2d": [x1, y1, x2, y2], "point_2d": [[x, y], [x, y]]}
+    in pixels of `image` (map it into the reasoner's frame with `ImageFrame` before scoring a model's answer)."""
+
+    sample_id: str
+    image: np.ndarray
+    question: str
+    ground_truth: dict
+    mask: Optional[np.ndarray] = None  # bool (H, W) when known: Dice needs it, rewards don't
+    modality: str = "unknown"
+    super_category: str = "unknown"
+    category: str = "unknown"
+    extra: dict = field(default_factory=dict)
