@@ -61,7 +61,8 @@ def read_medical_image(path: str) -> MedicalImage:
         ) from error
     dimension = image.GetImageDimension()
     components = image.GetNumberOfComponentsPerPixel()
-    array = np.asarray(itk.array_view_from_image(image))
+    # a copy, not ITK's array view: a view dangles (and reads freed memory) once its ITK image is garbage-collected
+    array = itk.array_from_image(image)
     if dimension not in (2, 3):
         raise InvalidImageError(f"{dimension}D images are not supported: send a 2D image or a 3D volume.")
     if dimension == 3 and components != 1:

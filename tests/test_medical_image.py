@@ -1,11 +1,13 @@
 """Reading images and volumes with their geometry, and writing labels back on exactly that geometry."""
 
+import gc
+
 import itk
 import numpy as np
 import pytest
 
 from monailabel_app.medical_image import InvalidImageError, read_medical_image, write_label
-from monailabel_app.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, write_ct, write_png
+from monailabel_app.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, ct_volume, write_ct, write_png
 
 
 def test_volume_geometry_survives_a_label_round_trip(tmp_path):
@@ -52,3 +54,11 @@ def test_refusals_say_why(tmp_path):
     itk.imwrite(vector_volume, str(tmp_path / "4d.nrrd"))
     with pytest.raises(InvalidImageError, match="values per voxel"):
         read_medical_image(str(tmp_path / "4d.nrrd"))
+
+
+def test_array_outlives_its_itk_image(tmp_path):
+    """The array must own its pixels: ITK's array views read freed memory once the ITK image is collected."""
+    array = read_medical_image(str(write_ct(tmp_path / "ct.nii.gz"))).array
+    gc.collect()
+    scratch = [np.full(CT_SHAPE, 7, np.int16) for _ in range(4)]
+    assert scratch and (array == ct_volume()).all()

@@ -1,0 +1,58 @@
+"""`--conf models implicit_query`: the reasoner + frozen segmenter task, shown in both of Slicer's panels.
+
+Two views of one task (one set of models in memory):
+- `implicit_query` has type "segmentation": Slicer's and OHIF's auto-segmentation panels list it; the slice comes
+  from the `slice` option (-1 = middle slice).
+- `implicit_query_slice` has type "deepgrow", dimension 2: Slicer's point panel lists it and, when a point is clicked,
+  sends the slice in view as `slice`; the point itself only chooses the slice.
+String options (the question) appear as editable text fields in Slicer and OHIF; lists as drop-downs; bools as ticks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, Optional
+
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.interfaces.tasks.train import TrainTask
+
+from lib.infers.implicit_query import ImplicitQueryInfer
+from monailabel_app.grounding_service import GroundingService
+from monailabel_app.settings import GroundingSettings
+from monailabel_app.demo_reasoner import ensure_demo_reasoner
+from monailabel_app.windowing import WINDOW_CHOICES
+
+logger = logging.getLogger(__name__)
+
+DEMO_REASONER_DIR = "demo_tiny_reasoner"
+
+
+class ImplicitQuery(TaskConfig):
+    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.settings = GroundingSettings.from_conf(conf)
+        if self.settings.demo:
+            self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
+            logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
+        self.service = GroundingService(self.settings)
+
+    def infer(self) -> Dict[str, InferTask]:
+        options = {"question": "", "think": self.settings.think, "window": list(WINDOW_CHOICES)}
+        what = (
+            "Ask an implicit clinical question; a reasoning model ({}) answers with a box and two points and a "
+            "frozen {} segmenter draws the mask."
+        ).format(self.settings.reasoner, self.settings.segmenter)
+        return {
+            self.name: ImplicitQueryInfer(
+                self.service, InferType.SEGMENTATION, 3, what + " Volumes: the slice option (-1 = middle).",
+                {**options, "slice": -1},
+            ),
+            f"{self.name}_slice": ImplicitQueryInfer(
+                self.service, InferType.DEEPGROW, 2, what + " Click a point on the slice to ground it.", options
+            ),
+        }
+
+    def trainer(self) -> Optional[TrainTask]:
+        return None

@@ -1,0 +1,92 @@
+"""MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
+
+Request keys used: `image` (a file or DICOM folder path, resolved by MONAI Label), `question`, `slice`, `window`,
+`think`, `result_extension`, `result_dtype`, `result_compress`. User errors become 4xx answers with the message; a model
+that can't be loaded becomes 503 with what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from typing import Any, Dict, Optional, Tuple
+
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+
+from monailabel_app.grounding_service import GroundingService
+from monailabel_app.image_grounding import InvalidSliceError
+from monailabel_app.medical_image import InvalidImageError, write_label
+from monailabel_app.prompt import InvalidQuestionError
+from monailabel_app.transformers_reasoner import ReasonerUnavailableError
+from monailabel_app.segmenter_factory import SegmenterUnavailableError
+from monailabel_app.settings import parse_bool
+from monailabel_app.windowing import InvalidWindowError
+
+logger = logging.getLogger(__name__)
+
+LABEL_NAME = "target"
+RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
+RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
+USER_ERRORS = (InvalidQuestionError, InvalidImageError, InvalidSliceError, InvalidWindowError)
+
+
+class ImplicitQueryInfer(InferTask):
+    def __init__(self, service: GroundingService, type: str, dimension: int, description: str, config: Dict[str, Any]):
+        super().__init__(type=type, labels={LABEL_NAME: 1}, dimension=dimension, description=description, config=config)
+        self.service = service
+
+    def is_valid(self) -> bool:
+        return True
+
+    def __call__(self, request: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+        defaults = {k: v[0] if isinstance(v, list) else v for k, v in self.config().items()}  # a list offers choices
+        req = {**defaults, **request}
+        extension, dtype, compress = _result_format(req)
+        try:
+            think = parse_bool("think", str(req["think"])) if "think" in req else None
+            grounded = self.service.ground_file(
+                req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think
+            )
+        except USER_ERRORS as error:
+            raise HTTPException(status_code=422, detail=str(error)) from error
+        except ValueError as error:  # a malformed option such as think=maybe
+            raise HTTPException(status_code=422, detail=str(error)) from error
+        except (ReasonerUnavailableError, SegmenterUnavailableError) as error:
+            raise HTTPException(status_code=503, detail=str(error)) from error
+
+        if extension == ".png" and grounded.label.ndim == 3:
+            raise HTTPException(status_code=422, detail="result_extension .png can only hold 2D labels; use .nrrd")
+        label_path = tempfile.NamedTemporaryFile(suffix=extension, dir=_labels_dir(), delete=False).name
+        write_label(grounded.label.astype(dtype), grounded.image, label_path, compress=compress)
+        result = grounded.to_json()
+        result["label_names"] = {LABEL_NAME: 1}
+        notice = self.service.notice()
+        if notice:
+            result["notice"] = notice
+        return label_path, result
+
+
+def _labels_dir() -> str:
+    """Our own folder: a client on this machine saving into the system temp folder under the same name (MONAI Label's
+    client keeps the server's file name) would otherwise race with the server's clean-up of that file."""
+    folder = os.path.join(tempfile.gettempdir(), "medreasoner-labels")
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def _result_format(req: Dict[str, Any]) -> Tuple[str, str, bool]:
+    """What Slicer (`.nrrd`, `uint8`) and OHIF (also `result_compress=false`) ask for; refused clearly otherwise."""
+    extension = str(req.get("result_extension") or ".nrrd").lower()
+    extension = extension if extension.startswith(".") else "." + extension
+    dtype = str(req.get("result_dtype") or "uint8").lower()
+    if extension not in RESULT_EXTENSIONS:
+        raise HTTPException(422, f"result_extension {extension!r} is not supported; use one of {RESULT_EXTENSIONS}")
+    if dtype not in RESULT_DTYPES:
+        raise HTTPException(422, f"result_dtype {dtype!r} is not supported; use one of {RESULT_DTYPES}")
+    try:
+        compress = parse_bool("result_compress", str(req.get("result_compress", True)))
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from error
+    return extension, dtype, compress

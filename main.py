@@ -1,0 +1,77 @@
+"""The MONAI Label app: `monailabel start_server --app . --studies <folder or DICOMweb URL> --conf models implicit_query`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict
+
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.utils.others.class_utils import get_class_names
+
+import lib.configs
+from lib.pacs_datastore import open_pacs_datastore
+
+logger = logging.getLogger(__name__)
+APP_VERSION = "0.1.0"
+
+
+class MedReasonerApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        self.model_dir = f"{app_dir}/model"
+        available = {c.split(".")[-2].lower(): c for c in get_class_names(lib.configs, "TaskConfig")}
+        wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
+        unknown = [m for m in wanted if m != "all" and m not in available]
+        if unknown:
+            raise ValueError(f"Unknown model(s) {unknown} in --conf models; available: all, {', '.join(available)}")
+        self.task_configs: Dict[str, TaskConfig] = {}
+        for name, class_path in sorted(available.items()):
+            if "all" in wanted or name in wanted:
+                module_path, class_name = class_path.rsplit(".", 1)
+                task_config = getattr(__import__(module_path, fromlist=[class_name]), class_name)()
+                task_config.init(name, self.model_dir, conf, None)
+                self.task_configs[name] = task_config
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="MedReasoner - implicit-query grounding",
+            description="Ask an implicit clinical question; a reasoning model grounds it and a frozen SAM draws the mask",
+            version=APP_VERSION,
+        )
+
+    def init_remote_datastore(self) -> Datastore:
+        """A DICOMweb PACS gets lib/pacs_datastore.py (modalities, whole series, the question in the SEG)."""
+        if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
+            return super().init_remote_datastore()
+        return open_pacs_datastore(self.studies, self.conf, APP_VERSION)
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        infers: Dict[str, InferTask] = {}
+        for task_config in self.task_configs.values():
+            infers.update(task_config.infer())
+        return infers
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        trainers: Dict[str, TrainTask] = {}
+        for name, task_config in self.task_configs.items():
+            trainer = task_config.trainer()
+            if trainer:
+                trainers[name] = trainer
+        return trainers
+
+    def infer(self, request, datastore=None):
+        """MONAI Label answers an unknown model or image id with a 500 or a confusing error; a client deserves a 404."""
+        model, image = request.get("model"), request.get("image")
+        if model not in self._infers:
+            raise HTTPException(404, f"No model {model!r}; available: {', '.join(self._infers)}")
+        if isinstance(image, str) and not os.path.exists(image):
+            if not (datastore or self.datastore()).get_image_uri(image):
+                raise HTTPException(404, f"No image with id {image!r} in the datastore")
+        return super().infer(request, datastore)

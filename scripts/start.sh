@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs everything (scripts/install.sh), writes synthetic sample studies, and starts the MONAI Label server with
+# this app on port 8000. With no arguments it starts the offline demo (tiny untrained reasoner + real LiteMedSAM);
+# any arguments replace the demo options, e.g.:  bash scripts/start.sh --conf reasoner /models/MedReasoner-Soft-7B
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+STUDIES=${STUDIES:-sample_studies}
+[ -n "$(ls -A "$STUDIES" 2>/dev/null)" ] || .venv/bin/python -m monailabel_app.sample_studies "$STUDIES"
+if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
+exec .venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" \
+  --conf models implicit_query "$@"

@@ -1,0 +1,71 @@
+"""Test support: the real `monailabel start_server` with this app, as a subprocess on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+import requests
+
+APP_DIR = Path(__file__).resolve().parents[1]
+MONAILABEL = Path(sys.executable).with_name("monailabel")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MonaiLabelServer:
+    def __init__(self, studies: Path | str, conf: Mapping[str, str], log_path: Path, env: Mapping[str, str] = ()):
+        self.studies = studies if str(studies).startswith("http") else Path(studies)  # a folder or a DICOMweb URL
+        self.conf = dict(conf)
+        self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
+        self.log_path = Path(log_path)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 240) -> "MonaiLabelServer":
+        command = [str(MONAILABEL), "start_server", "--app", str(APP_DIR), "--studies", str(self.studies)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        for key, value in self.conf.items():
+            command += ["--conf", key, value]
+        env = {**os.environ, "PYTHONPATH": str(APP_DIR), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env["MONAILABEL_PYEXE"] = sys.executable  # the `monailabel` script runs whatever `python` is first on PATH
+        env.update(self.extra_env)
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=APP_DIR)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"monailabel exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise TimeoutError(f"monailabel did not answer /info/ within {timeout_s}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
