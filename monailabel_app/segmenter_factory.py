@@ -145,9 +145,28 @@ def require_file(kind: str, weights: Path, how_to_get: str) -> None:
         )
 
 
+# --- SAM2.1 / MedSAM2 (monailabel_app/sam2_segmenter.py) ------------------------------------------------------------
+SAM2_KINDS = ("sam2", "medsam2")
+
+
+def build_sam2_family(kind: str, checkpoint: Optional[str], device: str, cache_size: int) -> Segmenter:
+    """Imported on first use: `import sam2` sets up Hydra's process-wide state, needless unless these kinds run."""
+    try:
+        from monailabel_app.sam2_segmenter import SAM2_BUILDERS
+    except ImportError as error:
+        raise SegmenterUnavailableError(
+            f"the {kind} segmenter needs the sam2 package (pip install sam2==1.1.0), "
+            f"or pick another kind with the '{KIND_OPTION}' option"
+        ) from error
+    return SAM2_BUILDERS[kind](kind, checkpoint, device, cache_size)
+
+
+# --- end SAM2.1 / MedSAM2 ---------------------------------------------------------------------------------------------
+
 SegmenterBuilder = Callable[[str, Optional[str], str, int], Segmenter]
 
 SEGMENTER_BUILDERS: dict[str, SegmenterBuilder] = {
     "litemedsam": build_litemedsam,
     **{kind: build_sam_checkpoint_kind for kind in SAM_CHECKPOINT_KINDS},
+    **{kind: build_sam2_family for kind in SAM2_KINDS},  # SAM2.1 / MedSAM2
 }
