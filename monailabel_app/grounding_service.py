@@ -68,7 +68,11 @@ class GroundingService:
             allow_download=s.allow_download,
         )
         segmenter = build_segmenter(
-            s.segmenter, s.segmenter_checkpoint, device=reasoner_device(s.device), cache_size=s.embedding_cache
+            s.segmenter,
+            s.segmenter_checkpoint,
+            device=reasoner_device(s.device),
+            cache_size=s.embedding_cache,
+            sam2_config=s.sam2_config,
         )
         return GroundingPipeline(reasoner, segmenter, think=s.think, template_path=s.template)
 

