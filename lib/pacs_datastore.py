@@ -1,0 +1,260 @@
+"""MONAI Label's DICOMweb datastore, made safe for a hospital PACS.
+
+What it changes, and why:
+- lists the series of several modalities (`pacs_modalities`, default CT, MR, DX, CR; MONAI Label's filter is one
+  query, CT by default) and refuses others (a SEG or SR is no image to ask about);
+- downloads a series whole or not at all (into a hidden folder, renamed when complete): a PACS that goes away
+  mid-transfer leaves nothing behind that a later request would take for the series;
+- refuses a series with missing slices or mixed orientation (422) instead of stacking it into a wrong volume;
+- stores final labels as DICOM SEG with the question recorded (`lib/dicom_seg.py`): the one sent with the save, else
+  the last one asked about the series (Slicer and OHIF send none); checks the label's grid, and saves nothing
+  locally unless the PACS confirmed the SEG;
+- rebuilds training labels from the PACS's SEGs on the image grid with the question in the label info, so a fresh
+  machine's `datalist()` finds them;
+- an unknown series id is "" (the app answers 404), PACS failures are `PacsError` (502/503/504 with a message).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import SimpleITK
+from cachetools import TTLCache, cached
+from dicomweb_client import DICOMwebClient
+from fastapi import HTTPException
+from monailabel.config import settings
+from monailabel.datastore.dicom import DICOMWebDatastore
+from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.utils.dicom import dicom_web_download_series, dicom_web_upload_dcm
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from lib.dicom_seg import (
+    EmptyLabelError,
+    SegConversionError,
+    dcmqi_tool,
+    label_to_seg,
+    provenance_of,
+    read_provenance,
+    seg_to_label,
+    segment_names,
+)
+from lib.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
+from lib.infers.implicit_query import LAST_QUERY_KEY
+from monailabel_app.series_geometry import InvalidSeriesError, check_series_geometry
+
+logger = logging.getLogger(__name__)
+
+UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+SERIES_UID_TAG, STUDY_UID_TAG, MODALITY_TAG = "0020000E", "0020000D", "00080060"
+
+
+def open_pacs_datastore(url: str, conf: Mapping[str, str], app_version: str) -> "PacsDatastore":
+    """The datastore for `--studies URL`; a PACS that can't be reached stops the start unless `pacs_optional`."""
+    pacs = PacsSettings.from_conf(conf)
+    dcmqi_tool("itkimage2segimage")  # missing dcmqi shows at start, not at the first save
+    cache_path = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH).strip()
+    datastore = PacsDatastore(pacs_client(url, pacs.timeout_s), pacs, app_version, cache_path or None)
+    try:
+        datastore.check_reachable()
+    except PacsError as error:
+        if not pacs.optional:
+            raise RuntimeError(
+                f"{error.detail} Start the PACS or fix --studies, or pass --conf pacs_optional true to start without "
+                "it (images uploaded with a request are served; PACS series answer 503 until it is back)."
+            ) from None
+        logger.error(f"{error.detail} Starting anyway (pacs_optional): PACS series answer 503 until it is back.")
+    return datastore
+
+
+class PacsDatastore(DICOMWebDatastore):
+    def __init__(self, client: DICOMwebClient, pacs: PacsSettings, app_version: str, cache_path: Optional[str] = None):
+        # MONAI Label's one-query filter is unused: list_images asks for each modality.
+        super().__init__(client, {"Modality": pacs.modalities[0]}, cache_path, fetch_by_frame=False)
+        self._download_lock = threading.Lock()  # two viewers opening one series download it once
+        self.pacs = pacs
+        self.pacs_url = client.base_url
+        self.app_version = app_version
+
+    def check_reachable(self) -> None:
+        with pacs_call(self.pacs_url, "connecting at start", consequence=""):
+            self._client.search_for_series(limit=1)
+
+    def status(self) -> Dict[str, Any]:
+        """/info must answer while the PACS is away: viewers connect first and show the error on use."""
+        try:
+            return {**super().status(), "modalities": list(self.pacs.modalities)}
+        except PacsError as error:
+            return {"total": 0, "completed": 0, "label_tags": {}, "pacs_error": error.detail}
+
+    @cached(cache=TTLCache(maxsize=16, ttl=settings.MONAI_LABEL_DICOMWEB_CACHE_EXPIRY))
+    def list_images(self) -> List[str]:
+        series: List[str] = []
+        with pacs_call(self.pacs_url, "listing series"):
+            for modality in self.pacs.modalities:
+                found = self._client.search_for_series(search_filters={"Modality": modality}, fields=[MODALITY_TAG])
+                series += [str(ds[SERIES_UID_TAG]["Value"][0]) for ds in found if ds.get(SERIES_UID_TAG)]
+        return list(dict.fromkeys(series))
+
+    def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+        with pacs_call(self.pacs_url, "listing the DICOM SEGs"):
+            return super().get_labeled_images(label_tag, labels)
+
+    def datalist(self, full_path=True) -> List[Dict[str, Any]]:
+        with pacs_call(self.pacs_url, "collecting the DICOM SEGs for training"):
+            return super().datalist(full_path)
+
+    def _dicom_info(self, series_id):
+        with pacs_call(self.pacs_url, f"reading the header of series {series_id}"):
+            return super()._dicom_info(series_id)
+
+    def get_image_uri(self, image_id: str) -> str:
+        if not UID.match(image_id or "") or len(image_id) > 64:
+            return ""
+        image_dir = os.path.join(self._datastore.image_path(), image_id)
+        with self._download_lock:
+            if not (os.path.isdir(image_dir) and os.listdir(image_dir)):
+                found = self._find_series(image_id)
+                if found is None:
+                    return ""
+                study_id, modality = found
+                if modality not in self.pacs.modalities:
+                    raise HTTPException(
+                        422, f"Series {image_id} is {modality}; this server serves {', '.join(self.pacs.modalities)} "
+                        "(--conf pacs_modalities)"
+                    )
+                self._download_whole(study_id, image_id, image_dir, f"downloading series {image_id}")
+            self._add_single_picture(image_id, image_dir)
+            return super().get_image_uri(image_id)
+
+    def _add_single_picture(self, image_id: str, image_dir: str) -> None:
+        """A radiograph (DX, CR) is one 2D picture; MONAI Label's conversion makes it a one-slice volume."""
+        converted = os.path.join(self._datastore.image_path(), f"{image_id}.nii.gz")
+        files = os.listdir(image_dir)
+        if os.path.exists(converted) or len(files) != 1:
+            return
+        image = SimpleITK.ReadImage(os.path.join(image_dir, files[0]), imageIO="GDCMImageIO")
+        if image.GetDimension() != 3 or image.GetSize()[2] != 1:
+            return
+        picture = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
+        try:
+            SimpleITK.WriteImage(image[:, :, 0], picture, True)
+            LocalDatastore.add_image(self, image_id, picture, self._dicom_info(image_id))
+        finally:
+            os.unlink(picture)
+
+    def _find_series(self, series_id: str) -> Optional[tuple]:
+        with pacs_call(self.pacs_url, f"looking up series {series_id}"):
+            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": series_id})
+        for ds in found:
+            if ds.get(SERIES_UID_TAG, {}).get("Value") == [series_id]:
+                modality = (ds.get(MODALITY_TAG, {}).get("Value") or [""])[0]
+                return str(ds[STUDY_UID_TAG]["Value"][0]), str(modality).upper()
+        return None
+
+    def _download_whole(self, study_id: str, series_id: str, target_dir: str, action: str, check=True) -> None:
+        """Into a hidden folder first; only a complete, regular series gets the series' name."""
+        os.makedirs(os.path.dirname(target_dir), exist_ok=True)
+        partial = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(target_dir))
+        try:
+            with pacs_call(self.pacs_url, action):
+                dicom_web_download_series(study_id, series_id, partial, self._client)
+            if check:
+                check_series_geometry(partial)
+            shutil.rmtree(target_dir, ignore_errors=True)
+            os.rename(partial, target_dir)
+        except InvalidSeriesError as error:
+            raise HTTPException(422, f"Series {series_id} can't be used: {error}") from error
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any], label_id: str = ""
+    ) -> str:
+        if label_tag != DefaultLabelTag.FINAL:
+            return super().save_label(image_id, label_filename, label_tag, label_info)
+        image_uri = self.get_image_uri(image_id)
+        if not image_uri:
+            raise HTTPException(404, f"No series {image_id!r} in the PACS")
+        temporary: List[str] = []
+        try:
+            if label_filename.endswith(".bin"):  # OHIF's raw labelmap
+                label_filename = _raw_label_on_grid(label_filename, image_uri)
+                temporary.append(label_filename)
+            _check_same_grid(label_filename, image_uri)
+            asked = self.get_image_info(image_id).get(LAST_QUERY_KEY) or {}  # Slicer and OHIF send no question
+            provenance = provenance_of({**asked, **label_info}, self.app_version)
+            image_dir = os.path.join(self._datastore.image_path(), image_id)
+            seg_file = label_to_seg(label_filename, image_dir, provenance, segment_names(label_info))
+            temporary.append(seg_file)
+            with pacs_call(self.pacs_url, f"storing the DICOM SEG of series {image_id}"):
+                seg_series = dicom_web_upload_dcm(seg_file, self._client)
+            if not seg_series:
+                raise PacsError(502, f"The PACS at {self.pacs_url} did not confirm storing the DICOM SEG; nothing saved")
+            image_info = self.get_image_info(image_id)
+            label_info = {**label_info, **provenance, "SeriesInstanceUID": seg_series}
+            label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
+            logger.info(f"DICOM SEG {seg_series} stored for series {image_id}: {provenance}")
+            return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
+        except EmptyLabelError as error:
+            raise HTTPException(422, str(error)) from error
+        except SegConversionError as error:
+            raise HTTPException(500, f"The label was not saved: {error}") from error
+        finally:
+            for path in temporary:
+                if os.path.exists(path):
+                    os.unlink(path)
+
+    def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        """With `image_id` (training's path): the SEG `label_id` from the PACS as a label on the image's grid, with
+        the question from the SEG in its info; kept until another SEG replaces it."""
+        if label_tag != DefaultLabelTag.FINAL or not image_id:
+            return LocalDatastore.get_label_uri(self, label_id, label_tag)
+        current = LocalDatastore.get_label_uri(self, image_id, label_tag)
+        if current and LocalDatastore.get_label_info(self, image_id, label_tag).get("SeriesInstanceUID") == label_id:
+            return current
+        label_dir = os.path.join(self._datastore.label_path(label_tag), label_id)
+        if not (os.path.isdir(label_dir) and os.listdir(label_dir)):
+            found = self._find_series(label_id)
+            if found is None:
+                return ""
+            self._download_whole(found[0], label_id, label_dir, f"downloading DICOM SEG {label_id}", check=False)
+        seg_file = os.path.join(label_dir, sorted(os.listdir(label_dir))[0])
+        label_file = seg_to_label(seg_file, self.get_image_uri(image_id))
+        try:
+            image_modality = self.get_image_info(image_id).get("Modality")
+            info = {**read_provenance(seg_file), "SeriesInstanceUID": label_id, "Modality": image_modality}
+            LocalDatastore.save_label(self, image_id, label_file, label_tag, info)
+        finally:
+            os.unlink(label_file)
+        return LocalDatastore.get_label_uri(self, image_id, label_tag)
+
+
+def _check_same_grid(label_file: str, image_file: str) -> None:
+    reader = SimpleITK.ImageFileReader()
+    sizes = []
+    for path in (label_file, image_file):
+        reader.SetFileName(path)
+        reader.ReadImageInformation()
+        sizes.append(tuple(reader.GetSize()))
+    if sizes[0] != sizes[1]:
+        raise HTTPException(422, f"The label's size {sizes[0]} differs from the series' {sizes[1]}: not its label")
+
+
+def _raw_label_on_grid(raw_file: str, image_file: str) -> str:
+    """OHIF sends the labelmap as raw uint8 voxels, x fastest; MONAI Label's converter fails on 2D images."""
+    image = SimpleITK.ReadImage(image_file)
+    voxels = np.fromfile(raw_file, dtype=np.uint8)
+    if voxels.size != int(np.prod(image.GetSize())):
+        raise HTTPException(422, f"The raw label has {voxels.size} voxels; the series has {image.GetSize()}")
+    label = SimpleITK.GetImageFromArray(voxels.reshape(image.GetSize()[::-1]))
+    label.CopyInformation(image)
+    path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
+    SimpleITK.WriteImage(label, path, True)
+    return path

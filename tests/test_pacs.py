@@ -1,0 +1,313 @@
+"""The PACS round trip: Orthanc over DICOMweb, MONAI Label with this app on `--studies http://127.0.0.1:PORT/dicom-web`.
+
+Series made in code (CT, sagittal MR, DX, CR, and broken ones) go into a throw-away Orthanc; MONAI Label reaches it
+through a proxy the tests can break. Requests are OHIF's exactly (image = SeriesInstanceUID); saving is OHIF's
+`PUT /datastore/label` with the raw labelmap. The SEG is read back from Orthanc itself, and a fresh datastore (a new
+machine, empty cache) must find it for training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from dicomweb_client import DICOMwebClient
+from monailabel.client import MONAILabelClient
+from pydicom import dcmread
+
+from lib.dicomweb import PacsSettings, pacs_client
+from lib.pacs_datastore import PacsDatastore, open_pacs_datastore
+from monailabel_app.datastore_samples import datastore_samples
+from monailabel_app.medical_image import read_medical_image
+from monailabel_app.sample_studies import write_png, xray_picture
+from tests.dicom_series import ct_series, missing_slice_series, mixed_orientation_series, mr_series, xray_series
+from tests.monailabel_server import MonaiLabelServer, free_port
+from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
+from tests.pacs_proxy import PacsProxy
+
+pytestmark = [pytest.mark.server, pytest.mark.skipif(not orthanc_installed(), reason=INSTALL_HINT)]
+
+QUESTION = "Which structure would explain the dull percussion note over the right lower chest?"
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dicom")
+    return {
+        "ct": ct_series(folder / "ct"),
+        "mr": mr_series(folder / "mr"),
+        "dx": xray_series(folder / "dx", "DX"),
+        "cr": xray_series(folder / "cr", "CR"),
+        "ct_late": ct_series(folder / "ct_late"),  # first fetched while the PACS breaks down
+        "missing": missing_slice_series(folder / "missing"),
+        "mixed": mixed_orientation_series(folder / "mixed"),
+    }
+
+
+@pytest.fixture(scope="module")
+def orthanc(series, tmp_path_factory):
+    pacs = OrthancServer(tmp_path_factory.mktemp("orthanc")).start()
+    for one in series.values():
+        pacs.upload(one.files)
+    yield pacs
+    pacs.stop()
+
+
+@pytest.fixture(scope="module")
+def proxy(orthanc):
+    running = PacsProxy(orthanc.url).start()
+    yield running
+    running.stop()
+
+
+def server_conf(reasoner_dir, **extra):
+    return {"models": "implicit_query", "reasoner": str(reasoner_dir), "max_new_tokens": "96", **extra}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("pacs_cache")
+
+
+@pytest.fixture(scope="module")
+def server(proxy, cache_dir, format_tuned_reasoner_dir, tmp_path_factory):
+    running = MonaiLabelServer(
+        f"{proxy.url}/dicom-web",
+        server_conf(format_tuned_reasoner_dir, pacs_timeout="20"),
+        tmp_path_factory.mktemp("logs") / "pacs_server.log",
+        env={"MONAI_LABEL_DATASTORE_CACHE_PATH": str(cache_dir)},
+    ).start()
+    yield running
+    running.stop()
+
+
+def ohif_infer(server, series_uid, question=QUESTION):
+    """OHIF's MONAI Label panel: the SeriesInstanceUID as image id, its result format, the options it changed."""
+    params = {"question": question, "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
+    params["restore_label_idx"] = False
+    return requests.post(
+        f"{server.url}/infer/implicit_query",
+        params={"image": series_uid, "output": "image"},
+        files={"params": (None, json.dumps(params))},
+        timeout=300,
+    )
+
+
+def ohif_save(server, series_uid, label: np.ndarray, params):
+    """OHIF's client `save_label`: the labelmap as raw uint8 voxels (`label.bin`) and the params as JSON."""
+    return requests.put(
+        f"{server.url}/datastore/label",
+        params={"image": series_uid},
+        files={"params": (None, json.dumps(params)), "label": ("label.bin", np.ascontiguousarray(label).tobytes())},
+        timeout=120,
+    )
+
+
+def label_of(response, tmp_path: Path, name: str):
+    assert response.status_code == 200, response.text
+    path = tmp_path / f"{name}.nrrd"
+    path.write_bytes(response.content)
+    return read_medical_image(str(path))
+
+
+def segs_referencing(orthanc, series_uid):
+    client = DICOMwebClient(orthanc.dicomweb_url)
+    found = []
+    for hit in client.search_for_series(search_filters={"Modality": "SEG"}):
+        study, seg_series = hit["0020000D"]["Value"][0], hit["0020000E"]["Value"][0]
+        for seg in client.retrieve_series(study, seg_series):
+            if seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid:
+                found.append(seg)
+    return found
+
+
+def test_info_lists_every_served_modality(server, series):
+    info = requests.get(f"{server.url}/info/", timeout=30).json()
+    assert info["datastore"]["modalities"] == ["CT", "MR", "DX", "CR"]
+    assert info["datastore"]["total"] == len(series)
+    assert info["models"]["implicit_query"]["config"]["question"] == ""
+
+
+def test_modality_filter_is_configurable(orthanc, series, tmp_path):
+    assert PacsSettings.from_conf({"pacs_modalities": " mr, ct ,MR"}).modalities == ("MR", "CT")
+    datastore = PacsDatastore(pacs_client(orthanc.dicomweb_url, 30), PacsSettings(("MR",)), "test", str(tmp_path))
+    assert datastore.list_images() == [series["mr"].series_uid]
+
+
+@pytest.mark.parametrize("name", ["ct", "mr", "dx", "cr"])
+def test_ohif_infer_by_series_uid_gives_a_label_on_the_series_geometry(server, series, name, tmp_path):
+    one = series[name]
+    label = label_of(ohif_infer(server, one.series_uid), tmp_path, name)
+    geometry = one.geometry
+    assert label.array.any()
+    if name in ("dx", "cr"):  # a radiograph is one 2D picture
+        assert label.array.shape == (geometry.rows, geometry.columns)
+        assert np.allclose(label.geometry()["spacing"], geometry.itk_spacing()[:2], atol=1e-5)
+        return
+    assert label.array.shape == (geometry.slices, geometry.rows, geometry.columns)
+    assert np.allclose(label.geometry()["spacing"], geometry.itk_spacing(), atol=1e-5)
+    assert np.allclose(label.geometry()["origin"], geometry.position(0), atol=1e-4)
+    assert np.allclose(label.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def saved_ct_label(server, series, tmp_path_factory):
+    """Infer on the CT, correct the mask as a radiologist would (erase a corner, add a blob), save it as final."""
+    ct = series["ct"]
+    response = ohif_infer(server, ct.series_uid)
+    label = label_of(response, tmp_path_factory.mktemp("labels"), "ct").array.copy()
+    k = int(np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))[0])
+    rows, columns = np.nonzero(label[k])
+    label[k, rows.min(): rows.min() + 3, columns.min(): columns.min() + 3] = 0
+    label[k, 2:6, 2:8] = 1
+    params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
+    params.update(slice=k, window="soft_tissue")
+    saved = ohif_save(server, ct.series_uid, label, params)
+    assert saved.status_code == 200, saved.text
+    return label, k
+
+
+def test_final_label_is_stored_in_the_pacs_as_a_seg_with_the_question(server, orthanc, series, saved_ct_label):
+    label, k = saved_ct_label
+    ct = series["ct"]
+    (seg,) = segs_referencing(orthanc, ct.series_uid)
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == ct.study_uid
+    slice_of_instance = {}
+    for path in ct.files:
+        header = dcmread(str(path), stop_before_pixels=True)
+        slice_of_instance[header.SOPInstanceUID] = int(header.InstanceNumber) - 1
+    frames = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    seen = set()
+    for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        source = group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        seen.add(slice_of_instance[source])
+        assert np.array_equal(frame, label[slice_of_instance[source]])
+    assert all(not label[z].any() for z in set(range(label.shape[0])) - seen)
+    provenance = json.loads(seg.ImageComments)
+    assert provenance["question"] == QUESTION and provenance["model"] == "implicit_query"
+    assert provenance["slice"] == k and provenance["window"] == "soft_tissue"
+    assert seg.SegmentSequence[0].SegmentDescription == QUESTION and seg.SegmentSequence[0].SegmentLabel == "target"
+    info = requests.get(f"{server.url}/datastore/label/info", params={"label": ct.series_uid, "tag": "final"}, timeout=30)
+    assert info.json()["question"] == QUESTION and info.json()["SeriesInstanceUID"] == seg.SeriesInstanceUID
+
+
+def test_a_fresh_machine_finds_the_seg_for_training(orthanc, series, saved_ct_label, tmp_path):
+    label, k = saved_ct_label
+    ct = series["ct"]
+    datastore = PacsDatastore(pacs_client(orthanc.dicomweb_url, 30), PacsSettings(), "test", str(tmp_path))
+    entries = [e for e in datastore.datalist() if ct.series_uid in e["image"]]
+    assert len(entries) == 1
+    assert np.array_equal(read_medical_image(entries[0]["label"]).array, label)
+    infos = {entries[0]["label"]: datastore.get_label_info(ct.series_uid, "final")}
+    (sample,) = datastore_samples(entries, infos)
+    assert sample.question == QUESTION and sample.sample_id.endswith(f":z{k}")
+
+
+def test_radiograph_label_round_trips_through_the_pacs(server, orthanc, series, tmp_path):
+    dx = series["dx"]
+    label = label_of(ohif_infer(server, dx.series_uid), tmp_path, "dx").array
+    params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
+    assert ohif_save(server, dx.series_uid, label, params).status_code == 200
+    (seg,) = segs_referencing(orthanc, dx.series_uid)
+    assert np.array_equal(seg.pixel_array.reshape(label.shape), label)
+    assert json.loads(seg.ImageComments)["question"] == QUESTION
+
+
+def test_slicer_save_records_the_last_question_asked(server, orthanc, series, tmp_path):
+    """Slicer's "Submit Label" sends only label_info: the SEG gets the question last answered on that series."""
+    mr, question = series["mr"], "Which finding would explain the patient's focal weakness?"
+    label = label_of(ohif_infer(server, mr.series_uid, question), tmp_path, "mr")
+    MONAILabelClient(server.url).save_label(mr.series_uid, label.path, params={"label_info": [{"name": "target"}]})
+    (seg,) = segs_referencing(orthanc, mr.series_uid)
+    provenance = json.loads(seg.ImageComments)
+    assert provenance["question"] == question and provenance["slice"] == mr.geometry.slices // 2
+
+
+@pytest.mark.parametrize(
+    "name, fragment", [("missing", "missing slices"), ("mixed", "mixed orientation")], ids=["missing", "mixed"]
+)
+def test_broken_series_is_refused_clearly(server, series, cache_dir, name, fragment):
+    response = ohif_infer(server, series[name].series_uid)
+    assert response.status_code == 422 and fragment in response.json()["detail"], response.text
+    assert not list(cache_dir.rglob(f"*{series[name].series_uid}*"))  # nothing half-usable left in the cache
+
+
+def test_unknown_series_and_non_image_series(server, orthanc, saved_ct_label, series):
+    assert ohif_infer(server, "1.2.3.4.5.6.7").status_code == 404
+    (seg,) = segs_referencing(orthanc, series["ct"].series_uid)
+    response = ohif_infer(server, seg.SeriesInstanceUID)
+    assert response.status_code == 422 and "SEG" in response.json()["detail"]
+
+
+def test_labels_that_cannot_be_stored(server, orthanc, series):
+    cr = series["cr"]
+    empty = np.zeros((cr.geometry.rows, cr.geometry.columns), np.uint8)
+    response = ohif_save(server, cr.series_uid, empty, {"question": QUESTION})
+    assert response.status_code == 422 and "empty" in response.json()["detail"], response.text
+    response = ohif_save(server, cr.series_uid, np.ones((3, 4), np.uint8), {"question": QUESTION})
+    assert response.status_code == 422 and "voxels" in response.json()["detail"], response.text
+    assert segs_referencing(orthanc, cr.series_uid) == []
+
+
+def test_pacs_going_away_mid_transfer(server, proxy, series, cache_dir, tmp_path):
+    late = series["ct_late"]
+    proxy.go_away_during("GET", f"/series/{late.series_uid}")
+    try:
+        response = ohif_infer(server, late.series_uid)
+        assert proxy.away.is_set()
+    finally:
+        proxy.come_back()
+    assert response.status_code == 502, response.text
+    detail = response.json()["detail"]
+    assert f"PACS error while downloading series {late.series_uid}" in detail and "Nothing was saved" in detail
+    assert not list(cache_dir.rglob(f"*{late.series_uid}*"))
+    label = label_of(ohif_infer(server, late.series_uid), tmp_path, "late")  # the PACS is back: the whole series
+    assert label.array.shape == (late.geometry.slices, late.geometry.rows, late.geometry.columns)
+
+
+def test_pacs_going_away_while_storing_the_seg(server, proxy, orthanc, series, tmp_path):
+    late = series["ct_late"]
+    label = label_of(ohif_infer(server, late.series_uid), tmp_path, "late").array
+    proxy.go_away_during("POST", "/studies")
+    try:
+        response = ohif_save(server, late.series_uid, label, {"question": QUESTION})
+        assert proxy.away.is_set()
+    finally:
+        proxy.come_back()
+    assert response.status_code == 502 and "storing the DICOM SEG" in response.json()["detail"], response.text
+    assert segs_referencing(orthanc, late.series_uid) == []
+    info = requests.get(f"{server.url}/datastore/label/info", params={"label": late.series_uid, "tag": "final"}, timeout=30)
+    assert info.json() == {}
+
+
+def test_pacs_down_at_start_is_a_clear_error():
+    """What the server's start calls (`MedReasonerApp.init_remote_datastore`); its message ends the start."""
+    down = f"http://127.0.0.1:{free_port()}/dicom-web"
+    with pytest.raises(RuntimeError) as raised:
+        open_pacs_datastore(down, {}, "test")
+    assert f"the PACS at {down} is not reachable" in str(raised.value) and "pacs_optional" in str(raised.value)
+
+
+def test_pacs_optional_serves_uploads_while_the_pacs_is_down(format_tuned_reasoner_dir, series, tmp_path):
+    down = f"http://127.0.0.1:{free_port()}/dicom-web"
+    conf = server_conf(format_tuned_reasoner_dir, pacs_optional="true")
+    server = MonaiLabelServer(down, conf, tmp_path / "optional.log", env={"MONAI_LABEL_DATASTORE_CACHE_PATH": str(tmp_path)})
+    server.start(timeout_s=120)
+    try:
+        info = requests.get(f"{server.url}/info/", timeout=30).json()
+        assert "is not reachable" in info["datastore"]["pacs_error"]
+        with open(write_png(xray_picture(), tmp_path / "upload.png"), "rb") as upload:
+            response = requests.post(
+                f"{server.url}/infer/implicit_query",
+                params={"output": "json"},
+                files={"params": (None, json.dumps({"question": QUESTION})), "file": ("upload.png", upload)},
+                timeout=300,
+            )
+        assert response.status_code == 200 and response.json()["status"] == "ok", response.text
+        refused = ohif_infer(server, series["ct"].series_uid)
+        assert refused.status_code == 503 and "is not reachable" in refused.json()["detail"]
+    finally:
+        server.stop()
