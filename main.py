@@ -9,13 +9,14 @@ from typing import Dict
 from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
-from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.class_utils import get_class_names
 
 import lib.configs
+from lib.infers.implicit_query import LAST_QUERY_KEY
 from lib.pacs_datastore import open_pacs_datastore
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ APP_VERSION = "0.1.0"
 
 class MedReasonerApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
-        self.model_dir = f"{app_dir}/model"
+        self.model_dir = conf.get("model_dir") or f"{app_dir}/model"  # retrained reasoners are published here
         available = {c.split(".")[-2].lower(): c for c in get_class_names(lib.configs, "TaskConfig")}
         wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
         unknown = [m for m in wanted if m != "all" and m not in available]
@@ -67,11 +68,30 @@ class MedReasonerApp(MONAILabelApp):
         return trainers
 
     def infer(self, request, datastore=None):
-        """MONAI Label answers an unknown model or image id with a 500 or a confusing error; a client deserves a 404."""
+        """MONAI Label answers an unknown model or image id with a 500 or a confusing error; a client deserves a 404.
+        The question asked about a datastore image is remembered, so the label the user saves next can carry it."""
         model, image = request.get("model"), request.get("image")
         if model not in self._infers:
             raise HTTPException(404, f"No model {model!r}; available: {', '.join(self._infers)}")
-        if isinstance(image, str) and not os.path.exists(image):
-            if not (datastore or self.datastore()).get_image_uri(image):
-                raise HTTPException(404, f"No image with id {image!r} in the datastore")
-        return super().infer(request, datastore)
+        store = datastore or self.datastore()
+        from_datastore = isinstance(image, str) and not os.path.exists(image)
+        if from_datastore and not store.get_image_uri(image):
+            raise HTTPException(404, f"No image with id {image!r} in the datastore")
+        result = super().infer(request, datastore)
+        asked = (result or {}).get("params") or {}
+        if from_datastore and asked.get("question"):
+            query = {"question": asked["question"], "slice": asked.get("slice"), "reasoner": asked.get("reasoner")}
+            store.update_image_info(image, {LAST_QUERY_KEY: query})
+        return result
+
+    def on_save_label(self, image_id, label_id):
+        """Slicer and OHIF save a label without the question; copy in the last one asked about this image."""
+        store = self.datastore()
+        if store.get_label_by_image_id(image_id, DefaultLabelTag.FINAL) != label_id:
+            return super().on_save_label(image_id, label_id)  # not a final label: nothing to train on
+        info = store.get_label_info(label_id, DefaultLabelTag.FINAL) or {}
+        query = store.get_image_info(image_id).get(LAST_QUERY_KEY)
+        if query and not info.get("question"):
+            store.update_label_info(label_id, DefaultLabelTag.FINAL, {k: v for k, v in query.items() if v is not None})
+            logger.info(f"Label {label_id} of {image_id} records its question: {query['question']!r}")
+        return super().on_save_label(image_id, label_id)

@@ -19,6 +19,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.infers.implicit_query import ImplicitQueryInfer
+from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.grounding_service import GroundingService
 from monailabel_app.settings import GroundingSettings
 from monailabel_app.demo_reasoner import ensure_demo_reasoner
@@ -36,7 +37,7 @@ class ImplicitQuery(TaskConfig):
         if self.settings.demo:
             self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
             logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
-        self.service = GroundingService(self.settings)
+        self.service = GroundingService(self.settings, model_dir)
 
     def infer(self) -> Dict[str, InferTask]:
         options = {"question": "", "think": self.settings.think, "window": list(WINDOW_CHOICES)}
@@ -55,4 +56,4 @@ class ImplicitQuery(TaskConfig):
         }
 
     def trainer(self) -> Optional[TrainTask]:
-        return None
+        return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from typing import Any, Dict, Optional, Tuple
 
 from fastapi import HTTPException
@@ -27,6 +28,7 @@ from monailabel_app.windowing import InvalidWindowError
 logger = logging.getLogger(__name__)
 
 LABEL_NAME = "target"
+LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the last question asked about an image, for the next saved label
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 USER_ERRORS = (InvalidQuestionError, InvalidImageError, InvalidSliceError, InvalidWindowError)
@@ -59,9 +61,12 @@ class ImplicitQueryInfer(InferTask):
         if extension == ".png" and grounded.label.ndim == 3:
             raise HTTPException(status_code=422, detail="result_extension .png can only hold 2D labels; use .nrrd")
         label_path = tempfile.NamedTemporaryFile(suffix=extension, dir=_labels_dir(), delete=False).name
+        write_started = time.perf_counter()
         write_label(grounded.label.astype(dtype), grounded.image, label_path, compress=compress)
         result = grounded.to_json()
+        result["latencies"]["write_label"] = round(time.perf_counter() - write_started, 4)
         result["label_names"] = {LABEL_NAME: 1}
+        result["reasoner"] = self.service.reasoner_path()  # which model answered: provenance for the saved label
         notice = self.service.notice()
         if notice:
             result["notice"] = notice

@@ -1,0 +1,129 @@
+"""Active learning end to end on the real server: ask, save final labels, retrain with GRPO, serve the new reasoner.
+
+Labels are saved as Slicer does (`PUT /datastore/label?tag=final` with the label file); one carries its question in
+the save request's params, the other gets it from the question asked before saving (the app records it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import requests
+from safetensors.numpy import load_file
+
+from monailabel_app.sample_studies import XRAY_LESION, write_png, xray_picture
+from tests.monailabel_server import MonaiLabelServer
+
+pytestmark = pytest.mark.server
+
+QUESTION = "Which finding would explain this patient's pleuritic chest pain?"
+# Sampled at temperature 1, the tiny format-tuned reasoner's answers differ now and then within a group, so rewards
+# (and gradients) do too; a random-weight reasoner would score 0 everywhere and learn nothing.
+TRAIN_OPTIONS = {"max_steps": 2, "group_size": 4, "prompts_per_step": 2, "max_response_tokens": 120}
+TRAIN_OPTIONS.update(learning_rate=0.001, temperature=1.0)
+
+
+@pytest.fixture(scope="module")
+def server(format_tuned_reasoner_dir, tmp_path_factory):
+    studies = tmp_path_factory.mktemp("studies")
+    for seed in (1, 2):
+        write_png(xray_picture(seed=seed), studies / f"xray_{seed}.png")
+    model_dir = tmp_path_factory.mktemp("model")
+    conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "160"}
+    conf["model_dir"] = str(model_dir)
+    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
+    running.model_dir = model_dir
+    yield running
+    running.stop()
+
+
+def save_final_label(server, image_id, tmp_path, params):
+    mask = XRAY_LESION.mask(*xray_picture().shape).astype(np.uint8)
+    path = write_png(mask, tmp_path / f"{image_id}_label.png")
+    with open(path, "rb") as label:
+        response = requests.put(
+            f"{server.url}/datastore/label",
+            params={"image": image_id, "tag": "final"},
+            files={"label": (path.name, label), "params": (None, json.dumps(params))},
+            timeout=60,
+        )
+    assert response.status_code == 200, response.text
+
+
+def infer(server, image_id):
+    response = requests.post(
+        f"{server.url}/infer/implicit_query",
+        params={"image": image_id, "output": "json"},
+        files={"params": (None, json.dumps({"question": QUESTION}))},
+        timeout=300,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until_running(server, timeout_s=120) -> None:
+    """MONAI Label counts a run as busy once its subprocess exists, a moment after the request is accepted."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if requests.get(f"{server.url}/train/", params={"check_if_running": "true"}, timeout=30).status_code == 200:
+            return
+        time.sleep(0.2)
+    raise TimeoutError("training never started")
+
+
+def wait_for_training(server, timeout_s=600) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        task = requests.get(f"{server.url}/train/", timeout=30).json()
+        if task["status"] not in ("SUBMITTED", "RUNNING"):
+            return task
+        time.sleep(2)
+    raise TimeoutError(f"training still running after {timeout_s}s:\n{server.log_tail()}")
+
+
+def published_weights(server) -> dict:
+    return load_file(str(server.model_dir / "reasoner" / "model.safetensors"))
+
+
+def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server, format_tuned_reasoner_dir, tmp_path):
+    assert infer(server, "xray_1")["reasoner"] == str(format_tuned_reasoner_dir)
+    save_final_label(server, "xray_1", tmp_path, {})  # its question comes from the infer above
+    save_final_label(server, "xray_2", tmp_path, {"question": "Where is the opacity that explains the cough?"})
+    info = requests.get(f"{server.url}/datastore/label/info", params={"label": "xray_1", "tag": "final"}, timeout=30)
+    assert info.json()["question"] == QUESTION
+
+    started = requests.post(f"{server.url}/train/implicit_query", json=TRAIN_OPTIONS, timeout=60)
+    assert started.status_code == 200, started.text
+    wait_until_running(server)
+    busy = requests.post(f"{server.url}/train/implicit_query", json=TRAIN_OPTIONS, timeout=60)
+    assert busy.status_code == 429 and "Already Running" in busy.text
+    task = wait_for_training(server)
+    assert task["status"] == "DONE", "\n".join(task.get("details", []))
+
+    stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["implicit_query"]
+    assert stats["status"] == "completed" and stats["samples"] == 2 and stats["steps_done"] == 2
+    link = server.model_dir / "reasoner"
+    assert link.is_symlink() and (link / "config.json").is_file()
+    assert stats["mean_reward_first"] > 0  # the groups' rewards were real figures, not all zero
+    before = load_file(str(format_tuned_reasoner_dir / "model.safetensors"))
+    after = published_weights(server)
+    assert before.keys() == after.keys()
+    assert any(not np.array_equal(before[name], after[name]) for name in before)
+
+    result = infer(server, "xray_2")  # the next request, no restart
+    assert result["reasoner"] == str(link) and result["status"] in ("ok", "no_grounding")
+
+
+def test_a_run_that_fails_publishes_nothing(server):
+    link = server.model_dir / "reasoner"
+    published_before = os.readlink(link) if link.is_symlink() else None
+    response = requests.post(f"{server.url}/train/implicit_query", json={**TRAIN_OPTIONS, "temperature": 0}, timeout=60)
+    assert response.status_code == 200, response.text
+    task = wait_for_training(server)
+    assert task["status"] == "ERROR" and any("temperature" in line for line in task.get("details", []))
+    assert (os.readlink(link) if link.is_symlink() else None) == published_before
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
