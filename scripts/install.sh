@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Creates .venv and installs the pinned dependencies. Idempotent: a stamp of requirements.txt skips a repeat run.
+# Installs the system packages, then creates .venv with the pinned Python dependencies. Idempotent: a stamp of requirements.txt skips a repeat run.
 # Why the order: torch first (PyPI's CUDA build; the local CPU-only wheel must not win), then everything else without
 # build isolation so source packages that build against torch (sam2, deepspeed) use the pinned torch, not a new download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install_system.sh  # Orthanc + DICOMweb plugin (the example PACS) and Chromium (the OHIF test)
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
