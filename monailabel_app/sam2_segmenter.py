@@ -13,21 +13,16 @@ SAM2 task clears and re-points at its model folder, so composing inside a server
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections import OrderedDict
 from importlib.resources import files
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
-import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from monailabel_app.sam_segmenter import check_rgb_uint8, image_cache_key, prompt_arrays
-from monailabel_app.segmenter import SegmentOutput
+from monailabel_app.sam_segmenter import SamSegmenter
 from monailabel_app.segmenter_factory import CHECKPOINT_OPTION, SegmenterUnavailableError, load_weights, require_file
 
 SAM2_CONFIG_OPTION = "sam2_config"  # explicit SAM2.1 size for `build_sam2` when the file name does not tell it
@@ -69,66 +64,11 @@ class AnyResolutionImagePredictor(SAM2ImagePredictor):
         self._bb_feat_sizes = [(stride4_size // 2**level,) * 2 for level in range(3)]
 
 
-class Sam2Segmenter:
-    """Box plus all points as positive, multimask output, keep the best-scored mask (the paper's prompt recipe).
-
-    Mirrors SamSegmenter: one predictor per cached image holds that image's features, so a second question on the
-    same slice only runs the prompt encoder and mask decoder; a lock serialises requests (predictor state is shared).
-    """
+class Sam2Segmenter(SamSegmenter):
+    """The same prompt recipe, embedding cache and lock as SamSegmenter, on SAM2's image predictor."""
 
     def __init__(self, sam2_model: SAM2Base, name: str = "sam2", cache_size: int = 4):
-        if cache_size < 1:
-            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
-        self.model = sam2_model.eval()
-        self.name = name
-        self.cache_size = cache_size
-        self.encoder_calls = 0
-        self._predictors: OrderedDict[tuple, AnyResolutionImagePredictor] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def segment(
-        self,
-        image: np.ndarray,
-        box: Optional[Sequence[float]] = None,
-        points: Optional[Sequence[Sequence[float]]] = None,
-    ) -> SegmentOutput:
-        check_rgb_uint8(image)
-        box_array, point_array = prompt_arrays(box, points)
-        with self._lock:
-            predictor, encode_s, cache_hit = self._predictor_for(image)
-            decode_start = time.perf_counter()
-            masks, scores, _ = predictor.predict(
-                point_coords=point_array,
-                point_labels=None if point_array is None else np.ones(len(point_array), dtype=np.int64),
-                box=box_array,
-                multimask_output=True,
-            )
-            decode_s = time.perf_counter() - decode_start
-        best = int(np.argmax(scores))
-        return SegmentOutput(
-            mask=np.asarray(masks[best], dtype=bool),
-            score=float(scores[best]),
-            encode_s=encode_s,
-            decode_s=decode_s,
-            cache_hit=cache_hit,
-        )
-
-    def _predictor_for(self, image: np.ndarray) -> tuple[AnyResolutionImagePredictor, float, bool]:
-        """Cached predictor for this image content, or a new one after a real encoder run (LRU eviction)."""
-        key = image_cache_key(image)
-        cached = self._predictors.get(key)
-        if cached is not None:
-            self._predictors.move_to_end(key)
-            return cached, 0.0, True
-        predictor = AnyResolutionImagePredictor(self.model)
-        encode_start = time.perf_counter()
-        predictor.set_image(image)
-        encode_s = time.perf_counter() - encode_start
-        self.encoder_calls += 1
-        self._predictors[key] = predictor
-        while len(self._predictors) > self.cache_size:
-            self._predictors.popitem(last=False)
-        return predictor, encode_s, False
+        super().__init__(sam2_model, name, cache_size, predictor_class=AnyResolutionImagePredictor)
 
 
 def package_model_config(config_name: str, image_size: Optional[int] = None) -> DictConfig:

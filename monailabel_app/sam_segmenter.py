@@ -11,7 +11,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from segment_anything import SamPredictor
@@ -31,16 +31,18 @@ class SamSegmenter:
 
     One predictor per cached image holds that image's embedding, so a second question on the same slice only runs
     the light prompt encoder and mask decoder. A lock serialises requests: the predictor state is not thread-safe.
+    `predictor_class` is segment_anything's SamPredictor, or SAM2's image predictor, which has the same interface.
     """
 
-    def __init__(self, sam_model: Sam, name: str = "sam", cache_size: int = 4):
+    def __init__(self, sam_model: Sam, name: str = "sam", cache_size: int = 4, predictor_class: type = SamPredictor):
         if cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
         self.model = sam_model.eval()
+        self.predictor_class = predictor_class
         self.name = name
         self.cache_size = cache_size
         self.encoder_calls = 0
-        self._predictors: OrderedDict[tuple, SamPredictor] = OrderedDict()
+        self._predictors: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def segment(
@@ -70,16 +72,16 @@ class SamSegmenter:
             cache_hit=cache_hit,
         )
 
-    def _predictor_for(self, image: np.ndarray) -> tuple[SamPredictor, float, bool]:
+    def _predictor_for(self, image: np.ndarray) -> tuple[Any, float, bool]:
         """Cached predictor for this image content, or a new one after a real encoder run (LRU eviction)."""
         key = image_cache_key(image)
         cached = self._predictors.get(key)
         if cached is not None:
             self._predictors.move_to_end(key)
             return cached, 0.0, True
-        predictor = SamPredictor(self.model)
+        predictor = self.predictor_class(self.model)
         encode_start = time.perf_counter()
-        predictor.set_image(image, image_format="RGB")
+        predictor.set_image(image)  # RGB, both predictors' default
         encode_s = time.perf_counter() - encode_start
         self.encoder_calls += 1
         self._predictors[key] = predictor

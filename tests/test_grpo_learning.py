@@ -23,15 +23,7 @@ from monailabel_app.train import train_reasoner
 from monailabel_app.transformers_reasoner import TransformersReasoner
 from tests.support.grpo_toys import answer_opens_a_tag, constant_reward, tiny_config, toy_samples
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy-sized matmuls are fastest on one thread, and the machine is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

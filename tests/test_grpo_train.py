@@ -9,21 +9,13 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 
 from monailabel_app.grpo_control import TrainingControl
 from monailabel_app.train import main, train_reasoner
 from monailabel_app.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 
 class PromptRecorder:

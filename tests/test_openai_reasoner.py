@@ -15,7 +15,6 @@ from typing import Callable
 import httpx
 import numpy as np
 import pytest
-import torch
 import uvicorn
 from PIL import Image
 
@@ -31,18 +30,12 @@ from monailabel_app.umrg_parquet import write_umrg_parquet
 from tests.grounding_datasets import lesion_samples
 from tests.monailabel_server import free_port
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 SERVED_NAME = "medreasoner"
 API_KEY_ENV = "MEDREASONER_TEST_API_KEY"
 API_KEY = "test-key-123"
 PROMPT = "Where is the lesion?"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from transformers import AutoConfig, AutoProcessor
@@ -17,20 +16,13 @@ from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 from monailabel_app.tiny_models import TINY_MAX_PIXELS, TINY_MIN_PIXELS, TINY_MODEL_MARKER
 from monailabel_app.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 GROUNDING_PROMPT = (
     "This is a medical localisation task. Question: which region best explains the patient's symptoms? "
     "Output one <think>...</think> then <answer>{'bbox': [xmin, ymin, xmax, ymax], 'points_1': [x1, y1], "
     "'points_2': [x2, y2]}</answer>."
 )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Toy-sized models run fastest single-threaded, and the test machine's 2 cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
