@@ -13,14 +13,17 @@ from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.utils.async_tasks.task import AsyncTask
 from monailabel.utils.others.class_utils import get_class_names
 
 import lib.configs
 from lib.infers.implicit_query import LAST_QUERY_KEY
 from lib.pacs_datastore import open_pacs_datastore
+from monailabel_app.retraining import last_training_stats
 
 logger = logging.getLogger(__name__)
 APP_VERSION = "0.1.0"
+AUTO_RETRAIN_TASK = "implicit_query"
 
 
 class MedReasonerApp(MONAILabelApp):
@@ -94,4 +97,15 @@ class MedReasonerApp(MONAILabelApp):
         if query and not info.get("question"):
             store.update_label_info(label_id, DefaultLabelTag.FINAL, {k: v for k, v in query.items() if v is not None})
             logger.info(f"Label {label_id} of {image_id} records its question: {query['question']!r}")
+        self._retrain_if_due(store)
         return super().on_save_label(image_id, label_id)
+
+    def _retrain_if_due(self, store) -> None:
+        """`--conf auto_retrain_after N`: start GRPO once N final labels were saved since the last training (off: 0)."""
+        every = int(self.conf.get("auto_retrain_after") or 0)
+        if every <= 0 or AUTO_RETRAIN_TASK not in self._trainers:
+            return
+        new_labels = len(store.get_labeled_images()) - last_training_stats(self.model_dir).get("final_labels", 0)
+        if new_labels >= every:
+            _, busy = AsyncTask.run("train", request={"model": AUTO_RETRAIN_TASK})
+            logger.info(f"{new_labels} new final labels: " + (busy or "retraining started"))

@@ -39,7 +39,8 @@ def retrain_reasoner(
     run_dir = model_dir / RUNS_DIR / run_name
     report = LoadReport()
     samples = list(load_samples(list(entries), report))
-    stats = {"run": run_name, "base_reasoner": str(base_reasoner), "samples": len(samples), "data": report.summary()}
+    stats = {"run": run_name, "base_reasoner": str(base_reasoner), "final_labels": len(entries), "samples": len(samples)}
+    stats["data"] = report.summary()
     try:
         if not samples:
             raise NoTrainingDataError(f"No usable training samples among {len(entries)} saved labels: {report.summary()}")

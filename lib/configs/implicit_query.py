@@ -56,4 +56,4 @@ class ImplicitQuery(TaskConfig):
         }
 
     def trainer(self) -> Optional[TrainTask]:
-        return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path)
+        return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path, self.conf)

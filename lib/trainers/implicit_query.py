@@ -35,12 +35,26 @@ OPTIONS: Dict[str, tuple[str, Callable[[Any], Any]]] = {
 
 
 class ImplicitQueryTrainer(TrainTask):
-    def __init__(self, model_dir: str, base_reasoner: Callable[[], str]):
+    def __init__(self, model_dir: str, base_reasoner: Callable[[], str], conf: Dict[str, str]):
         super().__init__("GRPO retraining of the reasoner from saved final labels (questions kept in label info)")
         self.model_dir = model_dir
         self.base_reasoner = base_reasoner  # the reasoner now served: the last published one, else --conf reasoner
+        self.site_defaults = {k[len("train_") :]: v for k, v in conf.items() if k.startswith("train_")}
 
     def config(self) -> Dict[str, Any]:
+        """The options Slicer/OHIF show; `--conf train_<option> value` sets a site's default (also for auto-retrain)."""
+        options = self._builtin_options()
+        for key, value in self.site_defaults.items():
+            if key not in options:
+                raise ValueError(f"--conf train_{key}: no such train option; options: {', '.join(options)}")
+            default = options[key]
+            if isinstance(default, list):
+                options[key] = [value] + [choice for choice in default if choice != value]
+            else:
+                options[key] = OPTIONS[key][1](value)
+        return options
+
+    def _builtin_options(self) -> Dict[str, Any]:
         preset = HOSPITAL_PRESET
         return {
             "preset": ["hospital", "paper"],
