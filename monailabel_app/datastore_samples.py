@@ -23,6 +23,24 @@ from monailabel_app.load_report import INVALID_RECORD, LoadReport, SkippedSample
 from monailabel_app.sample_metadata import categories, find_value
 
 QUESTION_KEY = "question"
+FINAL_TAG = "final"  # MONAI Label's DefaultLabelTag.FINAL: the labels users submitted
+
+
+def final_label_entries(datastore) -> list[dict]:
+    """Every image with a final label in a MONAI Label datastore (any object with its Datastore methods), with that
+    label's info, where the question was recorded: the input `datastore_samples` takes."""
+    entries = []
+    for image_id in datastore.get_labeled_images():
+        label_id = datastore.get_label_by_image_id(image_id, FINAL_TAG)
+        if label_id:
+            entries.append(
+                {
+                    "image": datastore.get_image_uri(image_id),
+                    "label": datastore.get_label_uri(label_id, FINAL_TAG),
+                    "label_info": datastore.get_label_info(label_id, FINAL_TAG),
+                }
+            )
+    return entries
 
 
 def datastore_samples(

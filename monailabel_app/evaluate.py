@@ -51,6 +51,7 @@ from monailabel_app.evaluation_report import (
     write_reports,
 )
 from monailabel_app.evaluation_scoring import PARSERS, score_sample
+from monailabel_app.datastore_samples import final_label_entries
 from monailabel_app.folder_samples import INDEX_FILE, read_index
 from monailabel_app.grounding_data import load_samples
 from monailabel_app.grounding_sample import GroundingSample
@@ -232,18 +233,7 @@ def datastore_entries(datastore_dir: Path) -> list[dict]:
     if not (Path(datastore_dir) / "datastore_v2.json").is_file():
         raise FileNotFoundError(f"{datastore_dir} is not a MONAI Label datastore (no datastore_v2.json)")
     datastore = LocalDatastore(str(datastore_dir), extensions=DATASTORE_EXTENSIONS, read_only=True)
-    entries = []
-    for image_id in datastore.list_images():
-        label_id = datastore.get_labels_by_image_id(image_id).get("final")
-        if label_id:
-            entries.append(
-                {
-                    "image": datastore.get_image_uri(image_id),
-                    "label": datastore.get_label_uri(label_id, "final"),
-                    "label_info": datastore.get_label_info(label_id, "final"),
-                }
-            )
-    return entries
+    return final_label_entries(datastore)
 
 
 def data_source(args: argparse.Namespace) -> tuple[Any, Optional[int]]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict
 
-from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
+from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
+from monailabel_app.datastore_samples import final_label_entries
 from monailabel_app.grpo_config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES
 from monailabel_app.retraining import last_training_stats, retrain_reasoner
 from monailabel_app.settings import parse_bool
@@ -83,19 +84,3 @@ class ImplicitQueryTrainer(TrainTask):
         logger.info(f"GRPO retraining on {len(entries)} final labels from {self.base_reasoner()}: {config}")
         return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config)
 
-
-def final_label_entries(datastore: Datastore) -> list[dict]:
-    """Every image with a final label, with that label's info (where the question was recorded)."""
-    entries = []
-    for image_id in datastore.get_labeled_images():
-        label_id = datastore.get_label_by_image_id(image_id, DefaultLabelTag.FINAL)
-        if not label_id:
-            continue
-        entries.append(
-            {
-                "image": datastore.get_image_uri(image_id),
-                "label": datastore.get_label_uri(label_id, DefaultLabelTag.FINAL),
-                "label_info": datastore.get_label_info(label_id, DefaultLabelTag.FINAL),
-            }
-        )
-    return entries
