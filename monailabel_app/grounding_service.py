@@ -79,7 +79,7 @@ class GroundingService:
         think: Optional[bool] = None,
     ) -> GroundedImage:
         image = read_medical_image(path)
-        return ground_image(self.pipeline(), image, question, slice_index, window, think)
+        return ground_image(self.pipeline, image, question, slice_index, window, think)
 
     def _build_reasoner(self, path: str) -> Reasoner:
         s = self.settings

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from monailabel_app.grounding_pipeline import GroundingPipeline, GroundingResult
 from monailabel_app.medical_image import MedicalImage
+from monailabel_app.prompt import validate_question
 from monailabel_app.windowing import to_display_rgb
 
 LABEL_VALUE = 1
@@ -52,20 +53,23 @@ def resolve_slice(num_slices: int, requested: object) -> int:
 
 
 def ground_image(
-    pipeline: GroundingPipeline,
+    pipeline: Callable[[], GroundingPipeline],
     image: MedicalImage,
     question: str,
     slice_index: object = None,
     window: str = "auto",
     think: Optional[bool] = None,
 ) -> GroundedImage:
+    """`pipeline` is called only once the question, slice and window are known to be usable: a bad request is
+    refused at once, without waiting for (or failing on) the models."""
+    question = validate_question(question)
     if image.is_volume:
         k = resolve_slice(image.num_slices, slice_index)
         pixels = image.array[k]
     else:
         k, pixels = None, image.array
     picture = to_display_rgb(pixels, window)
-    result = pipeline.ground(picture, question, think=think)
+    result = pipeline().ground(picture, question, think=think)
     grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
     label = np.zeros(grid_shape, dtype=np.uint8)
     if result.mask is not None:

@@ -17,7 +17,7 @@ from monailabel_app.prompt import InvalidQuestionError
 from monailabel_app.reasoner import ReasonerOutput
 from monailabel_app.sample_studies import CT_LESION, CT_SHAPE, ct_slice, write_ct
 from monailabel_app.segmenter_factory import build_segmenter
-from monailabel_app.windowing import to_display_rgb
+from monailabel_app.windowing import InvalidWindowError, to_display_rgb
 
 QUESTION = "What explains the patient's right upper quadrant pain?"
 
@@ -113,15 +113,29 @@ def test_bad_questions_fail_before_the_reasoner_runs(segmenter, picture):
 def test_volume_label_fills_only_the_grounded_slice(segmenter, tmp_path):
     volume = read_medical_image(str(write_ct(tmp_path / "ct.nii.gz")))
     pipeline = GroundingPipeline(ReplayReasoner(lesion_answer_in_model_frame()), segmenter)
-    grounded = ground_image(pipeline, volume, QUESTION, slice_index=None, window="soft_tissue")
+    grounded = ground_image(lambda: pipeline, volume, QUESTION, slice_index=None, window="soft_tissue")
     middle = CT_SHAPE[0] // 2
     assert grounded.slice_index == middle and grounded.label.shape == CT_SHAPE
     assert grounded.label[middle].any() and not np.delete(grounded.label, middle, axis=0).any()
     assert dice(grounded.label[middle] == 1, CT_LESION.mask(*CT_SHAPE[1:])) > 0.8
     data = grounded.to_json()
     assert data["slice"] == middle and data["points_ijk"][0][2] == middle
-    assert ground_image(pipeline, volume, QUESTION, slice_index="3").slice_index == 3
+    assert ground_image(lambda: pipeline, volume, QUESTION, slice_index="3").slice_index == 3
     with pytest.raises(InvalidSliceError, match="out of range"):
-        ground_image(pipeline, volume, QUESTION, slice_index=CT_SHAPE[0])
+        ground_image(lambda: pipeline, volume, QUESTION, slice_index=CT_SHAPE[0])
     with pytest.raises(InvalidSliceError, match="whole number"):
-        ground_image(pipeline, volume, QUESTION, slice_index="middle")
+        ground_image(lambda: pipeline, volume, QUESTION, slice_index="middle")
+
+
+def test_a_bad_request_is_refused_before_the_models_are_asked_for(tmp_path):
+    volume = read_medical_image(str(write_ct(tmp_path / "ct.nii.gz")))
+
+    def no_models():
+        raise AssertionError("the models were asked for")
+
+    with pytest.raises(InvalidSliceError):
+        ground_image(no_models, volume, QUESTION, slice_index=99)
+    with pytest.raises(InvalidQuestionError):
+        ground_image(no_models, volume, " ")
+    with pytest.raises(InvalidWindowError):
+        ground_image(no_models, volume, QUESTION, window="sepia")
