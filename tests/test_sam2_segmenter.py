@@ -4,7 +4,6 @@ real MedSAM2 checkpoint when MEDSAM2_CHECKPOINT points at one."""
 from __future__ import annotations
 
 import os
-import threading
 
 import numpy as np
 import pytest
@@ -169,38 +168,6 @@ def test_cache_runs_encoder_once_per_image_content(tiny_segmenter):
     assert tiny_segmenter.encoder_calls == 2 == forwards[0]
 
 
-def test_cache_evicts_least_recently_used(tiny_segmenter):  # cache_size=2
-    images = [bright_ellipse_slice(64, 64, seed=seed)[0] for seed in range(3)]
-    box = [5, 5, 40, 40]
-    for image in (images[0], images[1], images[0], images[2]):  # touching image 0 makes image 1 the oldest
-        tiny_segmenter.segment(image, box=box)
-    assert tiny_segmenter.encoder_calls == 3
-    assert tiny_segmenter.segment(images[0], box=box).cache_hit
-    assert not tiny_segmenter.segment(images[1], box=box).cache_hit
-    assert tiny_segmenter.encoder_calls == 4
-
-
-def test_concurrent_questions_on_one_slice_encode_once(tiny_segmenter):
-    forwards = count_encoder_forwards(tiny_segmenter)
-    image, lesion = bright_ellipse_slice(96, 128)
-    results, errors = [], []
-
-    def ask():
-        try:
-            results.append(tiny_segmenter.segment(image, box=tight_box(lesion)))
-        except Exception as error:  # surfaced by the assertion below
-            errors.append(error)
-
-    threads = [threading.Thread(target=ask) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors and len(results) == 4
-    assert tiny_segmenter.encoder_calls == 1 == forwards[0]
-
-
-# (c) building: configs, weights files, Hydra, registration
 
 
 def test_medsam2_config_is_package_hiera_tiny_at_512():
