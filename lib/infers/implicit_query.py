@@ -1,8 +1,9 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
 Request keys used: `image` (a file or DICOM folder path, resolved by MONAI Label), `question`, `slice`, `window`,
-`think`, `result_extension`, `result_dtype`, `result_compress`. User errors become 4xx answers with the message; a model
-that can't be loaded becomes 503 with what to do.
+`think`, `result_extension`, `result_dtype`, `result_compress`. The core's input errors (InvalidQuestionError,
+InvalidImageError, InvalidSliceError, InvalidWindowError: all ValueErrors) become 422 with their message; a model that
+can't be loaded becomes 503 with what to do.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from monailabel_app.grounding_service import GroundingService
-from monailabel_app.image_grounding import InvalidSliceError
-from monailabel_app.medical_image import InvalidImageError, write_label
-from monailabel_app.prompt import InvalidQuestionError
-from monailabel_app.transformers_reasoner import ReasonerUnavailableError
+from monailabel_app.medical_image import write_label
 from monailabel_app.segmenter_factory import SegmenterUnavailableError
 from monailabel_app.settings import parse_bool
-from monailabel_app.windowing import InvalidWindowError
+from monailabel_app.transformers_reasoner import ReasonerUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +29,6 @@ LABEL_NAME = "target"
 LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the last question asked about an image, for the next saved label
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
-USER_ERRORS = (InvalidQuestionError, InvalidImageError, InvalidSliceError, InvalidWindowError)
 
 
 class ImplicitQueryInfer(InferTask):
@@ -51,12 +48,11 @@ class ImplicitQueryInfer(InferTask):
             grounded = self.service.ground_file(
                 req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think
             )
-        except USER_ERRORS as error:
-            raise HTTPException(status_code=422, detail=str(error)) from error
-        except ValueError as error:  # a malformed option such as think=maybe
-            raise HTTPException(status_code=422, detail=str(error)) from error
         except (ReasonerUnavailableError, SegmenterUnavailableError) as error:
             raise HTTPException(status_code=503, detail=str(error)) from error
+        except ValueError as error:  # the request's fault: question, image, slice, window or an option like think=maybe
+            logger.info(f"Refused: {error}")
+            raise HTTPException(status_code=422, detail=str(error)) from error
 
         if extension == ".png" and grounded.label.ndim == 3:
             raise HTTPException(status_code=422, detail="result_extension .png can only hold 2D labels; use .nrrd")
