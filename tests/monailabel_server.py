@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Mapping
@@ -26,6 +27,8 @@ class MonaiLabelServer:
     def __init__(self, studies: Path | str, conf: Mapping[str, str], log_path: Path, env: Mapping[str, str] = ()):
         self.studies = studies if str(studies).startswith("http") else Path(studies)  # a folder or a DICOMweb URL
         self.conf = dict(conf)
+        # never the app's own model/ folder: a reasoner published there by a developer's run would answer instead
+        self.conf.setdefault("model_dir", tempfile.mkdtemp(prefix="medreasoner-model-"))
         self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
         self.log_path = Path(log_path)
         self.port = free_port()
