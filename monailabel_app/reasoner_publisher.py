@@ -1,8 +1,9 @@
 """Publishing a retrained reasoner so a running server picks it up on its next request, never half-written.
 
 Layout under the app's model folder: `reasoner_versions/<name>/` holds each published Hugging Face folder, and
-`reasoner` is a symbolic link to the current one. A new version is copied in full under a scratch name, renamed, and
-then the link is swapped with one `os.replace` (atomic on POSIX), so a reader sees the old model or the new one.
+`reasoner` is a symbolic link to the current one. A new version is moved in whole (a rename on the same file system: no
+copy of a 15 GB folder), and then the link is swapped with one `os.replace` (atomic on POSIX), so a reader sees the old
+model or the new one, never a half-written one.
 """
 
 from __future__ import annotations
@@ -29,16 +30,13 @@ def publish_reasoner(trained_dir: str | Path, model_dir: str | Path, version: st
     versions = model_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     target = versions / version
-    scratch = versions / f".{version}.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(trained_dir, scratch)
-    _make_readable(scratch)  # safetensors writes 0600; a server running as another user must read it
-    scratch.rename(target)
+    _make_readable(Path(trained_dir))  # safetensors writes 0600; a server running as another user must read it
+    shutil.move(str(trained_dir), str(target))
     new_link = model_dir / f".{PUBLISHED_LINK}.new"
     new_link.unlink(missing_ok=True)
     new_link.symlink_to(Path(VERSIONS_DIR) / version)
     os.replace(new_link, model_dir / PUBLISHED_LINK)
-    _prune(versions, keep=target)
+    prune_oldest(versions, keep=target)
     return model_dir / PUBLISHED_LINK
 
 
@@ -48,8 +46,9 @@ def _make_readable(folder: Path) -> None:
             path.chmod(path.stat().st_mode | stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
 
 
-def _prune(versions: Path, keep: Path) -> None:
-    published = sorted((p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")), key=os.path.getmtime)
-    for old in published[:-KEEP_VERSIONS]:
+def prune_oldest(folder: Path, keep: Path, count: int = KEEP_VERSIONS) -> None:
+    """Delete all but the newest `count` sub-folders of `folder` (never `keep`)."""
+    newest_last = sorted((p for p in folder.iterdir() if p.is_dir()), key=os.path.getmtime)
+    for old in newest_last[:-count]:
         if old != keep:
             shutil.rmtree(old, ignore_errors=True)

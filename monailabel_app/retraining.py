@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 from monailabel_app.grounding_data import load_samples
 from monailabel_app.grpo_config import GRPOConfig
 from monailabel_app.load_report import LoadReport
-from monailabel_app.reasoner_publisher import publish_reasoner
+from monailabel_app.reasoner_publisher import prune_oldest, publish_reasoner
 from monailabel_app.train import train_reasoner
 
 STATS_FILE = "train_stats.json"
@@ -49,6 +49,7 @@ def retrain_reasoner(
         stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
         if result.get("status") == "completed":
             stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name))
+        prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
         return stats
     except BaseException as error:
         stats.update(status="failed", error=f"{type(error).__name__}: {error}")
