@@ -8,6 +8,7 @@ import pytest
 
 from monailabel_app.medical_image import InvalidImageError, read_medical_image, write_label
 from monailabel_app.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, ct_volume, write_ct, write_png
+from tests.dicom_series import MR_GEOMETRY, mr_series
 
 
 def test_volume_geometry_survives_a_label_round_trip(tmp_path):
@@ -62,3 +63,15 @@ def test_array_outlives_its_itk_image(tmp_path):
     gc.collect()
     scratch = [np.full(CT_SHAPE, 7, np.int16) for _ in range(4)]
     assert scratch and (array == ct_volume()).all()
+
+
+def test_a_dicom_series_folder_reads_with_its_geometry(tmp_path):
+    """What MONAI Label hands an infer task for a DICOM study: a folder of slices (here a sagittal MR)."""
+    series = mr_series(tmp_path / "mr")
+    volume = read_medical_image(str(tmp_path / "mr"))
+    geometry = volume.geometry()
+    assert volume.is_volume and volume.array.shape == (MR_GEOMETRY.slices, MR_GEOMETRY.rows, MR_GEOMETRY.columns)
+    assert np.allclose(geometry["spacing"], [MR_GEOMETRY.column_spacing, MR_GEOMETRY.row_spacing, MR_GEOMETRY.slice_spacing])
+    assert np.allclose(np.asarray(geometry["direction"])[:, 0], MR_GEOMETRY.row_cosine)
+    assert np.allclose(np.asarray(geometry["direction"])[:, 1], MR_GEOMETRY.column_cosine)
+    assert len(series.files) == MR_GEOMETRY.slices
