@@ -2,7 +2,8 @@
 
 Framework-free: the MONAI Label train task hands in plain datastore entries ({"image", "label", "label_info"}); the
 question lives in the label's info under "question" (see `datastore_samples`). A run that fails or is stopped
-publishes nothing; the figures of the last run are kept in `train_stats.json` for the train task's `stats()`.
+publishes nothing; the figures of the last run, with the mean greedy reward on the labels before and after
+(`greedy_check`), are kept in `train_stats.json` for the train task's `stats()`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from monailabel_app.greedy_check import mean_greedy_reward
 from monailabel_app.grounding_data import load_samples
 from monailabel_app.grpo_config import GRPOConfig
 from monailabel_app.load_report import LoadReport
@@ -44,10 +46,12 @@ def retrain_reasoner(
     try:
         if not samples:
             raise NoTrainingDataError(f"No usable training samples among {len(entries)} saved labels: {report.summary()}")
+        stats["greedy_reward_before"] = mean_greedy_reward(str(base_reasoner), samples, config)
         result = train_reasoner(samples, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
         stats.update({k: result.get(k) for k in ("status", "steps_done", "total_steps", "seconds")})
         stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
         if result.get("status") == "completed":
+            stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], samples, config)
             stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name))
         prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
         return stats
