@@ -28,8 +28,12 @@ def mean_greedy_reward(reasoner_path: str, samples: Sequence[GroundingSample], c
         auto_reload=False,
     )
     scores = []
-    for sample in samples[:MAX_CHECK_SAMPLES]:
-        answer = reasoner.generate(sample.image, build_prompt(sample.question, config.think, config.prompt_template))
-        truth = ground_truth_in_frame(sample.ground_truth, answer.frame)
-        scores.append(compute_reward(answer.text, truth, config.reward_mode)["score"])
+    try:
+        for sample in samples[:MAX_CHECK_SAMPLES]:
+            prompt = build_prompt(sample.question, config.think, config.prompt_template)
+            answer = reasoner.generate(sample.image, prompt)
+            truth = ground_truth_in_frame(sample.ground_truth, answer.frame)
+            scores.append(compute_reward(answer.text, truth, config.reward_mode)["score"])
+    finally:
+        reasoner.release()  # training loads the same checkpoint next, on the same GPU
     return round(fmean(scores), 4)

@@ -51,7 +51,10 @@ class GroundingService:
                 self._pipeline = self._build(wanted)
             elif self._loaded_reasoner != wanted:  # the first retrained reasoner was published
                 logger.info(f"Switching to the published reasoner {wanted}")
-                self._pipeline.reasoner = None
+                old, self._pipeline.reasoner = self._pipeline.reasoner, None
+                if hasattr(old, "release"):  # free a local model's GPU memory before the new one loads
+                    old.release()
+                del old
                 self._pipeline.reasoner = self._build_reasoner(wanted)
             self._loaded_reasoner = wanted
             return self._pipeline  # the reasoner itself reloads a republished checkpoint before generating

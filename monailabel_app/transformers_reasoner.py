@@ -188,12 +188,18 @@ class TransformersReasoner:
             if self.model is not None and (current == self._version or current is None):
                 return False
             logger.info("reasoner checkpoint %s changed: reloading", self.model_id_or_path)
+            self.release()
+            self._load()
+            return True
+
+    def release(self) -> None:
+        """Frees the weights now (GPU memory included), not whenever the garbage collector gets to them: a 7B copy
+        left behind would share the GPU with the next one."""
+        with self._lock:
             self.model = self.processor = None
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            self._load()
-            return True
 
     def prepare_inputs(self, image: np.ndarray, prompt: str) -> tuple[BatchFeature, ImageFrame]:
         """One user turn (image first, then text) plus the generation prompt, on the model's device; and its frame."""
