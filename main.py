@@ -6,39 +6,46 @@ import logging
 import os
 from typing import Dict
 
-from fastapi import HTTPException
 from monailabel.config import settings
+from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.async_tasks.task import AsyncTask
-from monailabel.utils.others.class_utils import get_class_names
 
-import lib.configs
+from lib.configs.implicit_query import ImplicitQuery
+from lib.datastore.local import GatedLocalDatastore
 from lib.infers.implicit_query import LAST_QUERY_KEY
 from lib.pacs_datastore import open_pacs_datastore
+from lib.server import scratch
+from lib.server.identifiers import check_id, check_tag, is_inside
+from lib.server.limits import ServerLimits
+from monailabel_app.errors import NotFoundError
 from monailabel_app.retraining import last_training_stats
 
 logger = logging.getLogger(__name__)
 APP_VERSION = "0.1.0"
 AUTO_RETRAIN_TASK = "implicit_query"
+# The task configs this app can load, by the name `--conf models` uses. An explicit list, never a scan of a folder:
+# a module that appeared in lib/configs/ must not be imported (and run) just because it is there.
+TASK_CONFIGS: Dict[str, type] = {"implicit_query": ImplicitQuery}
 
 
 class MedReasonerApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         self.model_dir = conf.get("model_dir") or f"{app_dir}/model"  # retrained reasoners are published here
-        available = {c.split(".")[-2].lower(): c for c in get_class_names(lib.configs, "TaskConfig")}
+        self.limits = ServerLimits.from_conf(conf)
+        self.auto_retrain_after = _whole_number(conf, "auto_retrain_after")
         wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
-        unknown = [m for m in wanted if m != "all" and m not in available]
+        unknown = [m for m in wanted if m != "all" and m not in TASK_CONFIGS]
         if unknown:
-            raise ValueError(f"Unknown model(s) {unknown} in --conf models; available: all, {', '.join(available)}")
+            raise ValueError(f"Unknown model(s) {unknown} in --conf models; available: all, {', '.join(TASK_CONFIGS)}")
         self.task_configs: Dict[str, TaskConfig] = {}
-        for name, class_path in sorted(available.items()):
+        for name, config_class in TASK_CONFIGS.items():
             if "all" in wanted or name in wanted:
-                module_path, class_name = class_path.rsplit(".", 1)
-                task_config = getattr(__import__(module_path, fromlist=[class_name]), class_name)()
+                task_config = config_class()
                 task_config.init(name, self.model_dir, conf, None)
                 self.task_configs[name] = task_config
         super().__init__(
@@ -48,6 +55,18 @@ class MedReasonerApp(MONAILabelApp):
             name="MedReasoner - implicit-query grounding",
             description="Ask an implicit clinical question; a reasoning model grounds it and a frozen SAM draws the mask",
             version=APP_VERSION,
+        )
+
+    def init_datastore(self) -> Datastore:
+        """A folder datastore keeps earlier versions and gates every id (`lib/datastore/`); a URL is a PACS."""
+        if self.studies.startswith(("http://", "https://")):
+            return super().init_datastore()
+        return GatedLocalDatastore(
+            self.studies,
+            keep_versions=self.limits.keep_versions,
+            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
 
     def init_remote_datastore(self) -> Datastore:
@@ -70,22 +89,62 @@ class MedReasonerApp(MONAILabelApp):
                 trainers[name] = trainer
         return trainers
 
+    def on_init_complete(self):
+        """Serve only behind this app's hardened routes (`lib/server/asgi.py`), never MONAI Label's own."""
+        if not getattr(self, "hardened_server", False):  # set by lib/server/asgi.py's start-up, by nobody else
+            raise RuntimeError(
+                "Start this app with --uvicorn_app lib.server.asgi:app (scripts/start.sh does): MONAI Label's own "
+                "routes don't check ids, uploads or paths."
+            )
+        super().on_init_complete()
+
     def infer(self, request, datastore=None):
-        """MONAI Label answers an unknown model or image id with a 500 or a confusing error; a client deserves a 404.
-        The question asked about a datastore image is remembered, so the label the user saves next can carry it."""
-        model, image = request.get("model"), request.get("image")
+        """The image is a path the server made (an upload or session in a server folder, a datastore file) or a
+        datastore id, which is gated and resolved here: never a path a client chose. The question asked about a
+        datastore image is remembered, so the label the user saves next can carry it."""
+        model = request.get("model")
         if model not in self._infers:
-            raise HTTPException(404, f"No model {model!r}; available: {', '.join(self._infers)}")
+            raise NotFoundError(f"No model {str(model)[:80]!r}; available: {', '.join(self._infers)}")
         store = datastore or self.datastore()
-        from_datastore = isinstance(image, str) and not os.path.exists(image)
-        if from_datastore and not store.get_image_uri(image):
-            raise HTTPException(404, f"No image with id {image!r} in the datastore")
-        result = super().infer(request, datastore)
+        image, image_id = request.get("image"), request.get("image_id")
+        resolved = isinstance(image, str) and os.path.isabs(image)
+        if resolved and image_id:  # the route resolved a datastore id: it must be what that id names
+            resolved = image == store.get_image_uri(check_id(image_id))
+        elif resolved:
+            resolved = self._is_server_path(image, store)
+        if not resolved:
+            image_id = check_id(image)
+            uri = store.get_image_uri(image_id)
+            if not uri:
+                raise NotFoundError(f"No image with id {image_id!r} in the datastore")
+            request = {**request, "image": uri}
+        result = super().infer({**request, "save_label": False}, datastore)  # saved below, under the id
         asked = (result or {}).get("params") or {}
-        if from_datastore and asked.get("question"):
+        if request.get("save_label") and image_id and result.get("file") and os.path.isfile(result["file"]):
+            tag = check_tag(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value)
+            info = {"model": model, "params": asked, **(request.get("saved_by") or {})}
+            result.update(label=store.save_label(image_id, result["file"], tag, info), tag=tag)
+            os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
+            result["file"] = None
+        if image_id and asked.get("question"):
             query = {"question": asked["question"], "slice": asked.get("slice"), "reasoner": asked.get("reasoner")}
-            store.update_image_info(image, {LAST_QUERY_KEY: query})
+            store.update_image_info(image_id, {LAST_QUERY_KEY: query})
         return result
+
+    def _is_server_path(self, path: str, store: Datastore) -> bool:
+        """Inside a request's scratch folder, the datastore's folder, or MONAI Label's sessions folder."""
+        roots = [str(scratch.SCRATCH_ROOT)]
+        if isinstance(store, LocalDatastore):
+            roots.append(store._datastore_path)
+        if self._sessions is not None:
+            roots.append(self._sessions.store_path)
+        return any(os.path.isdir(root) and is_inside(root, path) for root in roots)
+
+    def next_sample(self, request):
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:
+            raise NotFoundError(f"No active learning strategy {str(strategy)[:80]!r}; available: {', '.join(self._strategies)}")
+        return super().next_sample(request)
 
     def on_save_label(self, image_id, label_id):
         """Slicer and OHIF save a label without the question; copy in the last one asked about this image."""
@@ -102,10 +161,22 @@ class MedReasonerApp(MONAILabelApp):
 
     def _retrain_if_due(self, store) -> None:
         """`--conf auto_retrain_after N`: start GRPO once N final labels were saved since the last training (off: 0)."""
-        every = int(self.conf.get("auto_retrain_after") or 0)
+        every = self.auto_retrain_after
         if every <= 0 or AUTO_RETRAIN_TASK not in self._trainers:
             return
         new_labels = len(store.get_labeled_images()) - last_training_stats(self.model_dir).get("final_labels", 0)
-        if new_labels >= every:
-            _, busy = AsyncTask.run("train", request={"model": AUTO_RETRAIN_TASK})
-            logger.info(f"{new_labels} new final labels: " + (busy or "retraining started"))
+        if new_labels < every:
+            return
+        if AsyncTask.status("train", check_if_running=True)[0]:
+            logger.info(f"{new_labels} new final labels; a retraining is already running")
+            return
+        self._trainers[AUTO_RETRAIN_TASK].before_run()
+        _, busy = AsyncTask.run("train", request={"model": AUTO_RETRAIN_TASK})
+        logger.info(f"{new_labels} new final labels: " + (busy or "retraining started"))
+
+
+def _whole_number(conf: Dict[str, str], key: str) -> int:
+    raw = str(conf.get(key) or "0").strip()
+    if not raw.isdigit():
+        raise ValueError(f"--conf {key} must be a whole number (0 = off), got {raw!r}")
+    return int(raw)

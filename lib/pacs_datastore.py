@@ -131,7 +131,17 @@ class PacsDatastore(DICOMWebDatastore):
                     )
                 self._download_whole(study_id, image_id, image_dir, f"downloading series {image_id}")
             self._add_single_picture(image_id, image_dir)
-            return super().get_image_uri(image_id)
+            return self._cached_image(super().get_image_uri(image_id), image_id)
+
+    def _cached_image(self, uri: str, image_id: str) -> str:
+        """MONAI Label's first conversion returns its temporary NIfTI (and leaves it in the temp folder); every later
+        call the cached copy. Always the cached copy, and no temporary left behind."""
+        cached = os.path.realpath(os.path.join(self._datastore.image_path(), f"{image_id}.nii.gz"))
+        if uri and uri != cached and os.path.isfile(cached):
+            if os.path.dirname(os.path.realpath(uri)) == os.path.realpath(tempfile.gettempdir()):
+                os.unlink(uri)
+            return cached
+        return uri
 
     def _add_single_picture(self, image_id: str, image_dir: str) -> None:
         """A radiograph (DX, CR) is one 2D picture; MONAI Label's conversion makes it a one-slice volume."""

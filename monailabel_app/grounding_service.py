@@ -14,6 +14,7 @@ from typing import Optional
 
 from monailabel_app.grounding_pipeline import GroundingPipeline
 from monailabel_app.image_grounding import GroundedImage, ground_image
+from monailabel_app.image_limits import ImageLimits
 from monailabel_app.medical_image import read_medical_image
 from monailabel_app.reasoner_publisher import published_reasoner
 from monailabel_app.segmenter_factory import SEGMENTER_BUILDERS, build_segmenter
@@ -30,7 +31,7 @@ REASONER_BACKENDS = ("transformers", "vllm", "openai")
 
 
 class GroundingService:
-    def __init__(self, settings: GroundingSettings, model_dir: Optional[str] = None):
+    def __init__(self, settings: GroundingSettings, model_dir: Optional[str] = None, image_limits: ImageLimits = ImageLimits()):
         # an admin's typo fails the start, not the first request
         if settings.segmenter not in SEGMENTER_BUILDERS:
             raise ValueError(f"--conf segmenter {settings.segmenter!r} is unknown; choose one of {sorted(SEGMENTER_BUILDERS)}")
@@ -39,6 +40,7 @@ class GroundingService:
         if settings.reasoner_backend == "openai" and not settings.reasoner_url:
             raise ValueError("--conf reasoner_backend openai needs --conf reasoner_url (e.g. http://gpu-host:8001/v1)")
         self.settings = settings
+        self.image_limits = image_limits  # images larger than these are refused from their header
         self.model_dir = model_dir  # where retraining publishes; a published reasoner wins over settings.reasoner
         self._lock = threading.Lock()
         self._pipeline: Optional[GroundingPipeline] = None
@@ -81,7 +83,7 @@ class GroundingService:
         window: str = "auto",
         think: Optional[bool] = None,
     ) -> GroundedImage:
-        image = read_medical_image(path)
+        image = read_medical_image(path, self.image_limits)
         return ground_image(self.pipeline, image, question, slice_index, window, think)
 
     def _build_reasoner(self, path: str) -> Reasoner:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
 
+from monailabel_app.errors import RequestError
 from monailabel_app.grounding_pipeline import GroundingPipeline, GroundingResult
 from monailabel_app.medical_image import MedicalImage
 from monailabel_app.prompt import validate_question
 from monailabel_app.windowing import to_display_rgb
 
 LABEL_VALUE = 1
+MIDDLE_SLICE = -1  # the `slice` option's default: Slicer and OHIF show it as -1
 
 
-class InvalidSliceError(ValueError):
+class InvalidSliceError(RequestError):
     """The requested slice isn't in the volume."""
 
 
@@ -38,17 +41,24 @@ class GroundedImage:
 
 
 def resolve_slice(num_slices: int, requested: object) -> int:
-    """`requested` None, '' or a negative number means the middle slice; anything else must be a valid index."""
+    """`requested` None, '' or -1 means the middle slice; anything else must be a whole number naming a slice."""
     if requested is None or (isinstance(requested, str) and not requested.strip()):
         return num_slices // 2
+    if isinstance(requested, bool):
+        raise InvalidSliceError(f"The slice must be a whole number, got {requested!r}.")
     try:
-        index = int(float(requested))
+        value = float(requested)
     except (TypeError, ValueError):
-        raise InvalidSliceError(f"The slice must be a whole number, got {requested!r}.") from None
-    if index < 0:
+        raise InvalidSliceError(f"The slice must be a whole number, got {str(requested)[:40]!r}.") from None
+    if not math.isfinite(value) or value != int(value):
+        raise InvalidSliceError(f"The slice must be a whole number, got {str(requested)[:40]!r}.")
+    index = int(value)
+    if index == MIDDLE_SLICE:
         return num_slices // 2
-    if index >= num_slices:
-        raise InvalidSliceError(f"Slice {index} is out of range: this volume has slices 0 to {num_slices - 1}.")
+    if not 0 <= index < num_slices:
+        raise InvalidSliceError(
+            f"Slice {index} is out of range: this volume has slices 0 to {num_slices - 1} (-1 = the middle one)."
+        )
     return index
 
 

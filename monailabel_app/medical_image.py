@@ -16,9 +16,7 @@ import itk
 import nibabel
 import numpy as np
 
-
-class InvalidImageError(ValueError):
-    """The image can't be used (unreadable, truncated, wrong dimension); the message says why and what to do."""
+from monailabel_app.image_limits import ImageLimits, InvalidImageError, check_image_file
 
 
 @dataclass
@@ -46,12 +44,16 @@ class MedicalImage:
         }
 
 
-def read_medical_image(path: str) -> MedicalImage:
-    """Read a file or a DICOM series folder; RGBA becomes RGB (alpha dropped), other shapes are refused clearly."""
+def read_medical_image(path: str, limits: ImageLimits = ImageLimits()) -> MedicalImage:
+    """Read a file or a DICOM series folder; RGBA becomes RGB (alpha dropped), other shapes are refused clearly.
+
+    The header is checked first (`image_limits`): sizes over `limits`, complex pixels and files that point at other
+    files are refused before any pixel is decoded."""
     if not path or not os.path.exists(path):
-        raise InvalidImageError(f"Image not found: {path!r}")
+        raise InvalidImageError(f"Image not found: {os.path.basename(str(path))!r}")
     if path.lower().endswith((".nii", ".nii.gz")):
-        _require_complete_nifti(path)
+        _require_complete_nifti(path)  # first: its message ("truncated") says more than a failed header read
+    check_image_file(path, limits)
     try:
         image = itk.imread(path)
     except Exception as error:  # ITK raises bare RuntimeErrors for every format problem
@@ -74,7 +76,8 @@ def read_medical_image(path: str) -> MedicalImage:
         raise InvalidImageError(f"2D images need 1 (grey), 3 (RGB) or 4 (RGBA) channels, not {components}.")
     if dimension == 2 and components == 4:
         array = array[..., :3]
-    if array.size == 0 or min(array.shape[:dimension]) < 2:
+    in_plane = array.shape[dimension - 2 : dimension]  # (y, x): a volume of one slice is still a picture to ground
+    if array.size == 0 or min(in_plane) < 2:
         raise InvalidImageError(f"The image is too small to ground anything in: shape {list(array.shape)}.")
     return MedicalImage(array=np.ascontiguousarray(array), itk_image=image, path=path)
 
@@ -98,8 +101,13 @@ def _require_complete_nifti(path: str) -> None:
         header = nibabel.load(path).header
         expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
         if path.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                actual = sum(len(chunk) for chunk in iter(lambda: stream.read(1 << 22), b""))
+            actual = 0
+            with gzip.open(path, "rb") as stream:  # up to the expected size only: a gzip bomb is not unpacked whole
+                while actual < expected:
+                    chunk = stream.read(min(1 << 22, expected - actual))
+                    if not chunk:
+                        break
+                    actual += len(chunk)
         else:
             actual = os.path.getsize(path)
     except Exception as error:  # nibabel and gzip raise many kinds for broken files

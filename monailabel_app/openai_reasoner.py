@@ -25,6 +25,7 @@ from typing import Optional
 import httpx
 import numpy as np
 
+from monailabel_app.errors import UpstreamError
 from monailabel_app.frames import ImageFrame
 from monailabel_app.qwen_frame import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, resize_to_model_frame
 from monailabel_app.reasoner import ReasonerOutput
@@ -38,7 +39,7 @@ MAX_BACKOFF_S = 30.0
 FRAME_FIELD = "medreasoner"  # extension field of our own server's reply: {"model_frame": {"width", "height"}}
 
 
-class EndpointError(RuntimeError):
+class EndpointError(UpstreamError):
     """The endpoint gave no usable answer for this request (after retries where retrying made sense)."""
 
 

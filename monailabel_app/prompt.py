@@ -8,17 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from monailabel_app.errors import RequestError
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 BUILTIN_TEMPLATES = {True: TEMPLATE_DIR / "grounding_think.txt", False: TEMPLATE_DIR / "grounding_nothink.txt"}
 MAX_QUESTION_CHARS = 2000
 
 
-class InvalidQuestionError(ValueError):
+class InvalidQuestionError(RequestError):
     """The question can't be sent to the reasoner (empty, too long); the message says why."""
 
 
 def validate_question(question: object) -> str:
-    if not isinstance(question, str) or not question.strip():
+    if question is not None and not isinstance(question, str):
+        raise InvalidQuestionError(f"The question must be text, not {type(question).__name__}.")
+    if not question or not question.strip():
         raise InvalidQuestionError("The question is empty: type a clinical question in the 'question' option.")
     question = question.strip()
     if len(question) > MAX_QUESTION_CHARS:

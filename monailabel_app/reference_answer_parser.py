@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-REFERENCE_ANSWER_BLOCK = re.compile(r"<answer>\s*({.*?})\s*</answer>", re.DOTALL)
+from monailabel_app.answer_parser import think_block
+
+REFERENCE_ANSWER_PATTERN = r"<answer>\s*({.*?})\s*</answer>"  # the reference's regex (DOTALL), matched by `answer_object_text`
 
 
 @dataclass
@@ -40,13 +40,12 @@ class ReferenceAnswer:
 def parse_reference_answer(text: Any) -> ReferenceAnswer:
     if not isinstance(text, str):
         return ReferenceAnswer(ok=False, reason="the model returned no text")
-    think_match = THINK_BLOCK.search(text)
-    think = think_match.group(1).strip() if think_match else None
-    answer_match = REFERENCE_ANSWER_BLOCK.search(text)
-    if answer_match is None:
+    think = think_block(text)
+    answer_text = answer_object_text(text)
+    if answer_text is None:
         return ReferenceAnswer(ok=False, think=think, reason="no <answer>{...}</answer> block")
     try:
-        answer, _end = json.JSONDecoder().raw_decode(answer_match.group(1).strip().replace("'", '"'))
+        answer, _end = json.JSONDecoder().raw_decode(answer_text.strip().replace("'", '"'))
     except (ValueError, RecursionError):
         return ReferenceAnswer(ok=False, think=think, reason="the <answer> object is not JSON")
     box = _numbers(answer.get("bbox"), 4)
@@ -56,6 +55,33 @@ def parse_reference_answer(text: Any) -> ReferenceAnswer:
     if None in points:
         return ReferenceAnswer(ok=False, think=think, reason="'points_1'/'points_2' are not two [x, y] points")
     return ReferenceAnswer(ok=True, think=think, box=tuple(box), points=[tuple(p) for p in points])
+
+
+def answer_object_text(text: str) -> Optional[str]:
+    """What `re.search(REFERENCE_ANSWER_PATTERN, text, re.DOTALL).group(1)` gives, in linear time.
+
+    The regex tries each `<answer>` in turn: whitespace, then `{`, then the shortest stretch to a `}` that is followed
+    by whitespace and `</answer>`. Only the first `<answer>` whose next non-space character is `{` can match: a later
+    one could only close where the first also could. Its match ends at the first `</answer>` whose preceding
+    non-space character is a `}` after that `{`. (The regex itself is quadratic on many unclosed `<answer>{` tags.)
+    """
+    position = text.find("<answer>")
+    while position != -1:
+        brace = position + len("<answer>")
+        while brace < len(text) and text[brace].isspace():
+            brace += 1
+        if brace < len(text) and text[brace] == "{":
+            close = text.find("</answer>", brace + 1)
+            while close != -1:
+                last = close - 1
+                while last > brace and text[last].isspace():
+                    last -= 1
+                if last > brace and text[last] == "}":
+                    return text[brace : last + 1]
+                close = text.find("</answer>", close + 1)
+            return None
+        position = text.find("<answer>", position + 1)
+    return None
 
 
 def _numbers(value: Any, count: int) -> Optional[list[float]]:

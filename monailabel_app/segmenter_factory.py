@@ -15,6 +15,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
+from monailabel_app.errors import UnavailableError
 from monailabel_app.sam_segmenter import SamSegmenter
 from monailabel_app.segmenter import Segmenter
 
@@ -28,7 +29,7 @@ UNIT_RANGE_MEAN = (0.0, 0.0, 0.0)
 UNIT_RANGE_STD = (255.0, 255.0, 255.0)
 
 
-class SegmenterUnavailableError(RuntimeError):
+class SegmenterUnavailableError(UnavailableError):
     """The configured segmenter cannot be built here; the message says which file to get and which option to set."""
 
 

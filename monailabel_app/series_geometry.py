@@ -13,11 +13,13 @@ from typing import List
 import numpy as np
 import pydicom
 
+from monailabel_app.errors import RequestError
+
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_TOLERANCE = 0.01  # relative: gaps may differ by 1% (rounded positions in real scanners' headers)
 
 
-class InvalidSeriesError(ValueError):
+class InvalidSeriesError(RequestError):
     """The series can't be one volume; the message says why, in terms a PACS administrator can check."""
 
 

@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from PIL import Image
 
+from monailabel_app.errors import RequestError
 from monailabel_app.openai_reasoner import DEFAULT_SYSTEM_PROMPT, FRAME_FIELD
 from monailabel_app.reasoner import ReasonerOutput
 from monailabel_app.transformers_reasoner import TransformersReasoner
@@ -35,7 +36,7 @@ from monailabel_app.transformers_reasoner import TransformersReasoner
 DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,(.*)$", re.DOTALL)
 
 
-class BadRequest(ValueError):
+class BadRequest(RequestError):
     """The request is not one this server can answer; the message says why (sent back as an OpenAI-style 400)."""
 
 

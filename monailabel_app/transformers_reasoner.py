@@ -34,6 +34,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
 )
 
+from monailabel_app.errors import UnavailableError
 from monailabel_app.frames import ImageFrame
 from monailabel_app.reasoner import ReasonerOutput
 
@@ -47,7 +48,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _VERSION_FILES = ("VERSION", "config.json", "generation_config.json", "model.safetensors.index.json")
 
 
-class ReasonerUnavailableError(RuntimeError):
+class ReasonerUnavailableError(UnavailableError):
     """The reasoner checkpoint can't be loaded here; the message says how to get it."""
 
 
@@ -103,7 +104,11 @@ def load_qwen_vl(
     try:
         processor = AutoProcessor.from_pretrained(source, **hub_kwargs)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-            source, dtype=resolve_dtype(dtype, torch_device), device_map=str(torch_device), **hub_kwargs
+            source,
+            dtype=resolve_dtype(dtype, torch_device),
+            device_map=str(torch_device),
+            use_safetensors=True,  # weights are never unpickled: a .bin checkpoint could run code when loaded
+            **hub_kwargs,
         )
     except OSError as error:
         raise ReasonerUnavailableError(_unavailable_message(source, f"incomplete checkpoint: {error}")) from error

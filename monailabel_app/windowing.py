@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from monailabel_app.errors import RequestError
+
 # (level, width) in Hounsfield units, the usual viewer presets
 CT_WINDOWS = {
     "soft_tissue": (40.0, 400.0),
@@ -19,7 +21,7 @@ CT_WINDOWS = {
 WINDOW_CHOICES = ["auto", *CT_WINDOWS, "minmax"]
 
 
-class InvalidWindowError(ValueError):
+class InvalidWindowError(RequestError):
     """Unknown window name or a malformed 'level,width' pair."""
 
 

@@ -2,6 +2,9 @@
 # Installs everything (scripts/install.sh), writes synthetic sample studies, and starts the MONAI Label server with
 # this app on port 8000. With no arguments it starts the offline demo (tiny untrained reasoner + real LiteMedSAM);
 # any arguments replace the demo options, e.g.:  bash scripts/start.sh --conf reasoner /models/MedReasoner-Soft-7B
+# It listens on 127.0.0.1 unless HOST says otherwise (HOST=0.0.0.0 for the network: turn authentication on first,
+# see the README's Security section; the server warns at start). It serves this app's hardened routes
+# (lib/server/asgi.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -12,5 +15,5 @@ case "$STUDIES" in
 esac
 if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
-exec .venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-0.0.0.0}" --port "${PORT:-8000}" \
-  --conf models implicit_query "$@"
+exec .venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
+  --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@"

@@ -37,7 +37,7 @@ class MonaiLabelServer:
 
     def start(self, timeout_s: float = 240) -> "MonaiLabelServer":
         command = [str(MONAILABEL), "start_server", "--app", str(APP_DIR), "--studies", str(self.studies)]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--uvicorn_app", "lib.server.asgi:app"]
         for key, value in self.conf.items():
             command += ["--conf", key, value]
         env = {**os.environ, "PYTHONPATH": str(APP_DIR), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -1,10 +1,10 @@
 """The MONAI Label infer task called in-process, as the server calls it, for what needs no running server."""
 
 import pytest
-from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.infers.implicit_query import ImplicitQueryInfer
+from monailabel_app.errors import RequestError, UnavailableError, http_status_of
 from monailabel_app.grounding_service import GroundingService
 from monailabel_app.sample_studies import write_png, xray_picture
 from monailabel_app.settings import GroundingSettings
@@ -18,10 +18,10 @@ def task_for(settings: GroundingSettings) -> ImplicitQueryInfer:
 def test_a_reasoner_that_cannot_be_had_is_a_503_that_says_what_to_do(tmp_path):
     task = task_for(GroundingSettings(reasoner=str(tmp_path / "MedReasoner-Soft-7B"), allow_download=False))
     picture = write_png(xray_picture(), tmp_path / "xray.png")
-    with pytest.raises(HTTPException) as raised:
+    with pytest.raises(UnavailableError) as raised:
         task({"image": str(picture), "question": "Where is the opacity?"})
-    assert raised.value.status_code == 503
-    assert "--conf reasoner" in raised.value.detail and "MedReasoner-Soft-7B" in raised.value.detail
+    assert http_status_of(raised.value) == 503
+    assert "--conf reasoner" in str(raised.value) and "MedReasoner-Soft-7B" in str(raised.value)
 
 
 def test_bad_options_are_422_before_any_model_loads(tmp_path):
@@ -33,6 +33,6 @@ def test_bad_options_are_422_before_any_model_loads(tmp_path):
         ({"result_compress": "sometimes"}, "result_compress"),
         ({"question": ""}, "question is empty"),
     ):
-        with pytest.raises(HTTPException) as raised:
+        with pytest.raises(RequestError) as raised:
             task({"image": picture, "question": "Where?", **request})
-        assert raised.value.status_code == 422 and fragment in raised.value.detail
+        assert http_status_of(raised.value) == 422 and fragment in str(raised.value)

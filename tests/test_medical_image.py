@@ -49,7 +49,7 @@ def test_refusals_say_why(tmp_path):
         read_medical_image(str(half))
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"this is not a png")
-    with pytest.raises(InvalidImageError, match="corrupt, truncated"):
+    with pytest.raises(InvalidImageError, match="corrupt"):
         read_medical_image(str(garbage))
     vector_volume = itk.image_from_array(np.zeros((4, 5, 6, 2), np.float32), is_vector=True)
     itk.imwrite(vector_volume, str(tmp_path / "4d.nrrd"))

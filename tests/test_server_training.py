@@ -29,8 +29,13 @@ TRAIN_OPTIONS.update(learning_rate=0.001, temperature=1.0)
 
 
 @pytest.fixture(scope="module")
-def server(format_tuned_reasoner_dir, tmp_path_factory):
-    studies = tmp_path_factory.mktemp("studies")
+def studies_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("studies")
+
+
+@pytest.fixture(scope="module")
+def server(format_tuned_reasoner_dir, studies_dir, tmp_path_factory):
+    studies = studies_dir
     for seed in (1, 2):
         write_png(xray_picture(seed=seed), studies / f"xray_{seed}.png")
     model_dir = tmp_path_factory.mktemp("model")
@@ -100,7 +105,7 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
 
     wait_until_running(server)  # the second saved label started it
     busy = requests.post(f"{server.url}/train/implicit_query", json=TRAIN_OPTIONS, timeout=60)
-    assert busy.status_code == 429 and "Already Running" in busy.text
+    assert busy.status_code == 429 and "already running" in busy.text
     task = wait_for_training(server)
     assert task["status"] == "DONE", "\n".join(task.get("details", []))
 
@@ -120,12 +125,50 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
     assert result["reasoner"] == str(link) and result["status"] in ("ok", "no_grounding")
 
 
-def test_a_run_that_fails_publishes_nothing(server):
+def test_bad_train_options_are_refused_before_a_run_starts(server):
+    bad = [
+        {**TRAIN_OPTIONS, "temperature": 0},  # GRPO needs sampled answers
+        {**TRAIN_OPTIONS, "group_size": 10_000},
+        {**TRAIN_OPTIONS, "max_steps": 2.5},
+        {"max_stepz": 3},
+        {"bundle_path": "/tmp"},  # MONAI Label would add it to the training subprocess's PYTHONPATH
+    ]
+    for options in bad:
+        response = requests.post(f"{server.url}/train/implicit_query", json=options, timeout=60)
+        assert response.status_code == 422, (options, response.text)
+    run_sync = requests.post(f"{server.url}/train/implicit_query", params={"run_sync": "true"}, json={}, timeout=60)
+    assert run_sync.status_code == 422
+    assert requests.get(f"{server.url}/train/", params={"check_if_running": "true"}, timeout=30).status_code == 404
+
+
+def unfinished_runs(server) -> list:
+    runs = server.model_dir / "train_runs"
+    finished = lambda run: (run / "result.json").is_file() and '"completed"' in (run / "result.json").read_text()
+    return [run.name for run in runs.iterdir() if not finished(run)] if runs.is_dir() else []
+
+
+def test_a_stopped_run_says_so_and_leaves_no_folder(server):
+    started = requests.post(f"{server.url}/train/", json={**TRAIN_OPTIONS, "max_steps": 500, "epochs": 500}, timeout=60)
+    assert started.status_code == 200, started.text
+    second = requests.post(f"{server.url}/train/", json=TRAIN_OPTIONS, timeout=60)  # MONAI Label's "run all" route
+    assert second.status_code == 429, second.text
+    wait_until_running(server)
+    time.sleep(15)  # into the run: its process has written its folder and stats
+    assert requests.delete(f"{server.url}/train/", timeout=60).status_code == 200
+    assert wait_for_training(server)["status"] in ("STOPPED", "ERROR", "DONE")
+    stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["implicit_query"]
+    assert stats["status"] == "stopped" and unfinished_runs(server) == []
+
+
+def test_a_run_that_fails_publishes_nothing(server, studies_dir):
     link = server.model_dir / "reasoner"
     published_before = os.readlink(link) if link.is_symlink() else None
-    response = requests.post(f"{server.url}/train/implicit_query", json={**TRAIN_OPTIONS, "temperature": 0}, timeout=60)
+    for label in (studies_dir / "labels" / "final").glob("*.png"):
+        label.write_bytes(b"not a png any more")  # damaged on disk after it was saved: no usable sample is left
+    response = requests.post(f"{server.url}/train/implicit_query", json=TRAIN_OPTIONS, timeout=60)
     assert response.status_code == 200, response.text
     task = wait_for_training(server)
-    assert task["status"] == "ERROR" and any("temperature" in line for line in task.get("details", []))
+    assert task["status"] == "ERROR" and any("No usable training samples" in line for line in task.get("details", []))
     assert (os.readlink(link) if link.is_symlink() else None) == published_before
-    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200
+    assert unfinished_runs(server) == []
+    assert requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["implicit_query"]["status"] == "failed"

@@ -19,6 +19,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.infers.implicit_query import ImplicitQueryInfer
+from lib.server.limits import ServerLimits
 from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.grounding_service import GroundingService
 from monailabel_app.settings import GroundingSettings
@@ -37,7 +38,7 @@ class ImplicitQuery(TaskConfig):
         if self.settings.demo:
             self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
             logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
-        self.service = GroundingService(self.settings, model_dir)
+        self.service = GroundingService(self.settings, model_dir, ServerLimits.from_conf(conf).image)
 
     def infer(self) -> Dict[str, InferTask]:
         options = {"question": "", "think": self.settings.think, "window": list(WINDOW_CHOICES)}

@@ -1,9 +1,9 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
-Request keys used: `image` (a file or DICOM folder path, resolved by MONAI Label), `question`, `slice`, `window`,
-`think`, `result_extension`, `result_dtype`, `result_compress`. The core's input errors (InvalidQuestionError,
-InvalidImageError, InvalidSliceError, InvalidWindowError: all ValueErrors) become 422 with their message; a model that
-can't be loaded becomes 503 with what to do.
+Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `window`,
+`think`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy (`monailabel_app.errors`):
+the request's fault (question, image, slice, window, format) is a RequestError, a model that can't be had an
+UnavailableError; the server answers them as 4xx and 5xx with their message (`lib/server/errors.py`).
 """
 
 from __future__ import annotations
@@ -14,14 +14,12 @@ import tempfile
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
+from monailabel_app.errors import RequestError
 from monailabel_app.grounding_service import GroundingService
 from monailabel_app.medical_image import write_label
-from monailabel_app.segmenter_factory import SegmenterUnavailableError
 from monailabel_app.settings import parse_bool
-from monailabel_app.transformers_reasoner import ReasonerUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -43,19 +41,12 @@ class ImplicitQueryInfer(InferTask):
         defaults = {k: v[0] if isinstance(v, list) else v for k, v in self.config().items()}  # a list offers choices
         req = {**defaults, **request}
         extension, dtype, compress = _result_format(req)
-        try:
-            think = parse_bool("think", str(req["think"])) if "think" in req else None
-            grounded = self.service.ground_file(
-                req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think
-            )
-        except (ReasonerUnavailableError, SegmenterUnavailableError) as error:
-            raise HTTPException(status_code=503, detail=str(error)) from error
-        except ValueError as error:  # the request's fault: question, image, slice, window or an option like think=maybe
-            logger.info(f"Refused: {error}")
-            raise HTTPException(status_code=422, detail=str(error)) from error
-
+        think = _flag("think", req["think"]) if "think" in req else None
+        grounded = self.service.ground_file(
+            req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think
+        )
         if extension == ".png" and grounded.label.ndim == 3:
-            raise HTTPException(status_code=422, detail="result_extension .png can only hold 2D labels; use .nrrd")
+            raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
         label_path = tempfile.NamedTemporaryFile(suffix=extension, dir=_labels_dir(), delete=False).name
         write_started = time.perf_counter()
         write_label(grounded.label.astype(dtype), grounded.image, label_path, compress=compress)
@@ -79,15 +70,18 @@ def _labels_dir() -> str:
 
 def _result_format(req: Dict[str, Any]) -> Tuple[str, str, bool]:
     """What Slicer (`.nrrd`, `uint8`) and OHIF (also `result_compress=false`) ask for; refused clearly otherwise."""
-    extension = str(req.get("result_extension") or ".nrrd").lower()
+    extension = str(req.get("result_extension") or ".nrrd").lower()[:40]
     extension = extension if extension.startswith(".") else "." + extension
-    dtype = str(req.get("result_dtype") or "uint8").lower()
+    dtype = str(req.get("result_dtype") or "uint8").lower()[:40]
     if extension not in RESULT_EXTENSIONS:
-        raise HTTPException(422, f"result_extension {extension!r} is not supported; use one of {RESULT_EXTENSIONS}")
+        raise RequestError(f"result_extension {extension!r} is not supported; use one of {RESULT_EXTENSIONS}")
     if dtype not in RESULT_DTYPES:
-        raise HTTPException(422, f"result_dtype {dtype!r} is not supported; use one of {RESULT_DTYPES}")
+        raise RequestError(f"result_dtype {dtype!r} is not supported; use one of {RESULT_DTYPES}")
+    return extension, dtype, _flag("result_compress", req.get("result_compress", True))
+
+
+def _flag(name: str, value: Any) -> bool:
     try:
-        compress = parse_bool("result_compress", str(req.get("result_compress", True)))
+        return parse_bool(name, str(value)[:40])
     except ValueError as error:
-        raise HTTPException(422, str(error)) from error
-    return extension, dtype, compress
+        raise RequestError(str(error).replace("--conf ", "")) from None

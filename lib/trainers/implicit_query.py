@@ -8,31 +8,61 @@ start from the one-GPU hospital preset (LoRA, small groups); `preset` = `paper` 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable, Dict
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
 from monailabel_app.datastore_samples import final_label_entries
-from monailabel_app.grpo_config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES
-from monailabel_app.retraining import last_training_stats, retrain_reasoner
+from monailabel_app.errors import RequestError
+from monailabel_app.grpo_config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES, GRPOConfig
+from monailabel_app.retraining import last_training_stats, mark_started, mark_stopped, retrain_reasoner
 from monailabel_app.settings import parse_bool
 
 logger = logging.getLogger(__name__)
+PRESETS = {"hospital": HOSPITAL_PRESET, "paper": PAPER_PRESET}
+
+
+
+def _whole(value: Any) -> int:
+    """A whole number as a client may send it (5, 5.0, "5"); not True, 2.5 or "five"."""
+    if isinstance(value, bool):
+        raise ValueError("not a whole number")
+    number = float(value) if isinstance(value, (int, float)) else float(str(value).strip())
+    if not math.isfinite(number) or number != int(number):
+        raise ValueError("not a whole number")
+    return int(number)
+
 
 # option shown in Slicer/OHIF -> GRPOConfig field (and how to read the string a client may send)
 OPTIONS: Dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "max_steps": ("max_steps", int),
-    "epochs": ("epochs", int),
-    "group_size": ("group_size", int),
-    "prompts_per_step": ("prompts_per_step", int),
+    "max_steps": ("max_steps", _whole),
+    "epochs": ("epochs", _whole),
+    "group_size": ("group_size", _whole),
+    "prompts_per_step": ("prompts_per_step", _whole),
     "lora": ("lora", lambda v: parse_bool("lora", str(v))),
     "learning_rate": ("lr", float),
     "kl_coef": ("kl_coef", float),
     "reward_mode": ("reward_mode", str),
-    "max_response_tokens": ("max_response_tokens", int),
+    "max_response_tokens": ("max_response_tokens", _whole),
     "temperature": ("temperature", float),
 }
+
+
+# Bounds a request's options must keep: beyond them a run would exhaust the machine or cannot learn.
+BOUNDS: Dict[str, tuple[float, float]] = {
+    "max_steps": (1, 100_000),
+    "epochs": (1, 1_000),
+    "group_size": (2, 64),
+    "prompts_per_step": (1, 1_024),
+    "learning_rate": (1e-9, 1e-2),
+    "kl_coef": (0.0, 10.0),
+    "max_response_tokens": (16, 8_192),
+    "temperature": (0.05, 5.0),
+}
+# Keys MONAI Label and its clients add to a train request besides the options.
+REQUEST_KEYS = frozenset({"model", "client_id", "local_rank", "device", "gpus", "name"})
 
 
 class ImplicitQueryTrainer(TrainTask):
@@ -74,13 +104,47 @@ class ImplicitQueryTrainer(TrainTask):
     def stats(self) -> Dict[str, Any]:
         return last_training_stats(self.model_dir)
 
+    def config_for(self, request: Dict[str, Any]) -> GRPOConfig:
+        """The run's GRPO config from a request's options; RequestError (422) naming every bad one. The server calls
+        this before starting a run, so a bad option is refused at once, not in the subprocess a minute later."""
+        defaults = {k: v[0] if isinstance(v, list) else v for k, v in self.config().items()}
+        unknown = sorted(str(k)[:40] for k in request if k not in defaults and k not in REQUEST_KEYS)
+        if unknown:
+            raise RequestError(f"Unknown train option(s) {unknown}; options: {', '.join(defaults)}")
+        options = {**defaults, **{k: v for k, v in request.items() if k in defaults}}
+        preset_name = str(options.pop("preset"))
+        if preset_name not in PRESETS:
+            raise RequestError(f"Train option preset must be one of {', '.join(PRESETS)}, not {preset_name[:40]!r}")
+        problems, changes = [], {}
+        for key, (field, read) in OPTIONS.items():
+            try:
+                value = read(options[key])
+            except (TypeError, ValueError, OverflowError):
+                problems.append(f"{key}={str(options[key])[:40]!r} is not a valid value")
+                continue
+            low, high = BOUNDS.get(key, (None, None))
+            if low is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+                problems.append(f"{key}={value!r} is outside {low:g} to {high:g}")
+            changes[field] = value
+        if changes.get("reward_mode") not in REWARD_MODES:
+            problems.append(f"reward_mode must be one of {', '.join(REWARD_MODES)}")
+        if problems:
+            raise RequestError("Train options refused: " + "; ".join(problems))
+        preset = PRESETS[preset_name]
+        try:
+            return preset.replace(**changes, mini_batch_prompts=changes["prompts_per_step"], progress_bar=False)
+        except ValueError as error:  # GRPOConfig's own consistency checks
+            raise RequestError(str(error)) from None
+
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
-        options = {k: v[0] if isinstance(v, list) else v for k, v in self.config().items()}
-        options.update({k: v for k, v in request.items() if k in options})
-        preset = PAPER_PRESET if options.pop("preset") == "paper" else HOSPITAL_PRESET
-        changes = {field: read(options[key]) for key, (field, read) in OPTIONS.items()}
-        config = preset.replace(**changes, mini_batch_prompts=changes["prompts_per_step"], progress_bar=False)
+        config = self.config_for(request)
         entries = final_label_entries(datastore)
         logger.info(f"GRPO retraining on {len(entries)} final labels from {self.base_reasoner()}: {config}")
         return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config)
 
+    def before_run(self) -> None:
+        mark_started(self.model_dir)
+
+    def after_stop(self) -> None:
+        """The server stopped the run's process: the stats say "stopped" and its folder goes."""
+        mark_stopped(self.model_dir)

@@ -1,0 +1,192 @@
+"""The ASGI app the MONAI Label server runs with this app:
+
+    monailabel start_server --app . --studies <folder or DICOMweb URL> --uvicorn_app lib.server.asgi:app ...
+
+(`scripts/start.sh` passes it). MONAI Label 0.8.5 lets a server run its own ASGI app in place of `monailabel.app:app`;
+this one serves the same REST API that 3D Slicer's and OHIF's MONAI Label clients speak, built from:
+- this app's own routes (`lib/server/routes/`) for everything that takes an id, a file or options: inference,
+  datastore, sessions, training, the OHIF files and the DICOMweb proxy, logs and model files;
+- MONAI Label's remaining routes (info, active learning, scoring and batch status, sign-in checks) unchanged, but run
+  in worker threads: MONAI Label declares them `async` while doing blocking work, which stalled every other client;
+- the error taxonomy as HTTP answers (`errors.py`), request body limits (FastAPI's `max_body_size`: 1 MiB, uploads
+  `--conf max_upload_mb`), CORS only for the origins in `MONAI_LABEL_CORS_ORIGINS` (none by default), and MONAI
+  Label's authentication with a working token check (`auth.py`).
+The app refuses to serve without this module (`main.MedReasonerApp.on_init_complete`), so a start that forgets
+`--uvicorn_app` fails loudly instead of serving MONAI Label's unchecked routes. (MONAI Label re-imports every `lib.*`
+module when it loads `main.py`, so nothing here keeps state in module globals that the app would read.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import logging
+import os
+import sys
+from contextlib import asynccontextmanager
+from typing import Callable, Iterable
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+from monailabel.config import settings
+from monailabel.endpoints import activelearning, batch_infer, info, login, scoring
+from monailabel.endpoints import train as monailabel_train
+from monailabel.endpoints.user.auth import get_current_user
+from monailabel.interfaces.utils.app import app_instance
+
+import monailabel
+from lib.dicomweb import PacsSettings
+from lib.server.admission import Admission
+from lib.server.auth import auth_router, verified_user
+from lib.server.context import ServerContext
+from lib.server.errors import ErrorBoundary, install_error_handlers
+from lib.server.limits import SMALL_BODY_BYTES, ServerLimits
+from lib.server.routes.admin import admin_router
+from lib.server.routes.datastore import datastore_router
+from lib.server.routes.infer import infer_router
+from lib.server.routes.sessions import sessions_router
+from lib.server.routes.train import train_router
+from lib.server.routes.viewer import viewer_router
+from lib.server.scratch import remove_dead_servers
+
+logger = logging.getLogger(__name__)
+STATIC_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """MONAI Label's start-up (build the app, server mode, its init hook), after our own checks."""
+    remove_dead_servers()
+    warn_if_exposed(bind_host(sys.argv), bool(settings.MONAI_LABEL_AUTH_ENABLE))
+    instance = app_instance()
+    instance.server_mode(True)
+    instance.hardened_server = True  # MedReasonerApp refuses to serve behind any other ASGI app
+    instance.on_init_complete()
+    yield
+
+
+def build_app() -> FastAPI:
+    conf = settings.MONAI_LABEL_APP_CONF or {}
+    limits = ServerLimits.from_conf(conf)
+    context = ServerContext(limits, Admission(limits.max_pending_requests))
+    app = FastAPI(
+        title="MedReasoner for MONAI Label",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url="/docs",
+        lifespan=lifespan,
+        max_body_size=SMALL_BODY_BYTES,
+    )
+    app.state.context = context
+    app.dependency_overrides[get_current_user] = verified_user
+    ours = [
+        infer_router(context),
+        datastore_router(context),
+        train_router(context),
+        sessions_router(context),
+        viewer_router(context, PacsSettings.from_conf(conf).timeout_s),
+        admin_router(context),
+    ]
+    if settings.MONAI_LABEL_AUTH_ENABLE:
+        ours.append(auth_router())
+    taken: set[tuple[str, str]] = set()
+    for router in ours:
+        app.include_router(router)
+        taken |= _path_methods(router)
+    kept = [info.router, activelearning.router, scoring.router, batch_infer.router, monailabel_train.router]
+    if settings.MONAI_LABEL_AUTH_ENABLE:
+        kept.append(login.router)
+    for router in kept:
+        _add_in_worker_threads(app, router, taken)
+    _add_front_page(app)
+    install_error_handlers(app)
+    origins = [str(origin).rstrip("/") for origin in settings.MONAI_LABEL_CORS_ORIGINS]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"]
+        )
+    app.add_middleware(ErrorBoundary)  # added last: the outermost of the app's own middleware
+    return app
+
+
+def _path_methods(router: APIRouter) -> set[tuple[str, str]]:
+    return {(route.path, method) for route in router.routes if isinstance(route, APIRoute) for method in route.methods}
+
+
+def _add_in_worker_threads(app: FastAPI, router: APIRouter, taken: set[tuple[str, str]]) -> None:
+    """MONAI Label's routes not replaced here, each run in a worker thread."""
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        methods = sorted(m for m in route.methods if (route.path, m) not in taken)
+        if methods:
+            app.add_api_route(
+                route.path,
+                in_worker_thread(route.endpoint),
+                methods=methods,
+                summary=route.summary,
+                tags=route.tags,
+                include_in_schema=route.include_in_schema,
+                response_model=route.response_model,
+            )
+
+
+def in_worker_thread(endpoint: Callable) -> Callable:
+    """A blocking `async def` endpoint as a plain function with the same signature, which FastAPI runs in its thread
+    pool; the coroutine gets an event loop of its own there."""
+    if not inspect.iscoroutinefunction(endpoint):
+        return endpoint
+
+    def run(*args, **kwargs):
+        return asyncio.run(endpoint(*args, **kwargs))
+
+    run.__signature__ = inspect.signature(endpoint)
+    run.__name__, run.__doc__ = endpoint.__name__, endpoint.__doc__
+    return run
+
+
+def _add_front_page(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    def api_page():
+        return HTMLResponse(get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - APIs").body)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(os.path.join(STATIC_DIR, "favicon.ico"), media_type="image/x-icon")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+
+def bind_host(argv: Iterable[str]) -> str:
+    """The address `monailabel start_server` binds (its `--host`/`-i`; MONAI Label's default is 0.0.0.0)."""
+    args = list(argv)
+    for flag in ("--host", "-i"):
+        if flag in args and args.index(flag) + 1 < len(args):
+            return args[args.index(flag) + 1]
+    return "0.0.0.0"
+
+
+def warn_if_exposed(host: str, auth_enabled: bool) -> bool:
+    """A warning at start when the server listens beyond this machine without authentication; returns whether."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback or auth_enabled:
+        return False
+    message = (
+        f"SECURITY: this server listens on {host}, beyond this machine, WITHOUT authentication: anyone who can reach "
+        "it can read studies, labels and questions and start training. Use it only on a trusted network, or turn "
+        "authentication on (MONAI_LABEL_AUTH_ENABLE=true with MONAI_LABEL_AUTH_REALM_URI; README, Security)."
+    )
+    logger.warning(message)
+    print(message, file=sys.stderr, flush=True)
+    return True
+
+
+app = build_app()

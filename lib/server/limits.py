@@ -1,0 +1,55 @@
+"""The server's documented limits, each a `--conf` option, read once at start (a bad value stops the start).
+
+| option | default | what it bounds |
+| --- | --- | --- |
+| `max_upload_mb` | 1024 | one request's body (files and form fields together): larger is refused with 413 |
+| `max_image_pixels` | 40,000,000 | a 2D image's pixels, read from its header before decoding (422 beyond) |
+| `max_volume_voxels` | 400,000,000 | a volume's voxels, likewise |
+| `max_pending_requests` | 32 | inferences and uploads being served or waiting; beyond, 503 with `Retry-After` |
+| `keep_versions` | 10 | replaced or deleted images and labels kept per image id (`<studies>/.versions/`) |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from monailabel_app.image_limits import ImageLimits
+
+MIB = 1 << 20
+SMALL_BODY_BYTES = 1 * MIB  # JSON and form requests without files: params, options, info
+RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_upload_bytes: int = 1024 * MIB
+    image: ImageLimits = field(default_factory=ImageLimits)
+    max_pending_requests: int = 32
+    keep_versions: int = 10
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, str]) -> "ServerLimits":
+        def positive(name: str, default: int) -> int:
+            raw = conf.get(name)
+            if raw is None or str(raw).strip() == "":
+                return default
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                raise ValueError(f"--conf {name} must be a whole number, got {raw!r}") from None
+            if value <= 0:
+                raise ValueError(f"--conf {name} must be positive, got {value}")
+            return value
+
+        defaults = cls()
+        image = ImageLimits(
+            max_pixels_2d=positive("max_image_pixels", defaults.image.max_pixels_2d),
+            max_voxels_3d=positive("max_volume_voxels", defaults.image.max_voxels_3d),
+        )
+        return cls(
+            max_upload_bytes=positive("max_upload_mb", defaults.max_upload_bytes // MIB) * MIB,
+            image=image,
+            max_pending_requests=positive("max_pending_requests", defaults.max_pending_requests),
+            keep_versions=positive("keep_versions", defaults.keep_versions),
+        )
