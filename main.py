@@ -89,6 +89,14 @@ class MedReasonerApp(MONAILabelApp):
                 trainers[name] = trainer
         return trainers
 
+    def info(self):
+        """MONAI Label's info, plus which reasoner answers each task now (folder, source, version, weights digest)."""
+        meta = super().info()
+        meta["reasoners"] = {
+            name: task.service.reasoner_identity() for name, task in self.task_configs.items() if hasattr(task, "service")
+        }
+        return meta
+
     def on_init_complete(self):
         """Serve only behind this app's hardened routes (`lib/server/asgi.py`), never MONAI Label's own."""
         if not getattr(self, "hardened_server", False):  # set by lib/server/asgi.py's start-up, by nobody else

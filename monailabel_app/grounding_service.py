@@ -16,6 +16,7 @@ from monailabel_app.grounding_pipeline import GroundingPipeline
 from monailabel_app.image_grounding import GroundedImage, ground_image
 from monailabel_app.image_limits import ImageLimits
 from monailabel_app.medical_image import read_medical_image
+from monailabel_app.reasoner_identity import describe_reasoner
 from monailabel_app.reasoner_publisher import published_reasoner
 from monailabel_app.segmenter_factory import SEGMENTER_BUILDERS, build_segmenter
 from monailabel_app.settings import GroundingSettings
@@ -62,10 +63,35 @@ class GroundingService:
             return self._pipeline  # the reasoner itself reloads a republished checkpoint before generating
 
     def reasoner_path(self) -> str:
-        """An endpoint serves what it serves; local backends prefer the last reasoner retraining published."""
-        local = self.settings.reasoner_backend != "openai"
-        published = published_reasoner(self.model_dir) if self.model_dir and local else None
+        """An endpoint serves what it serves; local backends serve the last reasoner retraining published, unless
+        `--conf serve_published false` keeps `--conf reasoner`."""
+        published = self._published()
         return str(published) if published else self.settings.reasoner
+
+    def _published(self) -> Optional[Path]:
+        local = self.settings.reasoner_backend != "openai"
+        if not (self.model_dir and local and self.settings.serve_published):
+            return None
+        return published_reasoner(self.model_dir)
+
+    def reasoner_identity(self) -> dict:
+        """Which reasoner answers now (`reasoner_identity.describe_reasoner`); never reads weights itself."""
+        source = "published" if self._published() else "configured"
+        return describe_reasoner(self.reasoner_path(), source)
+
+    def startup_report(self) -> str:
+        """Said once at start: which reasoner will answer and, when retraining published one, how to choose."""
+        published = published_reasoner(self.model_dir) if self.model_dir else None
+        configured = self.settings.reasoner
+        if published is None:
+            return f"Reasoner: {configured} (--conf reasoner)."
+        version = describe_reasoner(str(published), "published").get("version")
+        if self.settings.serve_published and self.settings.reasoner_backend != "openai":
+            return (
+                f"Reasoner: the retrained one published in {published} (version {version}) answers, not --conf "
+                f"reasoner {configured}. To serve {configured} instead, start with --conf serve_published false."
+            )
+        return f"Reasoner: {configured} (--conf reasoner); the published retrained {published} (version {version}) is not served."
 
     def notice(self) -> Optional[str]:
         """A line every result carries when the reasoner is a tiny test model, so nobody mistakes it for a real one."""
@@ -90,6 +116,8 @@ class GroundingService:
         s = self.settings
         logger.info(f"Loading reasoner {path!r} with the {s.reasoner_backend} backend")
         sampling = SamplingSettings(max_tokens=s.max_new_tokens)  # greedy
+        if s.reasoner_backend != "openai":
+            describe_reasoner(path, "loading", compute_digest=True)  # the weights' digest, remembered for results
         if s.reasoner_backend == "openai":
             bounds = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
             return OpenAIReasoner(s.reasoner_url, path, s.reasoner_api_key_env, sampling, **bounds)

@@ -14,6 +14,8 @@ import stat
 from pathlib import Path
 from typing import Optional
 
+from monailabel_app.reasoner_identity import write_version_file
+
 PUBLISHED_LINK = "reasoner"
 VERSIONS_DIR = "reasoner_versions"
 KEEP_VERSIONS = 2  # the current one and the one before it, to roll back by hand; 7B folders are ~15 GB each
@@ -25,11 +27,12 @@ def published_reasoner(model_dir: str | Path) -> Optional[Path]:
     return link if (link / "config.json").is_file() else None
 
 
-def publish_reasoner(trained_dir: str | Path, model_dir: str | Path, version: str) -> Path:
+def publish_reasoner(trained_dir: str | Path, model_dir: str | Path, version: str, base_reasoner: str = "") -> Path:
     model_dir = Path(model_dir)
     versions = model_dir / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     target = versions / version
+    write_version_file(trained_dir, version, base_reasoner)  # version and weights digest, computed once, here
     _make_readable(Path(trained_dir))  # safetensors writes 0600; a server running as another user must read it
     shutil.move(str(trained_dir), str(target))
     new_link = model_dir / f".{PUBLISHED_LINK}.new"

@@ -58,7 +58,7 @@ def retrain_reasoner(
         stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
         if result.get("status") == "completed":
             stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], samples, config)
-            stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name))
+            stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name, str(base_reasoner)))
         prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
         return stats
     except BaseException as error:

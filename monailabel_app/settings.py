@@ -30,6 +30,7 @@ class GroundingSettings:
     max_pixels: Optional[int] = None
     embedding_cache: int = 8  # image embeddings kept, so more questions on a slice skip the encoder
     demo: bool = False  # use the tiny, untrained reasoner written into the app's model folder (offline demo)
+    serve_published: bool = True  # a reasoner retraining published wins over `reasoner`; false: always `reasoner`
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str]) -> "GroundingSettings":

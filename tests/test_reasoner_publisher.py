@@ -27,3 +27,25 @@ def test_publish_swaps_the_link_and_keeps_the_previous_version(tmp_path):
         assert (link / "model.safetensors").stat().st_mode & 0o044 == 0o044  # readable by a server of another user
     assert sorted(p.name for p in (model_dir / "reasoner_versions").iterdir()) == ["v2", "v3"]
     assert not (tmp_path / "runs" / "run3").exists()  # moved, not copied
+
+
+def test_a_published_reasoner_names_its_version_and_weights_digest(tmp_path):
+    import hashlib
+
+    from monailabel_app.grounding_service import GroundingService
+    from monailabel_app.reasoner_identity import describe_reasoner
+    from monailabel_app.settings import GroundingSettings
+
+    model_dir = tmp_path / "model"
+    link = publish_reasoner(trained_folder(tmp_path, "run1", "w1"), model_dir, "20261201-0100", "/models/base")
+    file_digest = hashlib.sha256(b"w1").hexdigest()
+    expected = hashlib.sha256(f"model.safetensors {file_digest}".encode()).hexdigest()
+    assert describe_reasoner(str(link), "published") == {
+        "path": str(link), "source": "published", "version": "20261201-0100", "sha256": expected
+    }
+    served = GroundingService(GroundingSettings(reasoner="/models/base"), str(model_dir))
+    assert served.reasoner_identity()["source"] == "published" and served.reasoner_path() == str(link)
+    assert "--conf serve_published false" in served.startup_report()
+    configured = GroundingService(GroundingSettings(reasoner="/models/base", serve_published=False), str(model_dir))
+    assert configured.reasoner_path() == "/models/base" and configured.reasoner_identity()["source"] == "configured"
+    assert "is not served" in configured.startup_report()

@@ -16,6 +16,7 @@ import pytest
 import requests
 from safetensors.numpy import load_file
 
+from monailabel_app.reasoner_identity import weights_digest
 from monailabel_app.sample_studies import XRAY_LESION, write_png, xray_picture
 from tests.monailabel_server import MonaiLabelServer
 
@@ -123,6 +124,10 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
 
     result = infer(server, "xray_2")  # the next request, no restart
     assert result["reasoner"] == str(link) and result["status"] in ("ok", "no_grounding")
+    version = result["reasoner_version"]
+    assert version["source"] == "published" and version["version"] == stats["run"]
+    assert version["sha256"] == weights_digest(link) and len(version["sha256"]) == 64
+    assert requests.get(f"{server.url}/info/", timeout=30).json()["reasoners"]["implicit_query"]["sha256"] == version["sha256"]
 
 
 def test_bad_train_options_are_refused_before_a_run_starts(server):

@@ -39,6 +39,7 @@ class ImplicitQuery(TaskConfig):
             self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
             logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
         self.service = GroundingService(self.settings, model_dir, ServerLimits.from_conf(conf).image)
+        logger.warning(self.service.startup_report())
 
     def infer(self) -> Dict[str, InferTask]:
         options = {"question": "", "think": self.settings.think, "window": list(WINDOW_CHOICES)}

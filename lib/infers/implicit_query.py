@@ -53,7 +53,9 @@ class ImplicitQueryInfer(InferTask):
         result = grounded.to_json()
         result["latencies"]["write_label"] = round(time.perf_counter() - write_started, 4)
         result["label_names"] = {LABEL_NAME: 1}
-        result["reasoner"] = self.service.reasoner_path()  # which model answered: provenance for the saved label
+        identity = self.service.reasoner_identity()  # which model answered: provenance for the saved label
+        result["reasoner"] = identity["path"]
+        result["reasoner_version"] = {k: identity[k] for k in ("source", "version", "sha256")}
         notice = self.service.notice()
         if notice:
             result["notice"] = notice
