@@ -89,7 +89,7 @@ class MedReasonerApp(MONAILabelApp):
                 trainers[name] = trainer
         return trainers
 
-    def info(self):
+    def info(self, *_request):  # MONAI Label's command line passes a request; its own signature takes none
         """MONAI Label's info, plus which reasoner answers each task now (folder, source, version, weights digest)."""
         meta = super().info()
         meta["reasoners"] = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +113,8 @@ def _require_complete_nifti(path: str) -> None:
             actual = os.path.getsize(path)
     except Exception as error:  # nibabel and gzip raise many kinds for broken files
         raise InvalidImageError(
-            f"Could not read the NIfTI file {os.path.basename(path)!r}: it is corrupt or truncated ({_first_line(error)})."
+            f"Could not read the NIfTI file {os.path.basename(path)!r}: it is corrupt or truncated "
+            f"({_first_line(error)})."
         ) from error
     if actual < expected:
         raise InvalidImageError(
@@ -121,5 +123,8 @@ def _require_complete_nifti(path: str) -> None:
 
 
 def _first_line(error: Exception) -> str:
+    """The reader's last message line, with folders cut from any path in it: a user is told about their file, never
+    where the server keeps it."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else type(error).__name__
+    text = lines[-1][:300] if lines else type(error).__name__
+    return re.sub(r"(?:/[^/\s'\"]+)+/", "", text)

@@ -24,12 +24,15 @@ def free_port() -> int:
 
 
 class MonaiLabelServer:
-    def __init__(self, studies: Path | str, conf: Mapping[str, str], log_path: Path, env: Mapping[str, str] = ()):
+    def __init__(
+        self, studies: Path | str, conf: Mapping[str, str], log_path: Path, env: Mapping[str, str] = (), hardened: bool = True
+    ):
         self.studies = studies if str(studies).startswith("http") else Path(studies)  # a folder or a DICOMweb URL
         self.conf = dict(conf)
         # never the app's own model/ folder: a reasoner published there by a developer's run would answer instead
         self.conf.setdefault("model_dir", tempfile.mkdtemp(prefix="medreasoner-model-"))
         self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
+        self.hardened = hardened  # False: MONAI Label's own ASGI app, which this app must refuse to serve behind
         self.log_path = Path(log_path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -37,7 +40,9 @@ class MonaiLabelServer:
 
     def start(self, timeout_s: float = 240) -> "MonaiLabelServer":
         command = [str(MONAILABEL), "start_server", "--app", str(APP_DIR), "--studies", str(self.studies)]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--uvicorn_app", "lib.server.asgi:app"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if self.hardened:
+            command += ["--uvicorn_app", "lib.server.asgi:app"]  # as scripts/start.sh starts it
         for key, value in self.conf.items():
             command += ["--conf", key, value]
         env = {**os.environ, "PYTHONPATH": str(APP_DIR), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -1,0 +1,221 @@
+"""The real server attacked as a hostile client on the network would: no request reaches a file outside the datastore,
+becomes code, or destroys what a user saved; every bad request is a clear 4xx; the server keeps serving.
+
+Requests are sent exactly as they go over the wire (requests, and raw request lines where a client library would
+normalise `..`); the hostile catalogue is `tests/support/hostile_requests.py`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from lib.server.scratch import SCRATCH_ROOT
+from monailabel_app.medical_image import read_medical_image
+from monailabel_app.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
+from tests.monailabel_server import APP_DIR, MonaiLabelServer
+from tests.support.file_trees import differences, snapshot
+from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, good_request
+
+pytestmark = pytest.mark.server
+
+APP_SKIP = (".git", ".venv", "__pycache__", "logs", ".pytest_cache", ".hypothesis", "model", "benchmarks/results")
+TEMP_SKIP = ("pytest-of-root", f"pytest-of-{os.environ.get('USER', 'root')}")
+SERVED_SAFELY = {"raw: /ohif/../../etc/passwd": lambda r: b"root:" not in r.content}  # the viewer's page, not the file
+UPLOAD_LIMIT_MB = 4
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("studies")
+    write_sample_studies(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(studies, format_tuned_reasoner_dir, tmp_path_factory):
+    conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
+    conf.update(max_upload_mb=str(UPLOAD_LIMIT_MB), keep_versions="3")
+    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
+    good_request(requests.Session(), running.url)  # warm: models loaded, the server's own folders made
+    yield running
+    running.stop()
+
+
+def assert_serves(server):
+    response = good_request(requests.Session(), server.url)
+    assert response.status_code == 200, response.text
+
+
+def settle(take, before, timeout_s=10):
+    """Clean-up of a finished request runs just after its answer is sent; wait for it before comparing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        after = take()
+        changes = differences(before, after)
+        if not any(changes.values()) or time.monotonic() > deadline:
+            return changes
+        time.sleep(0.2)
+
+
+def scratch_left(server, timeout_s=10) -> list:
+    """The request folders still there once the last answer's clean-up has run (it runs just after sending)."""
+    scratch = SCRATCH_ROOT / str(server.process.pid)
+    deadline = time.monotonic() + timeout_s
+    while scratch.exists() and list(scratch.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return list(scratch.iterdir()) if scratch.exists() else []
+
+
+def test_every_hostile_request_is_a_clear_4xx_and_touches_nothing_outside(server, studies):
+    temp_before = snapshot(tempfile.gettempdir(), TEMP_SKIP)
+    app_before = snapshot(APP_DIR, APP_SKIP)
+    studies_before = snapshot(studies)
+    session = requests.Session()  # keep-alive, as a viewer: a dropped connection would show here
+    for name, send in CATALOGUE:
+        response = send(session, server.url)
+        if name in SERVED_SAFELY:
+            assert response.status_code < 500 and SERVED_SAFELY[name](response), name
+            continue
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text[:300])
+        if response.status_code != 413:  # FastAPI's own 413 body is plain text
+            assert response.json()["detail"], name  # a message, not an empty refusal
+    assert_serves(server)
+    assert settle(lambda: snapshot(tempfile.gettempdir(), TEMP_SKIP), temp_before) == dict(created=[], removed=[], changed=[])
+    assert differences(app_before, snapshot(APP_DIR, APP_SKIP)) == dict(created=[], removed=[], changed=[])
+    changed = differences(studies_before, snapshot(studies))
+    assert changed["created"] == changed["removed"] == [] and set(changed["changed"]) <= {"datastore_v2.json"}
+    assert scratch_left(server) == []  # refused uploads left nothing behind
+
+
+def test_a_planted_config_module_is_never_imported(server, studies, tmp_path):
+    """Even if a file got into lib/configs/ (no request can put one there: see above), building the app (as the
+    server and every training subprocess do) must not import it."""
+    marker = tmp_path / "imported"
+    planted = APP_DIR / "lib" / "configs" / "zz_probe.py"
+    planted.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    env = {**os.environ, "PYTHONPATH": str(APP_DIR), "MONAI_LABEL_APP_DIR": str(APP_DIR)}
+    try:
+        build = [sys.executable, "-m", "monailabel.interfaces.utils.app", "-m", "info", "-a", str(APP_DIR), "-s", str(studies)]
+        built = subprocess.run(build, env=env, cwd=APP_DIR, capture_output=True, text=True, timeout=300)
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+        assert not marker.exists()
+        imported = subprocess.run([sys.executable, "-c", "import lib.configs.zz_probe"], env=env, cwd=APP_DIR, timeout=60)
+        assert imported.returncode == 0 and marker.read_text() == "ran"  # the probe does run when imported
+    finally:
+        planted.unlink(missing_ok=True)
+
+
+def upload(server, path, image_id, name=None, params=None):
+    with open(path, "rb") as stream:
+        return requests.put(
+            f"{server.url}/datastore/image",
+            params={"image": image_id},
+            files={"file": (name or path.name, stream), "params": (None, json.dumps(params or {}))},
+            timeout=120,
+        )
+
+
+def save_label(server, image_id, mask, tmp_path, name="label.png", params=None):
+    path = write_png(mask.astype(np.uint8), tmp_path / name)
+    with open(path, "rb") as stream:
+        return requests.put(
+            f"{server.url}/datastore/label",
+            params={"image": image_id, "tag": "final"},
+            files={"label": (name, stream), "params": (None, json.dumps(params or {}))},
+            timeout=120,
+        )
+
+
+def versions_of(studies, image_id):
+    folder = studies / ".versions" / image_id
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_nothing_a_user_saved_is_lost(server, studies, tmp_path):
+    image_id = "CT chest 2"  # as Slicer names a volume node: spaces are fine
+    first = write_png(xray_picture(seed=3), tmp_path / "first.png")
+    assert upload(server, first, image_id).status_code == 200
+    again = tmp_path / "again.png"
+    again.write_bytes(first.read_bytes())
+    assert upload(server, again, image_id).status_code == 200  # Slicer re-uploads on every Submit
+    assert versions_of(studies, image_id) == []  # the same picture: nothing to keep
+
+    mask = XRAY_LESION.mask(*xray_picture().shape)
+    saved = save_label(server, image_id, mask, tmp_path, params={"question": "Where is the opacity?"})
+    assert saved.status_code == 200, saved.text
+    info = requests.get(f"{server.url}/datastore/label/info", params={"label": image_id, "tag": "final"}, timeout=30).json()
+    assert info["saved_from"] == "127.0.0.1" and info["saved_at"].endswith("Z") and "saved_by" not in info
+    assert save_label(server, image_id, np.zeros_like(mask), tmp_path, "empty.png").status_code == 200  # "nothing here"
+    kept = versions_of(studies, image_id)
+    assert [name.split("_", 1)[1] for name in kept] == ["label-final.json", "label-final.png"]
+    kept_label = read_medical_image(str(studies / ".versions" / image_id / kept[1])).array
+    assert (kept_label > 0).sum() == mask.sum()  # the first label, whole
+
+    other = write_png(xray_picture(seed=4), tmp_path / "other.png")
+    assert upload(server, other, image_id).status_code == 200  # a different picture under the same id
+    kept = versions_of(studies, image_id)
+    assert sum(name.endswith("_image.png") for name in kept) == 1 and sum(name.endswith("label-final.png") for name in kept) == 2
+    listed = requests.get(f"{server.url}/datastore/image/info", params={"image": image_id}, timeout=30).json()["versions"]
+    assert {entry["reason"] for entry in listed} >= {"replaced by a new upload", "replaced by a newer save"}
+    assert requests.head(f"{server.url}/datastore/label", params={"image": image_id, "tag": "final"}, timeout=30).status_code == 404
+
+    assert requests.delete(f"{server.url}/datastore/image", params={"id": image_id}, timeout=30).status_code == 200
+    assert requests.get(f"{server.url}/datastore/image/info", params={"image": image_id}, timeout=30).status_code == 404
+    kept = versions_of(studies, image_id)
+    assert len([n for n in kept if n.endswith(".json")]) == 3  # bounded: --conf keep_versions 3, the newest kept
+    restored = studies / ".versions" / image_id / [n for n in kept if n.endswith("_image.png")][-1]
+    assert upload(server, restored, image_id, name="restored.png").status_code == 200  # getting one back: PUT it again
+    assert requests.head(f"{server.url}/datastore/image", params={"image": image_id}, timeout=30).status_code == 200
+
+
+def test_a_label_must_fit_its_image(server, tmp_path):
+    wrong = save_label(server, IMAGE_ID, np.ones((20, 30)), tmp_path, "small.png")
+    assert wrong.status_code == 422 and "not its label" in wrong.json()["detail"]
+    raw = np.zeros(xray_picture().shape, np.uint8)
+    raw[10:20, 10:20] = 1
+    response = requests.put(
+        f"{server.url}/datastore/label",
+        params={"image": IMAGE_ID, "tag": "final"},
+        files={"label": ("label.bin", raw.tobytes()), "params": (None, "{}")},
+        timeout=60,
+    )  # OHIF's raw labelmap
+    assert response.status_code == 200, response.text
+    stored = requests.get(f"{server.url}/datastore/label", params={"label": IMAGE_ID, "tag": "final"}, timeout=60)
+    path = tmp_path / ("stored." + stored.headers["content-disposition"].split(".", 1)[1].strip('"'))
+    path.write_bytes(stored.content)
+    assert np.array_equal(read_medical_image(str(path)).array, raw)
+
+
+def test_an_upload_over_the_limit_is_413_and_leaves_nothing(server, tmp_path):
+    big = tmp_path / "big.nii.gz"
+    big.write_bytes(gzip.compress(os.urandom(64)) + os.urandom((UPLOAD_LIMIT_MB + 1) << 20))
+    response = upload(server, big, "big")
+    assert response.status_code == 413
+    assert_serves(server)
+    assert scratch_left(server) == []
+
+
+def test_cross_origin_pages_get_no_access(server):
+    evil = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+    preflight = requests.options(f"{server.url}/infer/implicit_query", headers=evil, timeout=30)
+    assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
+    info = requests.get(f"{server.url}/info/", headers={"Origin": "http://evil.example"}, timeout=30)
+    assert info.status_code == 200 and "access-control-allow-origin" not in {k.lower() for k in info.headers}
+
+
+def test_the_app_refuses_to_serve_without_its_hardened_routes(studies, tmp_path):
+    bare = MonaiLabelServer(studies, {"models": "implicit_query"}, tmp_path / "bare.log", hardened=False)
+    with pytest.raises(RuntimeError, match="uvicorn_app lib.server.asgi:app"):
+        bare.start(timeout_s=180)
+    bare.stop()
