@@ -25,7 +25,13 @@ def free_port() -> int:
 
 class MonaiLabelServer:
     def __init__(
-        self, studies: Path | str, conf: Mapping[str, str], log_path: Path, env: Mapping[str, str] = (), hardened: bool = True
+        self,
+        studies: Path | str,
+        conf: Mapping[str, str],
+        log_path: Path,
+        env: Mapping[str, str] = (),
+        hardened: bool = True,
+        probe_headers: Mapping[str, str] = (),
     ):
         self.studies = studies if str(studies).startswith("http") else Path(studies)  # a folder or a DICOMweb URL
         self.conf = dict(conf)
@@ -33,6 +39,7 @@ class MonaiLabelServer:
         self.conf.setdefault("model_dir", tempfile.mkdtemp(prefix="medreasoner-model-"))
         self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
         self.hardened = hardened  # False: MONAI Label's own ASGI app, which this app must refuse to serve behind
+        self.probe_headers = dict(probe_headers)  # with authentication on, /info/ needs a token
         self.log_path = Path(log_path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,7 +62,7 @@ class MonaiLabelServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"monailabel exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                if requests.get(f"{self.url}/info/", headers=self.probe_headers, timeout=5).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

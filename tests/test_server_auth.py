@@ -1,0 +1,114 @@
+"""Authentication on (MONAI Label's Keycloak/OIDC settings and roles) against a local realm that signs tokens: 401
+without or with a bad token, 200 with a valid one, 403 for a role that may not reach an admin route; 3D Slicer's
+sign-in (user name and password through MONAI Label's client); who saved a label is recorded."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import jwt
+import numpy as np
+import pytest
+import requests
+from monailabel.client import MONAILabelClient
+from cryptography.hazmat.primitives import serialization
+from monailabel.client.client import MONAILabelClientException
+
+from monailabel_app.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
+from tests.monailabel_server import MonaiLabelServer
+from tests.support.stub_realm import StubRealm, new_key
+
+pytestmark = pytest.mark.server
+
+USER_ROLES = ["monailabel-user", "monailabel-annotator"]
+ADMIN_ROLES = ["monailabel-admin", "monailabel-reviewer", "monailabel-annotator", "monailabel-user"]
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def realm():
+    running = StubRealm({"radiologist": ("s3cret", USER_ROLES), "admin": ("adm1n", ADMIN_ROLES)}).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server(realm, format_tuned_reasoner_dir, tmp_path_factory):
+    studies = tmp_path_factory.mktemp("studies")
+    write_sample_studies(studies)
+    conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
+    env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": realm.url}
+    probe = bearer(realm.sign("admin", ADMIN_ROLES, expires_in=3600))
+    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log", env=env, probe_headers=probe)
+    yield running.start()
+    running.stop()
+
+
+def test_no_token_is_401_and_a_valid_one_is_200(server, realm):
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 401
+    answer = requests.get(f"{server.url}/info/", headers=bearer(realm.sign("radiologist", USER_ROLES)), timeout=30)
+    assert answer.status_code == 200 and "implicit_query" in answer.json()["models"]
+
+
+def hs256_signed_with_the_public_key(realm) -> str:
+    """The classic algorithm confusion: an HMAC token whose secret is the realm's (public) key."""
+    pem = realm.key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    part = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=")
+    signing_input = part({"alg": "HS256", "typ": "JWT"}) + b"." + part({"preferred_username": "x", "exp": 2**31})
+    signature = base64.urlsafe_b64encode(hmac.new(pem, signing_input, hashlib.sha256).digest()).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
+
+
+def test_bad_tokens_are_401(server, realm):
+    bad = {
+        "expired": realm.sign("radiologist", USER_ROLES, expires_in=-60),
+        "another key": realm.sign("radiologist", USER_ROLES, key=new_key()),
+        "another client": realm.sign("radiologist", USER_ROLES, azp="some-other-app"),
+        "alg none": jwt.encode({"preferred_username": "x", "exp": 2**31}, None, algorithm="none"),
+        "HS256 with the public key": hs256_signed_with_the_public_key(realm),
+        "garbage": "not.a.token",
+    }
+    for name, token in bad.items():
+        answer = requests.get(f"{server.url}/info/", headers=bearer(token), timeout=30)
+        assert answer.status_code == 401, (name, answer.text)
+
+
+def test_a_user_may_not_reach_admin_routes_and_an_admin_may(server, realm):
+    user = bearer(realm.sign("radiologist", USER_ROLES))
+    admin = bearer(realm.sign("admin", ADMIN_ROLES))
+    for method, path, kwargs in (
+        ("GET", "/logs/", {}),
+        ("DELETE", "/datastore/image", {"params": {"id": "xray_opacity"}}),
+        ("POST", "/train/implicit_query", {"json": {}}),
+        ("GET", "/datastore/dataset", {}),
+    ):
+        answer = requests.request(method, f"{server.url}{path}", headers=user, timeout=30, **kwargs)
+        assert answer.status_code == 403 and "monailabel-admin" in answer.text, (path, answer.text)
+    logs = requests.get(f"{server.url}/logs/", headers=admin, params={"lines": 20}, timeout=30)
+    assert logs.status_code == 200 and logs.headers["content-type"].startswith("text/plain")
+
+
+def test_slicer_signs_in_with_user_name_and_password(server, tmp_path):
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    assert client.auth_enabled()
+    with pytest.raises(MONAILabelClientException, match="401"):
+        client.auth_token("radiologist", "wrong")
+    client.update_auth(client.auth_token("radiologist", "s3cret"))
+    assert client.auth_valid_token()
+    params = {"question": "Where is the opacity?", "result_extension": ".nrrd", "result_dtype": "uint8"}
+    _, result = client.infer("implicit_query", "xray_opacity", params)
+    assert result["status"] == "ok"
+
+    mask = write_png(XRAY_LESION.mask(*xray_picture().shape).astype(np.uint8), tmp_path / "label.png")
+    client.save_label("xray_opacity", str(mask), tag="final")
+    info = requests.get(
+        f"{server.url}/datastore/label/info", params={"label": "xray_opacity", "tag": "final"},
+        headers=client._headers, timeout=30,
+    ).json()
+    assert info["saved_by"] == "radiologist" and info["question"] == "Where is the opacity?"
