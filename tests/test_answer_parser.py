@@ -122,3 +122,47 @@ def test_answers_land_inside_the_image(width, height, numbers, quoting):
 def test_garbage_with_many_braces_stays_cheap():
     text = "<answer>" + "{" * 5000 + "}" * 5000 + "</answer>"
     assert not parse_answer(text, 100, 100).ok
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The tag scans are the regexes they replace, in linear time (the regexes were quadratic on unclosed opening tags).
+# ---------------------------------------------------------------------------------------------------------------------
+import re  # noqa: E402
+import time  # noqa: E402
+
+from monailabel_app.answer_parser import answer_block, think_block  # noqa: E402
+from monailabel_app.reference_answer_parser import REFERENCE_ANSWER_PATTERN, answer_object_text  # noqa: E402
+
+PIECES = ["<think>", "</think>", "<answer>", "</answer>", "{", "}", " ", "\n", "\t", "a", '"bbox"', ":", "[1, 2]", "\u3000"]
+tag_soup = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(tag_soup)
+def test_tag_scans_equal_the_regexes(text):
+    think = re.search(r"<think>(.*?)</think>", text, re.DOTALL)
+    assert think_block(text) == (think.group(1).strip() if think else None)
+    answer = re.search(r"<answer>(.*?)(?:</answer>|\Z)", text, re.DOTALL)
+    assert answer_block(text) == (answer.group(1) if answer else None)
+    reference = re.search(REFERENCE_ANSWER_PATTERN, text, re.DOTALL)
+    assert answer_object_text(text) == (reference.group(1) if reference else None)
+
+
+def _best_time(function, text, repeats=3):
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function(text)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@pytest.mark.parametrize("opening", ["<think>", "<answer>{", "<answer> { x"])
+def test_parsers_grow_linearly_on_unclosed_tags(opening):
+    """Ten times the adversarial text may cost at most about twenty times the time (quadratic would be a hundred)."""
+    from monailabel_app.reference_answer_parser import parse_reference_answer
+
+    for parse in (lambda t: parse_answer(t, 100, 100), parse_reference_answer):
+        small, large = opening * 2_000, opening * 20_000
+        ratio = _best_time(parse, large) / max(_best_time(parse, small), 1e-4)
+        assert ratio < 20, (opening, ratio)

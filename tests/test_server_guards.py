@@ -1,0 +1,146 @@
+"""The server's guards in-process: the identifier gate, its fence, the limits, admission control, the exposure warning,
+the header checks of images, and the version store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+
+from lib.datastore.versions import VersionStore
+from lib.server.admission import Admission, ServerBusyError
+from lib.server.asgi import bind_host, warn_if_exposed
+from lib.server.identifiers import (
+    InvalidIdentifierError,
+    check_id,
+    check_session_id,
+    check_tag,
+    is_inside,
+    upload_stem,
+    upload_suffix,
+)
+from lib.server.limits import ServerLimits
+from monailabel_app.image_limits import ImageLimits, ImageTooLargeError, InvalidImageError, check_image_file
+from monailabel_app.sample_studies import write_ct, write_png, xray_picture
+from tests.support.hostile_requests import complex_nifti, detached_nrrd, external_mha, png_bomb
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["ct_chest_lesion", "CT chest 2", "1.2.826.0.1.3680043.8.498.123", "Patient (left) #3", "Röntgen-Thorax", "a" * 128],
+)
+def test_ordinary_ids_pass(good):
+    assert check_id(good) == good
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "../x", "/etc/passwd", "a/b", "a\\b", "..", ".", ".versions", "x..y", " padded", "padded ", "a\x00b", "a\nb",
+     "gnp.\u202etxt", "zero\u200bwidth", "a" * 129, "é" * 101, None, 7],
+)
+def test_unsafe_ids_are_refused(bad):
+    with pytest.raises(InvalidIdentifierError):
+        check_id(bad)
+
+
+def test_tags_sessions_and_upload_names():
+    assert check_tag("final") == "final" and check_tag("original") == "original"
+    for bad in ("../x", "final/..", "", "a" * 65, "-x", "fin al"):
+        with pytest.raises(InvalidIdentifierError):
+            check_tag(bad)
+    assert check_session_id("6f1c8a52-0000-11ef-8000-000000000000")
+    with pytest.raises(InvalidIdentifierError):
+        check_session_id("../6f1c8a52-0000-11ef-8000-000000000000")
+    allowed = (".nii.gz", ".nii", ".png")
+    assert upload_suffix("/tmp/x/ct.NII.GZ", allowed) == ".nii.gz" and upload_suffix("a.nii", allowed) == ".nii"
+    for bad in ("probe.py", ".png", "x.png.py", None):
+        with pytest.raises(InvalidIdentifierError):
+            upload_suffix(bad, allowed)
+    assert upload_stem("C:\\Users\\me\\CT chest.nii.gz", ".nii.gz") == "CT chest"
+    assert upload_stem("../../etc/.hidden.png", ".png") == "upload"
+
+
+def test_the_fence_resolves_links(tmp_path):
+    root = tmp_path / "studies"
+    root.mkdir()
+    (root / "link").symlink_to(tmp_path)
+    assert is_inside(root, root / "a.png") and not is_inside(root, root / "link" / "a.png")
+    assert not is_inside(root, root / ".." / "a.png")
+
+
+def test_limits_come_from_conf_and_bad_values_stop_the_start():
+    limits = ServerLimits.from_conf({"max_upload_mb": "2", "max_image_pixels": "100", "keep_versions": "4"})
+    assert limits.max_upload_bytes == 2 << 20 and limits.image.max_pixels_2d == 100 and limits.keep_versions == 4
+    for bad in ({"max_upload_mb": "lots"}, {"max_pending_requests": "0"}, {"max_volume_voxels": "-5"}):
+        with pytest.raises(ValueError, match="--conf"):
+            ServerLimits.from_conf(bad)
+
+
+def test_admission_refuses_past_its_bound_with_retry_after():
+    async def scenario():
+        gate = Admission(2)
+        async with gate.slot(), gate.slot():
+            with pytest.raises(ServerBusyError) as refused:
+                async with gate.slot():
+                    pass
+            assert refused.value.http_status == 503 and refused.value.retry_after_s > 0
+        async with gate.slot():  # released: admits again
+            return gate.active
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_exposure_warning_beyond_loopback_without_auth(capsys):
+    assert bind_host(["monailabel", "start_server", "--host", "10.1.2.3"]) == "10.1.2.3"
+    assert bind_host(["monailabel", "start_server", "-i", "::1"]) == "::1"
+    assert bind_host(["monailabel", "start_server"]) == "0.0.0.0"  # MONAI Label's own default
+    assert warn_if_exposed("0.0.0.0", auth_enabled=False) and "MONAI_LABEL_AUTH_ENABLE" in capsys.readouterr().err
+    assert not warn_if_exposed("0.0.0.0", auth_enabled=True)
+    assert not warn_if_exposed("127.0.0.1", False) and not warn_if_exposed("localhost", False)
+    assert not warn_if_exposed("::1", False)
+
+
+def test_image_headers_are_checked_before_decoding(tmp_path):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_bomb())
+    with pytest.raises(ImageTooLargeError, match="32768 x 32768"):
+        check_image_file(str(bomb))
+    picture = write_png(xray_picture(), tmp_path / "xray.png")
+    assert check_image_file(str(picture)).size == (240, 180)
+    with pytest.raises(ImageTooLargeError, match="max_image_pixels"):
+        check_image_file(str(picture), ImageLimits(max_pixels_2d=1000))
+    with pytest.raises(ImageTooLargeError, match="max_volume_voxels"):
+        check_image_file(str(write_ct(tmp_path / "ct.nii.gz")), ImageLimits(max_voxels_3d=1000))
+    for name, content, reason in (
+        ("complex.nii.gz", complex_nifti(), "complex"),
+        ("detached.nrrd", detached_nrrd(), "separate data file"),
+        ("external.mha", external_mha(), "elsewhere"),
+        ("header.nhdr", b"NRRD0004\n", "Detached"),
+    ):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InvalidImageError, match=reason):
+            check_image_file(str(tmp_path / name))
+
+
+def test_a_one_slice_volume_is_a_picture_to_ground(tmp_path):
+    import itk
+
+    from monailabel_app.medical_image import read_medical_image
+
+    itk.imwrite(itk.image_from_array(np.ones((1, 32, 32), np.int16)), str(tmp_path / "one.nii.gz"))
+    assert read_medical_image(str(tmp_path / "one.nii.gz")).num_slices == 1
+
+
+def test_the_version_store_keeps_the_newest(tmp_path):
+    store = VersionStore(tmp_path, keep=2)
+    for number in range(4):
+        kept = tmp_path / f"label{number}.png"
+        kept.write_text(str(number))
+        store.keep_file("ct", "label-final", kept, ".png", {"n": number}, "replaced")
+        assert not kept.exists()  # moved, not copied
+    listed = store.list("ct")
+    assert len(listed) == 2 and all(entry["reason"] == "replaced" for entry in listed)
+    contents = sorted(p.read_text() for p in (tmp_path / ".versions" / "ct").glob("*.png"))
+    assert contents == ["2", "3"] and len(os.listdir(tmp_path / ".versions" / "ct")) == 4
