@@ -15,5 +15,8 @@ case "$STUDIES" in
 esac
 if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
+# glibc gives each worker thread its own memory arena; two keep the server ~300 MB smaller after a busy hour
+# (benchmarks/server_storm.py)
+export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec .venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
   --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@"
