@@ -26,6 +26,10 @@ from monailabel_app.errors import NotFoundError
 from monailabel_app.retraining import last_training_stats
 
 logger = logging.getLogger(__name__)
+# MONAI Label's datastores log every label's info at INFO, and label info holds clinicians' questions: the server log
+# keeps ids, statuses and timings, not clinical text (README, Security).
+for _chatty in ("monailabel.datastore.local", "monailabel.datastore.dicom"):
+    logging.getLogger(_chatty).setLevel(logging.WARNING)
 APP_VERSION = "0.1.0"
 AUTO_RETRAIN_TASK = "implicit_query"
 # The task configs this app can load, by the name `--conf models` uses. An explicit list, never a scan of a folder:
@@ -163,7 +167,7 @@ class MedReasonerApp(MONAILabelApp):
         query = store.get_image_info(image_id).get(LAST_QUERY_KEY)
         if query and not info.get("question"):
             store.update_label_info(label_id, DefaultLabelTag.FINAL, {k: v for k, v in query.items() if v is not None})
-            logger.info(f"Label {label_id} of {image_id} records its question: {query['question']!r}")
+            logger.info(f"Label {label_id} of {image_id} records the question last asked about it")
         self._retrain_if_due(store)
         return super().on_save_label(image_id, label_id)
 

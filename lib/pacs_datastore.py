@@ -210,7 +210,7 @@ class PacsDatastore(DICOMWebDatastore):
             image_info = self.get_image_info(image_id)
             label_info = {**label_info, **provenance, "SeriesInstanceUID": seg_series}
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
-            logger.info(f"DICOM SEG {seg_series} stored for series {image_id}: {provenance}")
+            logger.info(f"DICOM SEG {seg_series} stored for series {image_id}")
             return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
         except EmptyLabelError as error:
             raise HTTPException(422, str(error)) from error

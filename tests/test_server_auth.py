@@ -94,7 +94,7 @@ def test_a_user_may_not_reach_admin_routes_and_an_admin_may(server, realm):
     assert logs.status_code == 200 and logs.headers["content-type"].startswith("text/plain")
 
 
-def test_slicer_signs_in_with_user_name_and_password(server, tmp_path):
+def test_slicer_signs_in_with_user_name_and_password(server, realm, tmp_path):
     client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
     assert client.auth_enabled()
     with pytest.raises(MONAILabelClientException, match="401"):
@@ -112,3 +112,6 @@ def test_slicer_signs_in_with_user_name_and_password(server, tmp_path):
         headers=client._headers, timeout=30,
     ).json()
     assert info["saved_by"] == "radiologist" and info["question"] == "Where is the opacity?"
+    admin = bearer(realm.sign("admin", ADMIN_ROLES))
+    log = requests.get(f"{server.url}/logs/", headers=admin, params={"lines": 5000}, timeout=30).text
+    assert "xray_opacity" in log and "Where is the opacity?" not in log  # ids and events, not clinical text
