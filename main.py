@@ -22,8 +22,8 @@ from lib.pacs_datastore import open_pacs_datastore
 from lib.server import scratch
 from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
-from monailabel_app.errors import NotFoundError
-from monailabel_app.retraining import last_training_stats
+from monailabel_app.core.errors import NotFoundError
+from monailabel_app.training.retraining import last_training_stats
 
 logger = logging.getLogger(__name__)
 # MONAI Label's datastores log every label's info at INFO, and label info holds clinicians' questions: the server log

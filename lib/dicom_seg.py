@@ -28,7 +28,7 @@ import pydicom.uid
 import pydicom_seg
 import SimpleITK
 
-from monailabel_app.sample_metadata import find_value
+from monailabel_app.data.metadata import find_value
 
 PROVENANCE_KEYS = ("question", "model", "slice", "window", "think", "reasoner")
 APP_NAME = "MedReasoner for MONAI Label"

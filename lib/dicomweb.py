@@ -27,7 +27,7 @@ from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX
 from requests.adapters import HTTPAdapter
 
-from monailabel_app.settings import parse_bool
+from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from lib.dicom_seg import (
 )
 from lib.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
 from lib.infers.implicit_query import LAST_QUERY_KEY
-from monailabel_app.series_geometry import InvalidSeriesError, check_series_geometry
+from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ bash scripts/install.sh
 STUDIES=${STUDIES:-sample_studies}
 case "$STUDIES" in
   http://*|https://*) ;;  # a PACS over DICOMweb, e.g. http://127.0.0.1:8042/dicom-web
-  *) [ -n "$(ls -A "$STUDIES" 2>/dev/null)" ] || .venv/bin/python -m monailabel_app.sample_studies "$STUDIES" ;;
+  *) [ -n "$(ls -A "$STUDIES" 2>/dev/null)" ] || .venv/bin/python -m monailabel_app.demo.sample_studies "$STUDIES" ;;
 esac
 if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"

@@ -16,7 +16,7 @@ def one_torch_thread():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Reasoner checkpoints: tiny Qwen2.5-VL folders built in code (monailabel_app/tiny_models.py), once per session.
+# Reasoner checkpoints: tiny Qwen2.5-VL folders built in code (monailabel_app/demo/tiny_models.py), once per session.
 # `tiny_reasoner_dir`: random weights, babbles. `format_tuned_reasoner_dir`: always answers DEFAULT_ANSWER_TEXT
 # (read it back from the folder's tiny_model.json "answer_text"); ~10-15 s to build on 2 CPU cores.
 # ---------------------------------------------------------------------------------------------------------------------
@@ -24,14 +24,14 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_reasoner_dir(tmp_path_factory) -> Path:
-    from monailabel_app.tiny_models import build_tiny_reasoner
+    from monailabel_app.demo.tiny_models import build_tiny_reasoner
 
     return build_tiny_reasoner(tmp_path_factory.mktemp("tiny_reasoner"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def format_tuned_reasoner_dir(tmp_path_factory) -> Path:
-    from monailabel_app.tiny_models import build_tiny_reasoner
+    from monailabel_app.demo.tiny_models import build_tiny_reasoner
 
     return build_tiny_reasoner(tmp_path_factory.mktemp("format_tuned_reasoner"), seed=0, format_tuned=True)
 

@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
-from monailabel_app.sample_studies import Lesion, ct_volume, xray_picture
+from monailabel_app.demo.sample_studies import Lesion, ct_volume, xray_picture
 
 SOP_CLASSES = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from monailabel_app.ground_truth import ground_truth_from_mask
-from monailabel_app.grounding_sample import GroundingSample
-from monailabel_app.sample_studies import Lesion
+from monailabel_app.data.ground_truth import ground_truth_from_mask
+from monailabel_app.data.sample import GroundingSample
+from monailabel_app.demo.sample_studies import Lesion
 
 # (height, width, lesion). The format-tuned tiny reasoner always answers the box [30, 40, 90, 100] in its frame: the
 # first lesion sits there (a good score), the others partly or not at all, so the metrics vary.

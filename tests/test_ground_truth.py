@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from monailabel_app.frames import ImageFrame
-from monailabel_app.ground_truth import EmptyMaskError, ground_truth_from_mask, key_points, mask_box
+from monailabel_app.core.frames import ImageFrame
+from monailabel_app.data.ground_truth import EmptyMaskError, ground_truth_from_mask, key_points, mask_box
 
 
 def disc(shape, centre, radius):

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from monailabel_app.ground_truth import ground_truth_from_mask
-from monailabel_app.grounding_data import load_samples
-from monailabel_app.grounding_sample import GroundingSample
-from monailabel_app.load_report import (
+from monailabel_app.data.ground_truth import ground_truth_from_mask
+from monailabel_app.data.loaders import load_samples
+from monailabel_app.data.sample import GroundingSample
+from monailabel_app.data.load_report import (
     EMPTY_MASK,
     INVALID_RECORD,
     MISSING_FILE,
@@ -25,11 +25,11 @@ from monailabel_app.load_report import (
     SkippedSample,
     build_or_skip,
 )
-from monailabel_app.medical_image import read_medical_image, write_label
-from monailabel_app.prompt import build_prompt
-from monailabel_app.sample_studies import CT_LESION, Lesion, endoscopy_picture, write_ct, write_png, xray_picture
-from monailabel_app.umrg_parquet import UMRG_SCHEMA, UmrgParquet, extract_question, write_umrg_parquet
-from monailabel_app.windowing import to_display_rgb
+from monailabel_app.imaging.medical_image import read_medical_image, write_label
+from monailabel_app.reasoning.prompt import build_prompt
+from monailabel_app.demo.sample_studies import CT_LESION, Lesion, endoscopy_picture, write_ct, write_png, xray_picture
+from monailabel_app.data.umrg_parquet import UMRG_SCHEMA, UmrgParquet, extract_question, write_umrg_parquet
+from monailabel_app.imaging.windowing import to_display_rgb
 
 CATEGORIES = [("X-ray", "Thorax", "nodule"), ("Endoscopy", "Digestive", "polyp"), ("CT", "Abdomen", "liver lesion")]
 

@@ -7,11 +7,11 @@ import time
 import pytest
 import uvicorn
 
-from monailabel_app.grounding_service import GroundingService
-from monailabel_app.sample_studies import write_ct, write_png, xray_picture
-from monailabel_app.serve import create_app
-from monailabel_app.settings import GroundingSettings
-from monailabel_app.transformers_reasoner import TransformersReasoner
+from monailabel_app.grounding.service import GroundingService
+from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
+from monailabel_app.reasoning.endpoint_server import create_app
+from monailabel_app.grounding.settings import GroundingSettings
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from tests.monailabel_server import free_port
 
 
@@ -57,7 +57,7 @@ def test_bad_backend_settings_fail_at_start():
 
 
 def test_missing_local_reasoner_is_an_actionable_error(tmp_path):
-    from monailabel_app.transformers_reasoner import ReasonerUnavailableError
+    from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError
 
     service = GroundingService(GroundingSettings(reasoner=str(tmp_path / "no-model"), allow_download=False))
     with pytest.raises(ReasonerUnavailableError, match="--conf reasoner"):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from monailabel_app.grpo_config import HOSPITAL_PRESET, PAPER_PRESET, GRPOConfig, parse_overrides
-from monailabel_app.train import load_config
+from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, GRPOConfig, parse_overrides
+from monailabel_app.training.run import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

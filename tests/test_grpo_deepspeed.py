@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from monailabel_app.train import train_reasoner
-from monailabel_app.transformers_reasoner import TransformersReasoner
+from monailabel_app.training.run import train_reasoner
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from tests.support.cpu_deepspeed import cpu_deepspeed_strategy
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 

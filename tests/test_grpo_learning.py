@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-from monailabel_app.grpo_rollout import (
+from monailabel_app.training.rollout import (
     encode_prompt,
     end_token_ids,
     response_log_probs,
@@ -19,8 +19,8 @@ from monailabel_app.grpo_rollout import (
     validity_mask,
     vision_token_ids,
 )
-from monailabel_app.train import train_reasoner
-from monailabel_app.transformers_reasoner import TransformersReasoner
+from monailabel_app.training.run import train_reasoner
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from tests.support.grpo_toys import answer_opens_a_tag, constant_reward, tiny_config, toy_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from monailabel_app.grpo_loss import clipped_policy_loss, group_advantages, grpo_loss, kl_estimate
+from monailabel_app.training.loss import clipped_policy_loss, group_advantages, grpo_loss, kl_estimate
 
 
 def test_advantages_use_the_group_mean_and_sample_std():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from monailabel_app.grpo_control import TrainingControl
-from monailabel_app.train import main, train_reasoner
-from monailabel_app.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
+from monailabel_app.training.control import TrainingControl
+from monailabel_app.training.run import main, train_reasoner
+from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -92,9 +92,9 @@ def test_the_trained_reasoner_loads_for_inference(tiny_reasoner_dir, tmp_path):
 
 
 def test_command_line_trains_with_overrides_and_reports_failure(tiny_reasoner_dir, tmp_path, monkeypatch):
-    loader = types.ModuleType("monailabel_app.grounding_data")
+    loader = types.ModuleType("monailabel_app.data.loaders")
     loader.load_samples = lambda path, report: iter(toy_samples(2))  # the real one reads U-MRG-14K parquet lazily
-    monkeypatch.setitem(sys.modules, "monailabel_app.grounding_data", loader)
+    monkeypatch.setitem(sys.modules, "monailabel_app.data.loaders", loader)
     config_file = tiny_config().save(tmp_path / "tiny.yaml")
     common = ["--config", str(config_file), "--data", "train.parquet", "--set", "max_steps=1", "--set", "lr=2e-4"]
     assert main([*common, "--model", str(tiny_reasoner_dir), "--output", str(tmp_path / "run")]) == 0

@@ -4,10 +4,10 @@ import pytest
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.infers.implicit_query import ImplicitQueryInfer
-from monailabel_app.errors import RequestError, UnavailableError, http_status_of
-from monailabel_app.grounding_service import GroundingService
-from monailabel_app.sample_studies import write_png, xray_picture
-from monailabel_app.settings import GroundingSettings
+from monailabel_app.core.errors import RequestError, UnavailableError, http_status_of
+from monailabel_app.grounding.service import GroundingService
+from monailabel_app.demo.sample_studies import write_png, xray_picture
+from monailabel_app.grounding.settings import GroundingSettings
 
 
 def task_for(settings: GroundingSettings) -> ImplicitQueryInfer:

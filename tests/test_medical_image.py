@@ -6,8 +6,8 @@ import itk
 import numpy as np
 import pytest
 
-from monailabel_app.medical_image import InvalidImageError, read_medical_image, write_label
-from monailabel_app.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, ct_volume, write_ct, write_png
+from monailabel_app.imaging.medical_image import InvalidImageError, read_medical_image, write_label
+from monailabel_app.demo.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, ct_volume, write_ct, write_png
 from tests.dicom_series import MR_GEOMETRY, mr_series
 
 

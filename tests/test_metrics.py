@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from monailabel_app.metrics import aggregate, box_iou_metric, mask_dice, points_dice_metric, sample_metrics
+from monailabel_app.evaluation.metrics import aggregate, box_iou_metric, mask_dice, points_dice_metric, sample_metrics
 
 GT = {"bbox_2d": [0, 0, 10, 10], "point_2d": [[3, 5], [7, 5]]}
 

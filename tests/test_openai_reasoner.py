@@ -18,15 +18,15 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from monailabel_app.evaluate import RESULTS_FILE, RunOptions, main, run_evaluation
-from monailabel_app.evaluation_answers import EndpointUnreachableError, ReasonerAnswers
-from monailabel_app.openai_reasoner import EndpointError, OpenAIReasoner
-from monailabel_app.qwen_frame import resize_to_model_frame
-from monailabel_app.sampling_settings import SamplingSettings
-from monailabel_app.serve import create_app
-from monailabel_app.tiny_models import DEFAULT_ANSWER_TEXT
-from monailabel_app.transformers_reasoner import TransformersReasoner
-from monailabel_app.umrg_parquet import write_umrg_parquet
+from monailabel_app.evaluation.run import RESULTS_FILE, RunOptions, main, run_evaluation
+from monailabel_app.evaluation.answers import EndpointUnreachableError, ReasonerAnswers
+from monailabel_app.reasoning.openai_reasoner import EndpointError, OpenAIReasoner
+from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
+from monailabel_app.reasoning.sampling import SamplingSettings
+from monailabel_app.reasoning.endpoint_server import create_app
+from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from tests.grounding_datasets import lesion_samples
 from tests.monailabel_server import free_port
 
@@ -45,7 +45,7 @@ def local_reasoner(format_tuned_reasoner_dir):
 
 @pytest.fixture(scope="module")
 def served_url(local_reasoner):
-    """`monailabel_app.serve` under uvicorn in a thread, on a free loopback port, with an API key."""
+    """`monailabel_app.reasoning.endpoint_server` under uvicorn in a thread, on a free loopback port, with an API key."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(local_reasoner, SERVED_NAME, API_KEY), host="127.0.0.1", port=port, log_level="error")

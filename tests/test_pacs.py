@@ -20,9 +20,9 @@ from pydicom import dcmread
 
 from lib.dicomweb import PacsSettings, pacs_client
 from lib.pacs_datastore import PacsDatastore, open_pacs_datastore
-from monailabel_app.datastore_samples import datastore_samples
-from monailabel_app.medical_image import read_medical_image
-from monailabel_app.sample_studies import write_png, xray_picture
+from monailabel_app.data.datastore_samples import datastore_samples
+from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.demo.sample_studies import write_png, xray_picture
 from tests.dicom_series import ct_series, missing_slice_series, mixed_orientation_series, mr_series, xray_series
 from tests.monailabel_server import MonaiLabelServer, free_port
 from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed

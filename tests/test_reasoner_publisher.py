@@ -3,7 +3,7 @@
 import os
 import time
 
-from monailabel_app.reasoner_publisher import published_reasoner, publish_reasoner
+from monailabel_app.reasoning.model_store import published_reasoner, publish_reasoner
 
 
 def trained_folder(root, name, weights):
@@ -32,9 +32,9 @@ def test_publish_swaps_the_link_and_keeps_the_previous_version(tmp_path):
 def test_a_published_reasoner_names_its_version_and_weights_digest(tmp_path):
     import hashlib
 
-    from monailabel_app.grounding_service import GroundingService
-    from monailabel_app.reasoner_identity import describe_reasoner
-    from monailabel_app.settings import GroundingSettings
+    from monailabel_app.grounding.service import GroundingService
+    from monailabel_app.reasoning.identity import describe_reasoner
+    from monailabel_app.grounding.settings import GroundingSettings
 
     model_dir = tmp_path / "model"
     link = publish_reasoner(trained_folder(tmp_path, "run1", "w1"), model_dir, "20261201-0100", "/models/base")

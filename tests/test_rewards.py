@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monailabel_app.rewards import REWARD_KEYS, compute_reward, compute_rewards
+from monailabel_app.training.rewards import REWARD_KEYS, compute_reward, compute_rewards
 
 GT = {"bbox_2d": [0, 0, 100, 100], "point_2d": [[30, 30], [70, 70]]}
 PERFECT_BOX = [0, 0, 100, 100]

@@ -12,7 +12,7 @@ from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from monailabel_app.sam2_segmenter import (
+from monailabel_app.segmentation.sam2 import (
     MEDSAM2_CONFIG,
     MEDSAM2_IMAGE_SIZE,
     SAM2_BUILDERS,
@@ -25,7 +25,7 @@ from monailabel_app.sam2_segmenter import (
     sam2_model,
     segmenter_from_weights,
 )
-from monailabel_app.segmenter_factory import (
+from monailabel_app.segmentation.factory import (
     CHECKPOINT_OPTION,
     SAM2_KINDS,
     SEGMENTER_BUILDERS,

@@ -10,8 +10,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from monailabel_app.sam_segmenter import SamSegmenter
-from monailabel_app.segmenter_factory import (
+from monailabel_app.segmentation.sam import SamSegmenter
+from monailabel_app.segmentation.factory import (
     CHECKPOINT_OPTION,
     SegmenterUnavailableError,
     build_segmenter,

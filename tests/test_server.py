@@ -16,8 +16,8 @@ import requests
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
-from monailabel_app.medical_image import read_medical_image
-from monailabel_app.sample_studies import CT_LESION, CT_SHAPE, write_ct, write_png, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct, write_png, xray_picture
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server

@@ -17,7 +17,7 @@ from monailabel.client import MONAILabelClient
 from cryptography.hazmat.primitives import serialization
 from monailabel.client.client import MONAILabelClientException
 
-from monailabel_app.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
+from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
 from tests.monailabel_server import MonaiLabelServer
 from tests.support.stub_realm import StubRealm, new_key
 

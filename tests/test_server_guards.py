@@ -22,8 +22,8 @@ from lib.server.identifiers import (
     upload_suffix,
 )
 from lib.server.limits import ServerLimits
-from monailabel_app.image_limits import ImageLimits, ImageTooLargeError, InvalidImageError, check_image_file
-from monailabel_app.sample_studies import write_ct, write_png, xray_picture
+from monailabel_app.imaging.image_limits import ImageLimits, ImageTooLargeError, InvalidImageError, check_image_file
+from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
 from tests.support.hostile_requests import complex_nifti, detached_nrrd, external_mha, png_bomb
 
 
@@ -127,7 +127,7 @@ def test_image_headers_are_checked_before_decoding(tmp_path):
 def test_a_one_slice_volume_is_a_picture_to_ground(tmp_path):
     import itk
 
-    from monailabel_app.medical_image import read_medical_image
+    from monailabel_app.imaging.medical_image import read_medical_image
 
     itk.imwrite(itk.image_from_array(np.ones((1, 32, 32), np.int16)), str(tmp_path / "one.nii.gz"))
     assert read_medical_image(str(tmp_path / "one.nii.gz")).num_slices == 1

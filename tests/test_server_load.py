@@ -15,7 +15,7 @@ from tests.support.file_trees import snapshot
 from tests.support.hostile_requests import CATALOGUE, good_request
 from tests.support.storm import load, storm
 from tests.test_server_security import APP_SKIP, TEMP_SKIP, scratch_left, settle
-from monailabel_app.sample_studies import write_sample_studies
+from monailabel_app.demo.sample_studies import write_sample_studies
 
 pytestmark = pytest.mark.server
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from monailabel.client import MONAILabelClient
 
-from monailabel_app.medical_image import read_medical_image
-from monailabel_app.sample_studies import CT_SHAPE, write_ct
+from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from lib.server.scratch import SCRATCH_ROOT
-from monailabel_app.medical_image import read_medical_image
-from monailabel_app.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
 from tests.monailabel_server import APP_DIR, MonaiLabelServer
 from tests.support.file_trees import differences, snapshot
 from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, good_request

@@ -16,8 +16,8 @@ import pytest
 import requests
 from safetensors.numpy import load_file
 
-from monailabel_app.reasoner_identity import weights_digest
-from monailabel_app.sample_studies import XRAY_LESION, write_png, xray_picture
+from monailabel_app.reasoning.identity import weights_digest
+from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, xray_picture
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server

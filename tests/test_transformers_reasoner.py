@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from transformers import AutoConfig, AutoProcessor
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-from monailabel_app.tiny_models import TINY_MAX_PIXELS, TINY_MIN_PIXELS, TINY_MODEL_MARKER
-from monailabel_app.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
+from monailabel_app.demo.tiny_models import TINY_MAX_PIXELS, TINY_MIN_PIXELS, TINY_MODEL_MARKER
+from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from monailabel_app.evaluate import main
-from monailabel_app.sampling_settings import SamplingSettings
-from monailabel_app.tiny_models import DEFAULT_ANSWER_TEXT
-from monailabel_app.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
-from monailabel_app.vllm_reasoner import VllmReasoner
+from monailabel_app.evaluation.run import main
+from monailabel_app.reasoning.sampling import SamplingSettings
+from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
+from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
+from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
 from tests.grounding_datasets import lesion_samples, write_folder_dataset
 
 VLLM_CAN_RUN = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()

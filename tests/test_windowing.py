@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from monailabel_app.windowing import InvalidWindowError, to_display_rgb, window_bounds
+from monailabel_app.imaging.windowing import InvalidWindowError, to_display_rgb, window_bounds
 
 
 def test_soft_tissue_window_maps_level_to_mid_grey():

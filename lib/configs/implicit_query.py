@@ -21,10 +21,10 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.infers.implicit_query import ImplicitQueryInfer
 from lib.server.limits import ServerLimits
 from lib.trainers.implicit_query import ImplicitQueryTrainer
-from monailabel_app.grounding_service import GroundingService
-from monailabel_app.settings import GroundingSettings
-from monailabel_app.demo_reasoner import ensure_demo_reasoner
-from monailabel_app.windowing import WINDOW_CHOICES
+from monailabel_app.grounding.service import GroundingService
+from monailabel_app.grounding.settings import GroundingSettings
+from monailabel_app.demo.demo_reasoner import ensure_demo_reasoner
+from monailabel_app.imaging.windowing import WINDOW_CHOICES
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from monailabel.datastore.local import LocalDatastore
 from lib.datastore.gate import IdentifierGate
 from lib.datastore.versions import VersionStore, same_file_content
 from lib.server.identifiers import require_inside
-from monailabel_app.errors import NotFoundError, RequestError
-from monailabel_app.medical_image import read_medical_image
+from monailabel_app.core.errors import NotFoundError, RequestError
+from monailabel_app.imaging.medical_image import read_medical_image
 
 logger = logging.getLogger(__name__)
 

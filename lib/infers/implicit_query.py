@@ -1,7 +1,7 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
 Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `window`,
-`think`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy (`monailabel_app.errors`):
+`think`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy (`monailabel_app.core.errors`):
 the request's fault (question, image, slice, window, format) is a RequestError, a model that can't be had an
 UnavailableError; the server answers them as 4xx and 5xx with their message (`lib/server/errors.py`).
 """
@@ -16,10 +16,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-from monailabel_app.errors import RequestError
-from monailabel_app.grounding_service import GroundingService
-from monailabel_app.medical_image import write_label
-from monailabel_app.settings import parse_bool
+from monailabel_app.core.errors import RequestError
+from monailabel_app.grounding.service import GroundingService
+from monailabel_app.imaging.medical_image import write_label
+from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 

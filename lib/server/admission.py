@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from lib.server.limits import RETRY_AFTER_S
-from monailabel_app.errors import UnavailableError
+from monailabel_app.core.errors import UnavailableError
 
 
 class ServerBusyError(UnavailableError):

@@ -27,7 +27,7 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import DEFAULT_USER, User
 
-from monailabel_app.errors import UpstreamError
+from monailabel_app.core.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lib.server.limits import RETRY_AFTER_S
-from monailabel_app.errors import RequestError, UnavailableError
+from monailabel_app.core.errors import RequestError, UnavailableError
 
 logger = logging.getLogger(__name__)
 INTERNAL_ERROR = "Internal server error; the details are in the server's log."

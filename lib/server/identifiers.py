@@ -16,7 +16,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-from monailabel_app.errors import RequestError
+from monailabel_app.core.errors import RequestError
 
 MAX_ID_CHARS = 128
 MAX_ID_BYTES = 200  # file systems allow 255 bytes per name; the extension and version stamps need the rest

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from monailabel_app.image_limits import ImageLimits
+from monailabel_app.imaging.image_limits import ImageLimits
 
 MIB = 1 << 20
 SMALL_BODY_BYTES = 1 * MIB  # JSON and form requests without files: params, options, info

@@ -14,9 +14,9 @@ from pathlib import Path
 import itk
 import numpy as np
 
-from monailabel_app.errors import RequestError
-from monailabel_app.image_limits import ImageLimits
-from monailabel_app.medical_image import MedicalImage, read_medical_image
+from monailabel_app.core.errors import RequestError
+from monailabel_app.imaging.image_limits import ImageLimits
+from monailabel_app.imaging.medical_image import MedicalImage, read_medical_image
 
 GEOMETRY_ATOL = 1e-3  # mm: NIfTI stores geometry as float32
 

@@ -15,7 +15,7 @@ from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from lib.server.identifiers import upload_stem, upload_suffix
-from monailabel_app.errors import RequestError, TooLargeError
+from monailabel_app.core.errors import RequestError, TooLargeError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".png", ".bin")  # .bin: OHIF's raw labelmap

@@ -14,11 +14,11 @@ from typing import Any, Callable, Dict
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from monailabel_app.datastore_samples import final_label_entries
-from monailabel_app.errors import RequestError
-from monailabel_app.grpo_config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES, GRPOConfig
-from monailabel_app.retraining import last_training_stats, mark_started, mark_stopped, retrain_reasoner
-from monailabel_app.settings import parse_bool
+from monailabel_app.data.datastore_samples import final_label_entries
+from monailabel_app.core.errors import RequestError
+from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES, GRPOConfig
+from monailabel_app.training.retraining import last_training_stats, mark_started, mark_stopped, retrain_reasoner
+from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 PRESETS = {"hospital": HOSPITAL_PRESET, "paper": PAPER_PRESET}

@@ -29,6 +29,6 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
 def cpu_deepspeed_strategy(config) -> CPUDeepSpeedStrategy:
     """The strategy `train.py` would build on GPUs for this GRPOConfig, on CPU."""
-    from monailabel_app.train import deepspeed_strategy_arguments
+    from monailabel_app.training.run import deepspeed_strategy_arguments
 
     return CPUDeepSpeedStrategy(**deepspeed_strategy_arguments(config))

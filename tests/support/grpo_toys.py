@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from monailabel_app.grounding_sample import GroundingSample
-from monailabel_app.grpo_config import GRPOConfig
+from monailabel_app.data.sample import GroundingSample
+from monailabel_app.training.config import GRPOConfig
 
 QUESTIONS = ("Where is the lesion?", "Find the nodule.", "Which organ looks abnormal?", "Show the polyp.")
 

@@ -30,8 +30,8 @@ from monailabel.utils.async_tasks.task import AsyncTask
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden, MethodNotAllowed, TooManyRequests
 from lib.server.identifiers import check_tag
-from monailabel_app.errors import NotFoundError, RequestError
-from monailabel_app.prompt import validate_question
+from monailabel_app.core.errors import NotFoundError, RequestError
+from monailabel_app.reasoning.prompt import validate_question
 
 MAX_LOG_LINES = 10_000
 # Keys of a background task's request that MONAI Label turns into the subprocess's environment: `bundle_path` is added

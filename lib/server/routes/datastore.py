@@ -31,7 +31,7 @@ from lib.server.provenance import saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import parse_params, save_upload
-from monailabel_app.errors import NotFoundError, RequestError
+from monailabel_app.core.errors import NotFoundError, RequestError
 
 DATASTORE_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".tif")  # what the folder datastore lists
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".png", ".bin")  # .bin: OHIF's raw labelmap

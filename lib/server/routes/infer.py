@@ -34,8 +34,8 @@ from lib.server.identifiers import check_id, check_session_id, check_tag
 from lib.server.provenance import saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.uploads import IMAGE_SUFFIXES, parse_params, save_upload
-from monailabel_app.errors import NotFoundError, RequestError
-from monailabel_app.settings import parse_bool
+from monailabel_app.core.errors import NotFoundError, RequestError
+from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from lib.server.identifiers import check_session_id
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload
 from lib.server.uploads import DICOM_SUFFIXES, IMAGE_SUFFIXES, save_upload
-from monailabel_app.errors import NotFoundError, RequestError
+from monailabel_app.core.errors import NotFoundError, RequestError
 
 MAX_SESSION_FILES = 3_000
 

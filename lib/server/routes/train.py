@@ -19,7 +19,7 @@ from monailabel.utils.async_tasks.task import AsyncTask
 from lib.server.context import ServerContext
 from lib.server.errors import TooManyRequests
 from lib.server.routes.admin import without_server_keys
-from monailabel_app.errors import NotFoundError, RequestError
+from monailabel_app.core.errors import NotFoundError, RequestError
 
 
 def train_router(context: ServerContext) -> APIRouter:

@@ -26,7 +26,7 @@ import monailabel
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden, MethodNotAllowed
 from lib.server.identifiers import is_inside
-from monailabel_app.errors import NotFoundError, RequestError, UpstreamError
+from monailabel_app.core.errors import NotFoundError, RequestError, UpstreamError
 
 OHIF_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static", "ohif")
 DICOMWEB_PATH = re.compile(r"^[A-Za-z0-9._,/-]*$")

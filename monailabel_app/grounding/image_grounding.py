@@ -1,0 +1,87 @@
+"""Grounding on a medical image: pick the slice, window it, ground it, and put the mask back on the image's grid."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from monailabel_app.core.errors import RequestError
+from monailabel_app.grounding.pipeline import GroundingPipeline, GroundingResult
+from monailabel_app.imaging.medical_image import MedicalImage
+from monailabel_app.reasoning.prompt import validate_question
+from monailabel_app.imaging.windowing import to_display_rgb
+
+LABEL_VALUE = 1
+MIDDLE_SLICE = -1  # the `slice` option's default: Slicer and OHIF show it as -1
+
+
+class InvalidSliceError(RequestError):
+    """The requested slice isn't in the volume."""
+
+
+@dataclass
+class GroundedImage:
+    result: GroundingResult
+    image: MedicalImage  # the input, whose geometry the label takes
+    label: np.ndarray  # uint8, the image's grid: (H, W) or (Z, Y, X); only the grounded slice is filled
+    slice_index: Optional[int]  # k of the slice used, None for 2D images
+
+    def to_json(self) -> dict:
+        """The result, plus voxel indices (i, j, k) for volumes so a viewer can place box and points in 3D."""
+        data = self.result.to_json()
+        data["slice"] = self.slice_index
+        if self.slice_index is not None and self.result.box is not None:
+            x1, y1, x2, y2 = data["box"]
+            data["box_ijk"] = [[x1, y1, self.slice_index], [x2, y2, self.slice_index]]
+            data["points_ijk"] = [[x, y, self.slice_index] for x, y in data["points"]]
+        return data
+
+
+def resolve_slice(num_slices: int, requested: object) -> int:
+    """`requested` None, '' or -1 means the middle slice; anything else must be a whole number naming a slice."""
+    if requested is None or (isinstance(requested, str) and not requested.strip()):
+        return num_slices // 2
+    if isinstance(requested, bool):
+        raise InvalidSliceError(f"The slice must be a whole number, got {requested!r}.")
+    try:
+        value = float(requested)
+    except (TypeError, ValueError):
+        raise InvalidSliceError(f"The slice must be a whole number, got {str(requested)[:40]!r}.") from None
+    if not math.isfinite(value) or value != int(value):
+        raise InvalidSliceError(f"The slice must be a whole number, got {str(requested)[:40]!r}.")
+    index = int(value)
+    if index == MIDDLE_SLICE:
+        return num_slices // 2
+    if not 0 <= index < num_slices:
+        raise InvalidSliceError(
+            f"Slice {index} is out of range: this volume has slices 0 to {num_slices - 1} (-1 = the middle one)."
+        )
+    return index
+
+
+def ground_image(
+    pipeline: Callable[[], GroundingPipeline],
+    image: MedicalImage,
+    question: str,
+    slice_index: object = None,
+    window: str = "auto",
+    think: Optional[bool] = None,
+) -> GroundedImage:
+    """`pipeline` is called only once the question, slice and window are known to be usable: a bad request is
+    refused at once, without waiting for (or failing on) the models."""
+    question = validate_question(question)
+    if image.is_volume:
+        k = resolve_slice(image.num_slices, slice_index)
+        pixels = image.array[k]
+    else:
+        k, pixels = None, image.array
+    picture = to_display_rgb(pixels, window)
+    result = pipeline().ground(picture, question, think=think)
+    grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
+    label = np.zeros(grid_shape, dtype=np.uint8)
+    if result.mask is not None:
+        (label[k] if k is not None else label)[result.mask] = LABEL_VALUE
+    return GroundedImage(result=result, image=image, label=label, slice_index=k)

@@ -1,0 +1,127 @@
+"""One implicit question about one 2D picture: reasoner -> parser -> frozen segmenter -> `GroundingResult`.
+
+A reasoner answer that can't be used is a result (status `no_grounding`, with the raw text and the reason), not an error:
+the clinician sees what the model said. Errors are kept for what the user must fix (question, image) or the admin must
+(models).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from monailabel_app.reasoning.answer_parser import parse_answer
+from monailabel_app.core.frames import ImageFrame
+from monailabel_app.reasoning.prompt import build_prompt
+from monailabel_app.reasoning.reasoner import Reasoner
+from monailabel_app.segmentation.segmenter import Segmenter
+
+STATUS_OK = "ok"
+STATUS_NO_GROUNDING = "no_grounding"
+
+
+@dataclass
+class GroundingResult:
+    """Box and points are in pixels of the original picture; `mask` is bool (H, W) of it, None without grounding."""
+
+    status: str
+    question: str
+    raw_text: str
+    frame: ImageFrame
+    reasoning: Optional[str] = None
+    box: Optional[tuple[float, float, float, float]] = None
+    points: Optional[list[tuple[float, float]]] = None
+    mask: Optional[np.ndarray] = None
+    mask_score: Optional[float] = None
+    embedding_cached: Optional[bool] = None  # True when the segmenter reused this picture's image embedding
+    reason: Optional[str] = None
+    warnings: list[str] = field(default_factory=list)
+    latencies: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Everything but the mask, JSON-ready (rounded to 0.01 px / 0.1 ms)."""
+        return {
+            "status": self.status,
+            "question": self.question,
+            "reasoning": self.reasoning,
+            "raw_text": self.raw_text,
+            "box": _rounded(self.box),
+            "points": [_rounded(p) for p in self.points] if self.points else None,
+            "mask_score": None if self.mask_score is None else round(self.mask_score, 4),
+            "mask_pixels": None if self.mask is None else int(self.mask.sum()),
+            "embedding_cached": self.embedding_cached,
+            "reason": self.reason,
+            "warnings": list(self.warnings),
+            "model_frame": {"width": self.frame.model_width, "height": self.frame.model_height},
+            "latencies": {k: round(v, 4) for k, v in self.latencies.items()},
+        }
+
+
+class GroundingPipeline:
+    def __init__(
+        self,
+        reasoner: Reasoner,
+        segmenter: Segmenter,
+        think: bool = True,
+        template_path: Optional[str] = None,
+    ):
+        self.reasoner = reasoner
+        self.segmenter = segmenter
+        self.think = think
+        self.template_path = template_path
+
+    def ground(self, image: np.ndarray, question: str, think: Optional[bool] = None) -> GroundingResult:
+        """`image` is RGB uint8 (H, W, 3). Raises only for a bad question or a broken model, never for a bad answer."""
+        started = time.perf_counter()
+        prompt = build_prompt(question, self.think if think is None else think, self.template_path)
+        answer = self.reasoner.generate(image, prompt)
+        parse_started = time.perf_counter()
+        frame = answer.frame
+        parsed = parse_answer(answer.text, frame.model_width, frame.model_height)
+        result = GroundingResult(
+            status=STATUS_NO_GROUNDING,
+            question=question.strip(),
+            raw_text=answer.text,
+            frame=frame,
+            reasoning=parsed.think,
+            reason=parsed.reason,
+            warnings=list(parsed.warnings),
+        )
+        latencies = {
+            "reasoner_prefill": answer.prefill_s,
+            "reasoner_decode": answer.decode_s,
+            "parse": time.perf_counter() - parse_started,
+        }
+        if parsed.ok:
+            result.box = _clip_box(frame.box_to_original(parsed.box), frame)
+            result.points = [_clip_point(frame.point_to_original(p), frame) for p in parsed.points]
+            segmented = self.segmenter.segment(image, box=result.box, points=result.points)
+            result.mask = segmented.mask.astype(bool)
+            result.mask_score = float(segmented.score)
+            result.embedding_cached = segmented.cache_hit
+            result.status = STATUS_OK
+            latencies.update(segmenter_encode=segmented.encode_s, segmenter_decode=segmented.decode_s)
+            if not result.mask.any():
+                result.warnings.append("the segmenter returned an empty mask for this box and these points")
+        latencies["total"] = time.perf_counter() - started
+        result.latencies = latencies
+        return result
+
+
+def _clip_point(point: tuple[float, float], frame: ImageFrame) -> tuple[float, float]:
+    """Keep mapped coordinates on the original pixel grid (a model-frame edge maps to the image's far edge)."""
+    x, y = point
+    return min(max(x, 0.0), frame.orig_width - 1.0), min(max(y, 0.0), frame.orig_height - 1.0)
+
+
+def _clip_box(box: tuple[float, float, float, float], frame: ImageFrame) -> tuple[float, float, float, float]:
+    x1, y1 = _clip_point(box[:2], frame)
+    x2, y2 = _clip_point(box[2:], frame)
+    return x1, y1, x2, y2
+
+
+def _rounded(values) -> Optional[list[float]]:
+    return None if values is None else [round(float(v), 2) for v in values]

@@ -1,0 +1,155 @@
+"""The models behind a server: built once on first use, shared by every request, reloaded when retrained.
+
+Loading is lazy so the server starts at once and nothing is fetched at start-up; a model that can't be had fails the
+request that needed it with an actionable message, and the next request tries again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Optional
+
+from monailabel_app.grounding.pipeline import GroundingPipeline
+from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
+from monailabel_app.imaging.image_limits import ImageLimits
+from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.reasoning.identity import describe_reasoner
+from monailabel_app.reasoning.model_store import published_reasoner
+from monailabel_app.segmentation.factory import SEGMENTER_BUILDERS, build_segmenter
+from monailabel_app.grounding.settings import GroundingSettings
+from monailabel_app.demo.tiny_models import TINY_MODEL_MARKER
+from monailabel_app.reasoning.openai_reasoner import OpenAIReasoner
+from monailabel_app.reasoning.reasoner import Reasoner
+from monailabel_app.reasoning.sampling import SamplingSettings
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
+
+logger = logging.getLogger(__name__)
+REASONER_BACKENDS = ("transformers", "vllm", "openai")
+
+
+class GroundingService:
+    def __init__(self, settings: GroundingSettings, model_dir: Optional[str] = None, image_limits: ImageLimits = ImageLimits()):
+        # an admin's typo fails the start, not the first request
+        if settings.segmenter not in SEGMENTER_BUILDERS:
+            raise ValueError(f"--conf segmenter {settings.segmenter!r} is unknown; choose one of {sorted(SEGMENTER_BUILDERS)}")
+        if settings.reasoner_backend not in REASONER_BACKENDS:
+            raise ValueError(f"--conf reasoner_backend must be one of {REASONER_BACKENDS}, not {settings.reasoner_backend!r}")
+        if settings.reasoner_backend == "openai" and not settings.reasoner_url:
+            raise ValueError("--conf reasoner_backend openai needs --conf reasoner_url (e.g. http://gpu-host:8001/v1)")
+        self.settings = settings
+        self.image_limits = image_limits  # images larger than these are refused from their header
+        self.model_dir = model_dir  # where retraining publishes; a published reasoner wins over settings.reasoner
+        self._lock = threading.Lock()
+        self._pipeline: Optional[GroundingPipeline] = None
+        self._loaded_reasoner: Optional[str] = None
+
+    def pipeline(self) -> GroundingPipeline:
+        with self._lock:
+            wanted = self.reasoner_path()
+            if self._pipeline is None:
+                self._pipeline = self._build(wanted)
+            elif self._loaded_reasoner != wanted:  # the first retrained reasoner was published
+                logger.info(f"Switching to the published reasoner {wanted}")
+                old, self._pipeline.reasoner = self._pipeline.reasoner, None
+                if hasattr(old, "release"):  # free a local model's GPU memory before the new one loads
+                    old.release()
+                del old
+                self._pipeline.reasoner = self._build_reasoner(wanted)
+            self._loaded_reasoner = wanted
+            return self._pipeline  # the reasoner itself reloads a republished checkpoint before generating
+
+    def reasoner_path(self) -> str:
+        """An endpoint serves what it serves; local backends serve the last reasoner retraining published, unless
+        `--conf serve_published false` keeps `--conf reasoner`."""
+        published = self._published()
+        return str(published) if published else self.settings.reasoner
+
+    def _published(self) -> Optional[Path]:
+        local = self.settings.reasoner_backend != "openai"
+        if not (self.model_dir and local and self.settings.serve_published):
+            return None
+        return published_reasoner(self.model_dir)
+
+    def reasoner_identity(self) -> dict:
+        """Which reasoner answers now (`reasoner_identity.describe_reasoner`); never reads weights itself."""
+        source = "published" if self._published() else "configured"
+        return describe_reasoner(self.reasoner_path(), source)
+
+    def startup_report(self) -> str:
+        """Said once at start: which reasoner will answer and, when retraining published one, how to choose."""
+        published = published_reasoner(self.model_dir) if self.model_dir else None
+        configured = self.settings.reasoner
+        if published is None:
+            return f"Reasoner: {configured} (--conf reasoner)."
+        version = describe_reasoner(str(published), "published").get("version")
+        if self.settings.serve_published and self.settings.reasoner_backend != "openai":
+            return (
+                f"Reasoner: the retrained one published in {published} (version {version}) answers, not --conf "
+                f"reasoner {configured}. To serve {configured} instead, start with --conf serve_published false."
+            )
+        return f"Reasoner: {configured} (--conf reasoner); the published retrained {published} (version {version}) is not served."
+
+    def notice(self) -> Optional[str]:
+        """A line every result carries when the reasoner is a tiny test model, so nobody mistakes it for a real one."""
+        marker = Path(self.reasoner_path()) / TINY_MODEL_MARKER
+        if not marker.is_file():
+            return None
+        about = json.loads(marker.read_text())
+        return "DEMO: this reasoner is a tiny untrained test model; its answers mean nothing. " + about.get("warning", "")
+
+    def ground_file(
+        self,
+        path: str,
+        question: str,
+        slice_index: object = None,
+        window: str = "auto",
+        think: Optional[bool] = None,
+    ) -> GroundedImage:
+        image = read_medical_image(path, self.image_limits)
+        return ground_image(self.pipeline, image, question, slice_index, window, think)
+
+    def _build_reasoner(self, path: str) -> Reasoner:
+        s = self.settings
+        logger.info(f"Loading reasoner {path!r} with the {s.reasoner_backend} backend")
+        sampling = SamplingSettings(max_tokens=s.max_new_tokens)  # greedy
+        if s.reasoner_backend != "openai":
+            describe_reasoner(path, "loading", compute_digest=True)  # the weights' digest, remembered for results
+        if s.reasoner_backend == "openai":
+            bounds = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
+            return OpenAIReasoner(s.reasoner_url, path, s.reasoner_api_key_env, sampling, **bounds)
+        if s.reasoner_backend == "vllm":
+            return VllmReasoner(path, sampling, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
+        return TransformersReasoner(
+            path,
+            device=s.device,
+            max_new_tokens=s.max_new_tokens,
+            min_pixels=s.min_pixels,
+            max_pixels=s.max_pixels,
+            allow_download=s.allow_download,
+        )
+
+    def _build(self, reasoner_path: str) -> GroundingPipeline:
+        s = self.settings
+        reasoner = self._build_reasoner(reasoner_path)
+        logger.info(f"Loading segmenter {s.segmenter!r}")
+        segmenter = build_segmenter(
+            s.segmenter,
+            s.segmenter_checkpoint,
+            device=reasoner_device(s.device),
+            cache_size=s.embedding_cache,
+            sam2_config=s.sam2_config,
+        )
+        return GroundingPipeline(reasoner, segmenter, think=s.think, template_path=s.template)
+
+
+def reasoner_device(device: str) -> str:
+    """The segmenter follows the reasoner's device choice; `auto` means CUDA when there is one."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

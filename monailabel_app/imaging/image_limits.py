@@ -1,0 +1,171 @@
+"""Checks an image file from its header before a single pixel is decoded: size limits, pixel type, no references out.
+
+Why before decoding: a 69-byte PNG can declare 32768 x 32768 pixels, and decoding it takes gigabytes (a decompression
+bomb); a NRRD or MetaImage header can name a *detached* data file anywhere on the server's disk, which the reader would
+open. So every file a request brings is read here first, with ITK's header-only reader (the same library that decodes
+it later), and refused with a message when it is too large, of a pixel type the app can't use, or refers to another
+file. A DICOM series folder is checked from its files' headers (pydicom, pixels not read).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from monailabel_app.core.errors import RequestError
+
+DETACHED_NRRD_FIELDS = ("data file", "datafile")
+DETACHED_NRRD_EXTENSIONS = (".nhdr",)
+METAIMAGE_EXTENSIONS = (".mha", ".mhd")
+NRRD_HEADER_MAX_BYTES = 1 << 16
+USABLE_PIXEL_TYPES = ("scalar", "rgb", "rgba", "vector")  # vector: refused later with a clearer 4D/vector message
+
+
+class InvalidImageError(RequestError):
+    """The image can't be used (unreadable, truncated, wrong dimension); the message says why and what to do."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The header declares more pixels than the server's limit; the message names both."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Documented defaults: a 2D picture up to 40 megapixels (a 6,300 x 6,300 radiograph; mammograms are ~25 MP), a
+    volume up to 400 million voxels (e.g. 512 x 512 x 1,500 slices), a DICOM series of up to 3,000 files."""
+
+    max_pixels_2d: int = 40_000_000
+    max_voxels_3d: int = 400_000_000
+    max_series_files: int = 3_000
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    size: tuple[int, ...]  # ITK order: x, y[, z]
+    components: int
+    pixel_type: str  # ITK's name: scalar, rgb, rgba, vector, complex, ...
+
+
+def check_image_file(path: str, limits: ImageLimits = ImageLimits()) -> ImageHeader:
+    """The header of a file (or of a DICOM series folder), if the app may decode it; else a RequestError."""
+    if os.path.isdir(path):
+        return _check_dicom_folder(path, limits)
+    if not os.path.isfile(path):
+        raise InvalidImageError(f"Image not found: {os.path.basename(path)!r}")
+    _refuse_references(path)
+    header = _read_header(path)
+    if header.pixel_type not in USABLE_PIXEL_TYPES:
+        raise InvalidImageError(
+            f"The image {os.path.basename(path)!r} has {header.pixel_type} pixels; send grey, RGB or RGBA pixels."
+        )
+    _check_size(header.size, limits, os.path.basename(path))
+    return header
+
+
+def _check_size(size: tuple[int, ...], limits: ImageLimits, name: str) -> None:
+    count = math.prod(size)
+    if len(size) <= 2 and count > limits.max_pixels_2d:
+        raise ImageTooLargeError(
+            f"The image {name!r} declares {' x '.join(map(str, size))} = {count:,} pixels; this server accepts 2D "
+            f"images up to {limits.max_pixels_2d:,} pixels (--conf max_image_pixels)."
+        )
+    if len(size) > 2 and count > limits.max_voxels_3d:
+        raise ImageTooLargeError(
+            f"The volume {name!r} declares {' x '.join(map(str, size))} = {count:,} voxels; this server accepts "
+            f"volumes up to {limits.max_voxels_3d:,} voxels (--conf max_volume_voxels)."
+        )
+
+
+def _refuse_references(path: str) -> None:
+    """NRRD and MetaImage headers may point at a data file elsewhere; only self-contained files are read."""
+    lower = path.lower()
+    if lower.endswith(DETACHED_NRRD_EXTENSIONS):
+        raise InvalidImageError("Detached NRRD headers (.nhdr) are not accepted: send a single .nrrd file.")
+    if lower.endswith(".nrrd"):
+        for key, value in _nrrd_fields(path):
+            if key in DETACHED_NRRD_FIELDS:
+                raise InvalidImageError(
+                    f"The NRRD file {os.path.basename(path)!r} names a separate data file ({key}: {value[:80]!r}); "
+                    "send a single .nrrd file with its data inside."
+                )
+    if lower.endswith(METAIMAGE_EXTENSIONS):
+        data_file = _metaimage_data_file(path)
+        if data_file is None or data_file.upper() != "LOCAL":
+            raise InvalidImageError(
+                f"The MetaImage file {os.path.basename(path)!r} keeps its data elsewhere ({data_file!r}); send a "
+                "single .mha file (ElementDataFile = LOCAL)."
+            )
+
+
+def _nrrd_fields(path: str) -> list[tuple[str, str]]:
+    """The header's `key: value` fields, up to the blank line that ends it (bounded: a header is small)."""
+    with open(path, "rb") as stream:
+        head = stream.read(NRRD_HEADER_MAX_BYTES)
+    fields = []
+    for raw in head.split(b"\n")[1:]:
+        line = raw.decode("latin-1").rstrip("\r")
+        if not line:
+            break
+        if line.startswith("#") or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields.append((key.strip().lower(), value.lstrip("=").strip()))
+    return fields
+
+
+def _metaimage_data_file(path: str) -> Optional[str]:
+    with open(path, "rb") as stream:
+        head = stream.read(NRRD_HEADER_MAX_BYTES)
+    for raw in head.split(b"\n"):
+        key, separator, value = raw.decode("latin-1").partition("=")
+        if separator and key.strip().lower() == "elementdatafile":
+            return value.strip()
+    return None
+
+
+def _read_header(path: str) -> ImageHeader:
+    import itk  # heavy; only the server's image paths need it
+
+    io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise InvalidImageError(
+            f"Could not read {os.path.basename(path)!r}: it is corrupt, or not an image this server can read (2D "
+            "PNG/JPG/BMP/TIFF, NIfTI, NRRD, MHA, or a DICOM series)."
+        )
+    try:
+        io.SetFileName(path)
+        io.ReadImageInformation()
+    except Exception as error:  # ITK raises bare RuntimeErrors for every header problem
+        raise InvalidImageError(f"Could not read the header of {os.path.basename(path)!r}: it is corrupt.") from error
+    size = tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
+    return ImageHeader(size, int(io.GetNumberOfComponents()), str(io.GetPixelTypeAsString(io.GetPixelType())))
+
+
+def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
+    """A series folder: regular files only (no links, no sub-folders), bounded count and voxels, from headers."""
+    import pydicom
+
+    names = sorted(os.listdir(folder))
+    if not names:
+        raise InvalidImageError("The DICOM series folder is empty.")
+    if len(names) > limits.max_series_files:
+        raise ImageTooLargeError(
+            f"The series has {len(names):,} files; this server accepts up to {limits.max_series_files:,}."
+        )
+    voxels, rows, columns = 0, 0, 0
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.islink(path) or not os.path.isfile(path) or name.upper() == "DICOMDIR":
+            raise InvalidImageError(f"The DICOM series folder holds {name!r}, which is not a plain DICOM file.")
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns", "NumberOfFrames"])
+            rows, columns = int(header.Rows), int(header.Columns)
+            frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+        except Exception as error:  # pydicom raises many kinds for broken files
+            raise InvalidImageError(f"{name!r} in the DICOM series is not a readable DICOM image.") from error
+        voxels += rows * columns * frames
+    size = (columns, rows, max(1, voxels // max(1, rows * columns)))
+    _check_size(size, limits, os.path.basename(folder.rstrip(os.sep)) or "series")
+    return ImageHeader(size, 1, "scalar")

@@ -1,0 +1,130 @@
+"""Reading a 2D image or a 3D volume with its geometry, and writing a label back on exactly that geometry.
+
+ITK does the file formats (PNG/JPG/BMP/TIFF, NIfTI, NRRD, MHA, a DICOM series folder), so spacing, origin and direction
+travel from input to label untouched. Arrays follow ITK's numpy view: (y, x) for 2D, (z, y, x) for volumes; a pixel
+(x, y) on slice k of a volume is the voxel index (i, j, k) = (x, y, k), the same IJK that 3D Slicer shows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import itk
+import nibabel
+import numpy as np
+
+from monailabel_app.imaging.image_limits import ImageLimits, InvalidImageError, check_image_file
+
+
+@dataclass
+class MedicalImage:
+    """`array` is (H, W) or (H, W, 3) for 2D images, (Z, Y, X) for scalar volumes; `itk_image` keeps the geometry."""
+
+    array: np.ndarray
+    itk_image: Any
+    path: str
+
+    @property
+    def is_volume(self) -> bool:
+        return self.itk_image.GetImageDimension() == 3
+
+    @property
+    def num_slices(self) -> int:
+        return self.array.shape[0] if self.is_volume else 1
+
+    def geometry(self) -> dict:
+        """Spacing, origin and direction as plain lists (for results and for tests)."""
+        return {
+            "spacing": [float(v) for v in self.itk_image.GetSpacing()],
+            "origin": [float(v) for v in self.itk_image.GetOrigin()],
+            "direction": itk.array_from_matrix(self.itk_image.GetDirection()).tolist(),
+        }
+
+
+def read_medical_image(path: str, limits: ImageLimits = ImageLimits()) -> MedicalImage:
+    """Read a file or a DICOM series folder; RGBA becomes RGB (alpha dropped), other shapes are refused clearly.
+
+    The header is checked first (`image_limits`): sizes over `limits`, complex pixels and files that point at other
+    files are refused before any pixel is decoded."""
+    if not path or not os.path.exists(path):
+        raise InvalidImageError(f"Image not found: {os.path.basename(str(path))!r}")
+    if path.lower().endswith((".nii", ".nii.gz")):
+        _require_complete_nifti(path)  # first: its message ("truncated") says more than a failed header read
+    check_image_file(path, limits)
+    try:
+        image = itk.imread(path)
+    except Exception as error:  # ITK raises bare RuntimeErrors for every format problem
+        raise InvalidImageError(
+            f"Could not read the image {os.path.basename(path)!r}: it is corrupt, truncated, or not a supported "
+            f"format (2D PNG/JPG/BMP/TIFF, NIfTI, NRRD, MHA, or a DICOM series). Reader said: {_first_line(error)}"
+        ) from error
+    dimension = image.GetImageDimension()
+    components = image.GetNumberOfComponentsPerPixel()
+    # a copy, not ITK's array view: a view dangles (and reads freed memory) once its ITK image is garbage-collected
+    array = itk.array_from_image(image)
+    if dimension not in (2, 3):
+        raise InvalidImageError(f"{dimension}D images are not supported: send a 2D image or a 3D volume.")
+    if dimension == 3 and components != 1:
+        raise InvalidImageError(
+            f"This volume has {components} values per voxel (a 4D or vector image); send one 3D scalar volume, "
+            "e.g. a single time point or channel."
+        )
+    if dimension == 2 and components not in (1, 3, 4):
+        raise InvalidImageError(f"2D images need 1 (grey), 3 (RGB) or 4 (RGBA) channels, not {components}.")
+    if dimension == 2 and components == 4:
+        array = array[..., :3]
+    in_plane = array.shape[dimension - 2 : dimension]  # (y, x): a volume of one slice is still a picture to ground
+    if array.size == 0 or min(in_plane) < 2:
+        raise InvalidImageError(f"The image is too small to ground anything in: shape {list(array.shape)}.")
+    return MedicalImage(array=np.ascontiguousarray(array), itk_image=image, path=path)
+
+
+def write_label(label: np.ndarray, like: MedicalImage, path: str, compress: bool = True) -> str:
+    """Write `label` ((H, W) or (Z, Y, X), same shape as `like`'s grid) with `like`'s spacing, origin, direction."""
+    grid_shape = like.array.shape[: like.itk_image.GetImageDimension()]
+    if label.shape != grid_shape:
+        raise ValueError(f"label shape {label.shape} does not match the image grid {grid_shape}")
+    label_image = itk.image_from_array(np.ascontiguousarray(label))
+    label_image.SetSpacing(like.itk_image.GetSpacing())
+    label_image.SetOrigin(like.itk_image.GetOrigin())
+    label_image.SetDirection(like.itk_image.GetDirection())
+    itk.imwrite(label_image, path, compression=compress)
+    return path
+
+
+def _require_complete_nifti(path: str) -> None:
+    """ITK's NIfTI reader fills a truncated file's missing voxels silently; a short file must be refused instead."""
+    try:
+        header = nibabel.load(path).header
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        if path.lower().endswith(".gz"):
+            actual = 0
+            with gzip.open(path, "rb") as stream:  # up to the expected size only: a gzip bomb is not unpacked whole
+                while actual < expected:
+                    chunk = stream.read(min(1 << 22, expected - actual))
+                    if not chunk:
+                        break
+                    actual += len(chunk)
+        else:
+            actual = os.path.getsize(path)
+    except Exception as error:  # nibabel and gzip raise many kinds for broken files
+        raise InvalidImageError(
+            f"Could not read the NIfTI file {os.path.basename(path)!r}: it is corrupt or truncated "
+            f"({_first_line(error)})."
+        ) from error
+    if actual < expected:
+        raise InvalidImageError(
+            f"The NIfTI file {os.path.basename(path)!r} is truncated: {actual} of {expected} bytes. Upload it again."
+        )
+
+
+def _first_line(error: Exception) -> str:
+    """The reader's last message line, with folders cut from any path in it: a user is told about their file, never
+    where the server keeps it."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[-1][:300] if lines else type(error).__name__
+    return re.sub(r"(?:/[^/\s'\"]+)+/", "", text)

@@ -1,0 +1,68 @@
+"""Is a folder of DICOM slices one regular grid? A series with a missing slice or mixed orientation is refused.
+
+A volume reader (GDCM/ITK) stacks whatever it gets: a missing slice silently stretches or squeezes the volume and a
+tilted slice is put on the wrong plane, so a mask drawn on it would not match the patient. One file (a radiograph, a
+single slice or a multi-frame object) has nothing to check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pydicom
+
+from monailabel_app.core.errors import RequestError
+
+ORIENTATION_TOLERANCE = 1e-4
+SPACING_TOLERANCE = 0.01  # relative: gaps may differ by 1% (rounded positions in real scanners' headers)
+
+
+class InvalidSeriesError(RequestError):
+    """The series can't be one volume; the message says why, in terms a PACS administrator can check."""
+
+
+def check_series_geometry(folder: str | Path) -> None:
+    headers = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    if len(headers) <= 1:
+        return
+    orientations = _distinct([h.get("ImageOrientationPatient") for h in headers], "ImageOrientationPatient")
+    if len(orientations) > 1:
+        raise InvalidSeriesError(
+            f"mixed orientation: the series' {len(headers)} slices have {len(orientations)} different "
+            "ImageOrientationPatient values, so they are not one volume"
+        )
+    sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
+    if len(sizes) > 1:
+        raise InvalidSeriesError(f"the slices have different sizes {sorted(sizes)}, so they are not one volume")
+    row, column = np.asarray(orientations[0][:3]), np.asarray(orientations[0][3:])
+    normal = np.cross(row, column)
+    positions = [h.get("ImagePositionPatient") for h in headers]
+    if any(p is None for p in positions):
+        raise InvalidSeriesError("some slices have no ImagePositionPatient, so their order is unknown")
+    depths = np.sort([float(np.dot(np.asarray(p, float), normal)) for p in positions])
+    gaps = np.diff(depths)
+    if gaps.min() <= SPACING_TOLERANCE * max(gaps.max(), 1e-6):
+        raise InvalidSeriesError("two slices share one position (duplicated instances or several stacks in one series)")
+    step = float(np.median(gaps))
+    irregular = np.flatnonzero(np.abs(gaps - step) > SPACING_TOLERANCE * step)
+    if irregular.size:
+        missing = int(round(float(np.sum(gaps[irregular] / step - 1))))
+        first = int(irregular[0])
+        raise InvalidSeriesError(
+            f"missing slices: {len(headers)} slices {step:g} mm apart, but {gaps[first]:g} mm between the slices at "
+            f"{depths[first]:g} and {depths[first + 1]:g} mm along the normal (about {max(missing, 1)} missing); "
+            "send the whole series to the PACS again"
+        )
+
+
+def _distinct(values: List, name: str) -> List[np.ndarray]:
+    if any(v is None or len(v) != 6 for v in values):
+        raise InvalidSeriesError(f"some slices have no {name}, so the volume's orientation is unknown")
+    distinct: List[np.ndarray] = []
+    for value in values:
+        vector = np.asarray(value, float)
+        if not any(np.allclose(vector, seen, atol=ORIENTATION_TOLERANCE) for seen in distinct):
+            distinct.append(vector)
+    return distinct

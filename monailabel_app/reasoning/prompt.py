@@ -1,0 +1,45 @@
+"""The grounding prompt: a swappable template file with one `{question}` slot (DESIGN.md section 2).
+
+Plain text substitution, not str.format, so a template may hold JSON braces as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from monailabel_app.core.errors import RequestError
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+BUILTIN_TEMPLATES = {True: TEMPLATE_DIR / "grounding_think.txt", False: TEMPLATE_DIR / "grounding_nothink.txt"}
+MAX_QUESTION_CHARS = 2000
+
+
+class InvalidQuestionError(RequestError):
+    """The question can't be sent to the reasoner (empty, too long); the message says why."""
+
+
+def validate_question(question: object) -> str:
+    if question is not None and not isinstance(question, str):
+        raise InvalidQuestionError(f"The question must be text, not {type(question).__name__}.")
+    if not question or not question.strip():
+        raise InvalidQuestionError("The question is empty: type a clinical question in the 'question' option.")
+    question = question.strip()
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidQuestionError(
+            f"The question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}. Shorten it."
+        )
+    return question
+
+
+def load_template(think: bool = True, template_path: Optional[str] = None) -> str:
+    """A user template wins over the built-in one; it must contain `{question}` exactly once."""
+    path = Path(template_path) if template_path else BUILTIN_TEMPLATES[bool(think)]
+    text = path.read_text(encoding="utf-8")
+    if text.count("{question}") != 1:
+        raise ValueError(f"Prompt template {path} must contain the placeholder {{question}} exactly once.")
+    return text
+
+
+def build_prompt(question: str, think: bool = True, template_path: Optional[str] = None) -> str:
+    return load_template(think, template_path).replace("{question}", validate_question(question))

@@ -1,0 +1,110 @@
+"""The Segmenter protocol on top of segment_anything's SamPredictor, with a per-image embedding cache.
+
+Any `segment_anything.modeling.Sam` module works (SAM ViT-B/L/H, MedSAM, LiteMedSAM's TinyViT variant, or a tiny
+random SAM in tests): the predictor does the resize, normalisation, padding and coordinate mapping, so boxes, points
+and the returned mask all stay in the caller's pixel frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from segment_anything import SamPredictor
+from segment_anything.modeling import Sam
+
+from monailabel_app.segmentation.segmenter import SegmentOutput
+
+
+def image_cache_key(image: np.ndarray) -> tuple:
+    """Content key: the same slice sent twice (even as a new array) must hit; the shape tells apart equal bytes."""
+    pixels = np.ascontiguousarray(image)
+    return hashlib.sha1(pixels.data).hexdigest(), pixels.shape
+
+
+class SamSegmenter:
+    """Box plus all points as positive, multimask output, keep the best-scored mask (the paper's prompt recipe).
+
+    One predictor per cached image holds that image's embedding, so a second question on the same slice only runs
+    the light prompt encoder and mask decoder. A lock serialises requests: the predictor state is not thread-safe.
+    `predictor_class` is segment_anything's SamPredictor, or SAM2's image predictor, which has the same interface.
+    """
+
+    def __init__(self, sam_model: Sam, name: str = "sam", cache_size: int = 4, predictor_class: type = SamPredictor):
+        if cache_size < 1:
+            raise ValueError(f"cache_size must be at least 1, got {cache_size}")
+        self.model = sam_model.eval()
+        self.predictor_class = predictor_class
+        self.name = name
+        self.cache_size = cache_size
+        self.encoder_calls = 0
+        self._predictors: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def segment(
+        self,
+        image: np.ndarray,
+        box: Optional[Sequence[float]] = None,
+        points: Optional[Sequence[Sequence[float]]] = None,
+    ) -> SegmentOutput:
+        check_rgb_uint8(image)
+        box_array, point_array = prompt_arrays(box, points)
+        with self._lock:
+            predictor, encode_s, cache_hit = self._predictor_for(image)
+            decode_start = time.perf_counter()
+            masks, scores, _ = predictor.predict(
+                point_coords=point_array,
+                point_labels=None if point_array is None else np.ones(len(point_array), dtype=np.int64),
+                box=box_array,
+                multimask_output=True,
+            )
+            decode_s = time.perf_counter() - decode_start
+        best = int(np.argmax(scores))
+        return SegmentOutput(
+            mask=np.asarray(masks[best], dtype=bool),
+            score=float(scores[best]),
+            encode_s=encode_s,
+            decode_s=decode_s,
+            cache_hit=cache_hit,
+        )
+
+    def _predictor_for(self, image: np.ndarray) -> tuple[Any, float, bool]:
+        """Cached predictor for this image content, or a new one after a real encoder run (LRU eviction)."""
+        key = image_cache_key(image)
+        cached = self._predictors.get(key)
+        if cached is not None:
+            self._predictors.move_to_end(key)
+            return cached, 0.0, True
+        predictor = self.predictor_class(self.model)
+        encode_start = time.perf_counter()
+        predictor.set_image(image)  # RGB, both predictors' default
+        encode_s = time.perf_counter() - encode_start
+        self.encoder_calls += 1
+        self._predictors[key] = predictor
+        while len(self._predictors) > self.cache_size:
+            self._predictors.popitem(last=False)
+        return predictor, encode_s, False
+
+
+def check_rgb_uint8(image: np.ndarray) -> None:
+    """Fail early with a clear message: SamPredictor would otherwise fail deep inside a resize."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise ValueError(f"segmenter expects an RGB uint8 image of shape (H, W, 3), got {got}")
+
+
+def prompt_arrays(
+    box: Optional[Sequence[float]], points: Optional[Sequence[Sequence[float]]]
+) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """Box as (4,) and points as (N, 2) float arrays; an empty point list counts as no points."""
+    box_array = None if box is None else np.asarray(box, dtype=np.float32).reshape(4)
+    point_array = None
+    if points is not None and len(points) > 0:
+        point_array = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    if box_array is None and point_array is None:
+        raise ValueError("segmenter needs a box or at least one point")
+    return box_array, point_array

@@ -1,0 +1,125 @@
+"""Active learning's last step: GRPO on the clinicians' saved labels, then publish the reasoner if the run completed.
+
+Framework-free: the MONAI Label train task hands in plain datastore entries ({"image", "label", "label_info"}); the
+question lives in the label's info under "question" (see `datastore_samples`). A run that fails or is stopped
+publishes nothing; the figures of the last run, with the mean greedy reward on the labels before and after
+(`greedy_check`), are kept in `train_stats.json` for the train task's `stats()`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from monailabel_app.core.errors import RequestError
+from monailabel_app.training.greedy_check import mean_greedy_reward
+from monailabel_app.data.loaders import load_samples
+from monailabel_app.training.config import GRPOConfig
+from monailabel_app.data.load_report import LoadReport
+from monailabel_app.reasoning.model_store import prune_oldest, publish_reasoner
+from monailabel_app.training.control import write_json_atomically
+from monailabel_app.training.run import RESULT_FILE, train_reasoner
+
+STATS_FILE = "train_stats.json"
+RUNS_DIR = "train_runs"
+
+
+class NoTrainingDataError(RequestError):
+    """No saved label could be used; the message lists why each was skipped."""
+
+
+def retrain_reasoner(
+    entries: Sequence[dict],
+    base_reasoner: str,
+    model_dir: str | Path,
+    config: GRPOConfig,
+    stop_file: Optional[str] = None,
+) -> dict:
+    """Train from `base_reasoner` on `entries`; publish into `model_dir` when the run completes. Returns the stats."""
+    model_dir = Path(model_dir)
+    remove_unfinished_runs(model_dir)  # a run stopped from outside (its process killed) could not clean up itself
+    run_name = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = model_dir / RUNS_DIR / run_name
+    stats = {"run": run_name, "status": "running", "base_reasoner": str(base_reasoner), "final_labels": len(entries)}
+    write_training_stats(model_dir, stats)  # /info shows this run at once, not the previous one
+    report = LoadReport()
+    samples = list(load_samples(list(entries), report))
+    stats.update(samples=len(samples), data=report.summary())
+    try:
+        if not samples:
+            raise NoTrainingDataError(f"No usable training samples among {len(entries)} saved labels: {report.summary()}")
+        config = fit_to_samples(config, len(samples), stats)
+        stats["greedy_reward_before"] = mean_greedy_reward(str(base_reasoner), samples, config)
+        result = train_reasoner(samples, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
+        stats.update({k: result.get(k) for k in ("status", "steps_done", "total_steps", "seconds")})
+        stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
+        if result.get("status") == "completed":
+            stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], samples, config)
+            stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name, str(base_reasoner)))
+        prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
+        return stats
+    except BaseException as error:
+        stats.update(status="failed", error=f"{type(error).__name__}: {error}")
+        shutil.rmtree(run_dir, ignore_errors=True)  # a failed run's checkpoints (a full 7B copy) are of no use
+        raise
+    finally:
+        write_training_stats(model_dir, stats)
+
+
+def fit_to_samples(config: GRPOConfig, num_samples: int, stats: dict) -> GRPOConfig:
+    """A site with fewer saved labels than `prompts_per_step` still trains: every step takes all of them."""
+    if num_samples >= config.prompts_per_step:
+        return config
+    stats["note"] = f"prompts_per_step lowered from {config.prompts_per_step} to the {num_samples} samples there are"
+    return config.replace(prompts_per_step=num_samples, mini_batch_prompts=num_samples)
+
+
+def write_training_stats(model_dir: str | Path, stats: dict) -> None:
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomically(model_dir / STATS_FILE, stats)
+
+
+def mark_started(model_dir: str | Path) -> None:
+    """Before the run's process starts: the stats say a run is on (the previous run's counts are kept until the new
+    run writes its own), so a stop that comes before the run's first word is still recorded as a stop."""
+    stats = last_training_stats(model_dir)
+    write_training_stats(model_dir, {**stats, "status": "running", "requested_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def mark_stopped(model_dir: str | Path) -> None:
+    """After the server stopped a run (its process is gone): the stats say so, and its folder is removed."""
+    stats = last_training_stats(model_dir)
+    if stats.get("status") == "running":
+        write_training_stats(model_dir, {**stats, "status": "stopped"})
+    remove_unfinished_runs(model_dir)
+
+
+def remove_unfinished_runs(model_dir: str | Path) -> list[str]:
+    """Run folders without a completed result (stopped, killed or failed runs) are deleted; returns their names."""
+    runs = Path(model_dir) / RUNS_DIR
+    removed = []
+    if runs.is_dir():
+        for run in runs.iterdir():
+            if run.is_dir() and _run_status(run) != "completed":
+                shutil.rmtree(run, ignore_errors=True)
+                removed.append(run.name)
+    return removed
+
+
+def _run_status(run: Path) -> str | None:
+    try:
+        return json.loads((run / RESULT_FILE).read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def last_training_stats(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / STATS_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
