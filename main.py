@@ -1,4 +1,8 @@
-"""The MONAI Label app: `monailabel start_server --app . --studies <folder or DICOMweb URL> --conf models implicit_query`."""
+"""The MONAI Label app, as `scripts/start.sh` starts it:
+
+    monailabel start_server --app . --studies <folder or DICOMweb URL> --uvicorn_app lib.server.asgi:app \
+        --conf models implicit_query
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from lib.server import scratch
 from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
-from monailabel_app.training.retraining import last_training_stats
+from monailabel_app.training.run_records import last_training_stats
 
 logger = logging.getLogger(__name__)
 # MONAI Label's datastores log every label's info at INFO, and label info holds clinicians' questions: the server log
@@ -57,7 +61,7 @@ class MedReasonerApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="MedReasoner - implicit-query grounding",
-            description="Ask an implicit clinical question; a reasoning model grounds it and a frozen SAM draws the mask",
+            description="Ask an implicit clinical question; a reasoning model grounds it, a frozen SAM draws the mask",
             version=APP_VERSION,
         )
 
@@ -97,7 +101,9 @@ class MedReasonerApp(MONAILabelApp):
         """MONAI Label's info, plus which reasoner answers each task now (folder, source, version, weights digest)."""
         meta = super().info()
         meta["reasoners"] = {
-            name: task.service.reasoner_identity() for name, task in self.task_configs.items() if hasattr(task, "service")
+            name: task.service.reasoner_identity()
+            for name, task in self.task_configs.items()
+            if hasattr(task, "service")
         }
         return meta
 
@@ -155,7 +161,9 @@ class MedReasonerApp(MONAILabelApp):
     def next_sample(self, request):
         strategy = request.get("strategy") or "random"
         if strategy not in self._strategies:
-            raise NotFoundError(f"No active learning strategy {str(strategy)[:80]!r}; available: {', '.join(self._strategies)}")
+            raise NotFoundError(
+                f"No active learning strategy {str(strategy)[:80]!r}; available: {', '.join(self._strategies)}"
+            )
         return super().next_sample(request)
 
     def on_save_label(self, image_id, label_id):

@@ -76,7 +76,15 @@ def throughput(server: MonaiLabelServer, clients: int, requests_per_client: int)
 
 def evaluation_speed(reasoner: str, scratch: Path, samples: int) -> dict:
     folder = write_folder_dataset(lesion_samples(samples), scratch / "dataset")
-    command = [sys.executable, "-m", "monailabel_app.evaluate", "--data", str(folder), "--output", str(scratch / "eval")]
+    command = [
+        sys.executable,
+        "-m",
+        "monailabel_app.evaluate",
+        "--data",
+        str(folder),
+        "--output",
+        str(scratch / "eval"),
+    ]
     command += ["--model", reasoner, "--no-progress", "--overlays", "0", "--max-new-tokens", "120"]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
@@ -114,7 +122,9 @@ def main() -> None:
     try:
         stages = [stage_row("cold (models load)", *ask(server, "ct_chest_lesion", QUESTIONS[0], 6))]
         stages.append(stage_row("warm, new slice", *ask(server, "ct_chest_lesion", QUESTIONS[0], 5)))
-        stages.append(stage_row("warm, same slice (cached embedding)", *ask(server, "ct_chest_lesion", QUESTIONS[1], 5)))
+        stages.append(
+            stage_row("warm, same slice (cached embedding)", *ask(server, "ct_chest_lesion", QUESTIONS[1], 5))
+        )
         loads = [throughput(server, clients, args.requests) for clients in (1, 4, 16)]
     finally:
         server.stop()

@@ -27,10 +27,10 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monailabel_app.reasoning.answer_parser import parse_answer  # noqa: E402
-from monailabel_app.evaluation.reference_parser import parse_reference_answer  # noqa: E402
 from monailabel_app.demo.sample_studies import write_sample_studies  # noqa: E402
 from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
+from monailabel_app.evaluation.reference_parser import parse_reference_answer  # noqa: E402
+from monailabel_app.reasoning.answer_parser import parse_answer  # noqa: E402
 from tests.monailabel_server import MonaiLabelServer  # noqa: E402
 from tests.support.hostile_requests import CATALOGUE, good_request  # noqa: E402
 from tests.support.storm import Outcome, load, storm  # noqa: E402
@@ -48,8 +48,11 @@ def summary(outcome: Outcome, seconds: float) -> dict:
         if not values:
             return {}
         ordered = sorted(values)
-        return {"p50_s": round(statistics.median(ordered), 3), "p95_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
-                "max_s": round(ordered[-1], 3)}
+        return {
+            "p50_s": round(statistics.median(ordered), 3),
+            "p95_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+            "max_s": round(ordered[-1], 3),
+        }
 
     return {
         "requests": outcome.count(),

@@ -95,8 +95,17 @@ def label_to_seg(
             SimpleITK.WriteImage(SimpleITK.JoinSeries(label), label_file, True)
             series_dir = _with_pixel_plane(series_dir, os.path.join(work, "source"))
         output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
-        command = [dcmqi_tool("itkimage2segimage"), "--inputImageList", label_file, "--inputDICOMDirectory",
-                   series_dir, "--outputDICOM", output, "--inputMetadata", metadata_file]
+        command = [
+            dcmqi_tool("itkimage2segimage"),
+            "--inputImageList",
+            label_file,
+            "--inputDICOMDirectory",
+            series_dir,
+            "--outputDICOM",
+            output,
+            "--inputMetadata",
+            metadata_file,
+        ]
         run = subprocess.run(command, capture_output=True, text=True, timeout=DCMQI_TIMEOUT_S)
         if run.returncode != 0 or not os.path.getsize(output):
             os.unlink(output)

@@ -53,7 +53,8 @@ class PacsSettings:
         try:
             timeout_s = float(conf.get("pacs_timeout") or DEFAULT_TIMEOUT_S)
         except ValueError:
-            raise ValueError(f"--conf pacs_timeout must be a number of seconds, got {conf.get('pacs_timeout')!r}")
+            raw = conf.get("pacs_timeout")
+            raise ValueError(f"--conf pacs_timeout must be a number of seconds, got {raw!r}") from None
         if timeout_s <= 0:
             raise ValueError(f"--conf pacs_timeout must be positive, got {timeout_s}")
         optional = parse_bool("pacs_optional", str(conf.get("pacs_optional") or "false"))

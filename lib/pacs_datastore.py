@@ -126,8 +126,9 @@ class PacsDatastore(DICOMWebDatastore):
                 study_id, modality = found
                 if modality not in self.pacs.modalities:
                     raise HTTPException(
-                        422, f"Series {image_id} is {modality}; this server serves {', '.join(self.pacs.modalities)} "
-                        "(--conf pacs_modalities)"
+                        422,
+                        f"Series {image_id} is {modality}; this server serves {', '.join(self.pacs.modalities)} "
+                        "(--conf pacs_modalities)",
                     )
                 self._download_whole(study_id, image_id, image_dir, f"downloading series {image_id}")
             self._add_single_picture(image_id, image_dir)
@@ -206,7 +207,9 @@ class PacsDatastore(DICOMWebDatastore):
             with pacs_call(self.pacs_url, f"storing the DICOM SEG of series {image_id}"):
                 seg_series = dicom_web_upload_dcm(seg_file, self._client)
             if not seg_series:
-                raise PacsError(502, f"The PACS at {self.pacs_url} did not confirm storing the DICOM SEG; nothing saved")
+                raise PacsError(
+                    502, f"The PACS at {self.pacs_url} did not confirm storing the DICOM SEG; nothing saved"
+                )
             image_info = self.get_image_info(image_id)
             label_info = {**label_info, **provenance, "SeriesInstanceUID": seg_series}
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})

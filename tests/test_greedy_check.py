@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from monailabel_app.training.greedy_check import mean_greedy_reward
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.training.config import HOSPITAL_PRESET
+from monailabel_app.training.greedy_check import mean_greedy_reward
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

@@ -10,8 +10,6 @@ import pytest
 from PIL import Image
 
 from monailabel_app.data.ground_truth import ground_truth_from_mask
-from monailabel_app.data.loaders import load_samples
-from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.load_report import (
     EMPTY_MASK,
     INVALID_RECORD,
@@ -25,11 +23,13 @@ from monailabel_app.data.load_report import (
     SkippedSample,
     build_or_skip,
 )
-from monailabel_app.imaging.medical_image import read_medical_image, write_label
-from monailabel_app.reasoning.prompt import build_prompt
-from monailabel_app.demo.sample_studies import CT_LESION, Lesion, endoscopy_picture, write_ct, write_png, xray_picture
+from monailabel_app.data.loaders import load_samples
+from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.umrg_parquet import UMRG_SCHEMA, UmrgParquet, extract_question, write_umrg_parquet
+from monailabel_app.demo.sample_studies import CT_LESION, Lesion, endoscopy_picture, write_ct, write_png, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image, write_label
 from monailabel_app.imaging.windowing import to_display_rgb
+from monailabel_app.reasoning.prompt import build_prompt
 
 CATEGORIES = [("X-ray", "Thorax", "nodule"), ("Endoscopy", "Digestive", "polyp"), ("CT", "Abdomen", "liver lesion")]
 
@@ -85,7 +85,10 @@ def test_umrg_parquet_round_trip(tmp_path):
         assert (sample.image == original.image).all() and sample.image.dtype == np.uint8
         assert sample.mask.dtype == bool and (sample.mask == original.mask).all()
         assert (sample.modality, sample.super_category, sample.category) == (
-            original.modality, original.super_category, original.category)
+            original.modality,
+            original.super_category,
+            original.category,
+        )
         assert sample.extra["data_source"] == "umrg"
 
     dataset = UmrgParquet(path)
@@ -111,11 +114,20 @@ REFERENCE_STYLE_PROMPT = (
         [{"role": "user", "content": REFERENCE_STYLE_PROMPT}],
         [{"role": "user", "content": build_prompt("Which area suggests the cause of the cough?", think=True)}],
         [{"role": "user", "content": build_prompt("Which area suggests the cause of the cough?", think=False)}],
-        [{"role": "user", "content": "<image>\nPlease answer Which area suggests the cause of the cough? with bbox "
-                                     "and points.\n\nOutput Formats:\n..."}],
-        [{"role": "system", "content": "You are a helpful assistant."},
-         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which area suggests the cause "
-                                                                                  "of the cough?"}]}],
+        [
+            {
+                "role": "user",
+                "content": "<image>\nPlease answer Which area suggests the cause of the cough? with bbox "
+                "and points.\n\nOutput Formats:\n...",
+            }
+        ],
+        [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {
+                "role": "user",
+                "content": [{"type": "image"}, {"type": "text", "text": "Which area suggests the cause of the cough?"}],
+            },
+        ],
         "Which area suggests the cause of the cough?",
     ],
 )
@@ -139,8 +151,13 @@ def test_umrg_reader_tolerates_other_encodings(tmp_path):
         "prompt": [{"role": "user", "content": build_prompt("Is something wrong here?")}],
         "data_source": "umrg",
         "reward_model": {"style": "rule"},
-        "extra_info": {"Sample_ID": "x", "Super-Category": "Thorax", "CATEGORY": "nodule",
-                       "image_modality": "X-ray", "healthy": False},
+        "extra_info": {
+            "Sample_ID": "x",
+            "Super-Category": "Thorax",
+            "CATEGORY": "nodule",
+            "image_modality": "X-ray",
+            "healthy": False,
+        },
     }
     pq.write_table(pa.Table.from_pylist([plain]), tmp_path / "plain.parquet")
     [sample] = load_samples(tmp_path / "plain.parquet")
@@ -181,8 +198,14 @@ def test_umrg_bad_rows_are_skipped_and_counted(tmp_path):
     report = LoadReport(max_messages=3)
     loaded = list(load_samples(path, report))
     assert [sample.sample_id for sample in loaded] == ["case-000"]
-    assert report.skipped == {EMPTY_MASK: 1, MISSING_QUESTION: 1, SHAPE_MISMATCH: 1, UNREADABLE_IMAGE: 1,
-                              MISSING_FILE: 1, NO_GROUND_TRUTH: 1}
+    assert report.skipped == {
+        EMPTY_MASK: 1,
+        MISSING_QUESTION: 1,
+        SHAPE_MISMATCH: 1,
+        UNREADABLE_IMAGE: 1,
+        MISSING_FILE: 1,
+        NO_GROUND_TRUTH: 1,
+    }
     assert len(report.messages) == 3 and report.messages[0].startswith("case-001: empty mask")
     assert report.summary().startswith("1 samples loaded, 6 skipped (")
     with pytest.raises(SkippedSample, match="empty mask"):
@@ -205,8 +228,15 @@ def test_folder_layout(tmp_path):
     (tmp_path / "corrupt.png").write_bytes(b"not a picture at all")
     given = {"bbox_2d": [95, 50, 145, 90], "point_2d": [[120, 70], [110, 72]]}
     records = [
-        {"id": "a", "image": "images/xray.png", "mask": "xray_mask.png", "question": "Why the fever?",
-         "modality": "X-ray", "super_category": "Thorax", "category": "opacity"},
+        {
+            "id": "a",
+            "image": "images/xray.png",
+            "mask": "xray_mask.png",
+            "question": "Why the fever?",
+            "modality": "X-ray",
+            "super_category": "Thorax",
+            "category": "opacity",
+        },
         {"id": "b", "image": "images/endo.png", "question": "What bleeds?", **given, "window": "minmax"},
         {"id": "c", "image": "images/xray.png", "mask": "xray_mask.png"},
         {"id": "d", "image": "images/missing.png", "mask": "xray_mask.png", "question": "Q?"},
@@ -229,8 +259,14 @@ def test_folder_layout(tmp_path):
     assert (loaded["a"].image == to_display_rgb(xray_picture())).all()
     assert (loaded["a"].modality, loaded["a"].category) == ("X-ray", "opacity")
     assert loaded["b"].ground_truth == given and loaded["b"].mask is None and loaded["b"].category == "unknown"
-    assert report.skipped == {MISSING_QUESTION: 1, MISSING_FILE: 1, UNREADABLE_IMAGE: 1, EMPTY_MASK: 1,
-                              NO_GROUND_TRUTH: 2, INVALID_RECORD: 2}
+    assert report.skipped == {
+        MISSING_QUESTION: 1,
+        MISSING_FILE: 1,
+        UNREADABLE_IMAGE: 1,
+        EMPTY_MASK: 1,
+        NO_GROUND_TRUTH: 2,
+        INVALID_RECORD: 2,
+    }
 
 
 @pytest.fixture
@@ -244,8 +280,12 @@ def ct_datastore(tmp_path):
             label[k][CT_LESION.mask(*ct.array.shape[1:])] = 1
     multi = label * 2
     multi[:, 70:80, 10:20] = 1
-    return ct, write_label(label, ct, str(tmp_path / "ct_label.nii.gz")), write_label(
-        multi, ct, str(tmp_path / "ct_multi.nrrd")), label
+    return (
+        ct,
+        write_label(label, ct, str(tmp_path / "ct_label.nii.gz")),
+        write_label(multi, ct, str(tmp_path / "ct_multi.nrrd")),
+        label,
+    )
 
 
 def test_datastore_volume_is_cut_to_labelled_slices(ct_datastore):
@@ -254,8 +294,12 @@ def test_datastore_volume_is_cut_to_labelled_slices(ct_datastore):
     assert 0 < len(labelled) < label.shape[0]
     question = "Where is the enhancing finding?"
     report = LoadReport()
-    samples = list(load_samples([{"image": ct.path, "label": label_path,
-                                  "label_info": {"question": question, "window": "soft_tissue"}}], report))
+    samples = list(
+        load_samples(
+            [{"image": ct.path, "label": label_path, "label_info": {"question": question, "window": "soft_tissue"}}],
+            report,
+        )
+    )
     assert [sample.extra["slice"] for sample in samples] == labelled
     assert [sample.sample_id for sample in samples] == [f"ct_label:z{k}" for k in labelled]
     for sample in samples:
@@ -265,8 +309,15 @@ def test_datastore_volume_is_cut_to_labelled_slices(ct_datastore):
         assert (sample.mask == label[k].astype(bool)).all()
         assert sample.ground_truth == ground_truth_from_mask(label[k])
 
-    one_slice = list(load_samples([{"image": ct.path, "label": multi_path}], report, label_infos={
-        multi_path: {"question": question, "slice": labelled[1], "label_value": 2, "category": "lesion"}}))
+    one_slice = list(
+        load_samples(
+            [{"image": ct.path, "label": multi_path}],
+            report,
+            label_infos={
+                multi_path: {"question": question, "slice": labelled[1], "label_value": 2, "category": "lesion"}
+            },
+        )
+    )
     assert len(one_slice) == 1 and one_slice[0].extra["slice"] == labelled[1] and one_slice[0].category == "lesion"
     assert (one_slice[0].mask == label[labelled[1]].astype(bool)).all()  # value 1 elsewhere is left out
     assert report.loaded == len(labelled) + 1 and report.total_skipped == 0
@@ -288,8 +339,14 @@ def test_datastore_skips(ct_datastore, tmp_path):
     ]
     report = LoadReport()
     assert list(load_samples(entries, report)) == []
-    assert report.skipped == {MISSING_QUESTION: 1, EMPTY_MASK: 1, INVALID_RECORD: 2, MISSING_FILE: 1,
-                              UNREADABLE_IMAGE: 1, SHAPE_MISMATCH: 1}
+    assert report.skipped == {
+        MISSING_QUESTION: 1,
+        EMPTY_MASK: 1,
+        INVALID_RECORD: 2,
+        MISSING_FILE: 1,
+        UNREADABLE_IMAGE: 1,
+        SHAPE_MISMATCH: 1,
+    }
 
 
 def test_unusable_sources_raise(tmp_path):

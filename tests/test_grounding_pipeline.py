@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from monailabel_app.core.frames import ImageFrame
-from monailabel_app.grounding.pipeline import GroundingPipeline
+from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, ct_slice, write_ct
 from monailabel_app.grounding.image_grounding import InvalidSliceError, ground_image
+from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.imaging.windowing import InvalidWindowError, to_display_rgb
 from monailabel_app.reasoning.prompt import InvalidQuestionError
 from monailabel_app.reasoning.reasoner import ReasonerOutput
-from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, ct_slice, write_ct
 from monailabel_app.segmentation.factory import build_segmenter
-from monailabel_app.imaging.windowing import InvalidWindowError, to_display_rgb
 
 QUESTION = "What explains the patient's right upper quadrant pain?"
 

@@ -7,10 +7,10 @@ import time
 import pytest
 import uvicorn
 
-from monailabel_app.grounding.service import GroundingService
 from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
-from monailabel_app.reasoning.endpoint_server import create_app
+from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
+from monailabel_app.reasoning.endpoint_server import create_app
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from tests.monailabel_server import free_port
 
@@ -33,9 +33,11 @@ def endpoint(format_tuned_reasoner_dir):
 
 def test_a_shared_endpoint_grounds_like_the_local_reasoner(endpoint, format_tuned_reasoner_dir, tmp_path):
     picture = write_png(xray_picture(), tmp_path / "xray.png")
-    remote = GroundingService(GroundingSettings.from_conf(
-        {"reasoner_backend": "openai", "reasoner_url": endpoint, "reasoner": "medreasoner", "max_new_tokens": "120"}
-    ))
+    remote = GroundingService(
+        GroundingSettings.from_conf(
+            {"reasoner_backend": "openai", "reasoner_url": endpoint, "reasoner": "medreasoner", "max_new_tokens": "120"}
+        )
+    )
     local = GroundingService(GroundingSettings(reasoner=str(format_tuned_reasoner_dir), max_new_tokens=120))
     remote_result = remote.ground_file(str(picture), "Where is the opacity?").result
     local_result = local.ground_file(str(picture), "Where is the opacity?").result

@@ -13,12 +13,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from monailabel_app.training.run import train_reasoner
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.training.run import train_reasoner
 from tests.support.cpu_deepspeed import cpu_deepspeed_strategy
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 
-pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.skipif(shutil.which("c++") is None, reason="DeepSpeed on CPU JIT-builds an op with c++")]
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(shutil.which("c++") is None, reason="DeepSpeed on CPU JIT-builds an op with c++"),
+]
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
@@ -46,7 +49,11 @@ def test_zero2_lora_run_checkpoints_only_adapters_and_resumes(tiny_reasoner_dir,
     config = tiny_config(lora=True, lora_r=4, lora_alpha=8, max_steps=2, zero_stage=2)
     samples = toy_samples(4)
     first = train_reasoner(
-        samples, config.replace(max_steps=1), tiny_reasoner_dir, tmp_path, reward_fn=answer_opens_a_tag,
+        samples,
+        config.replace(max_steps=1),
+        tiny_reasoner_dir,
+        tmp_path,
+        reward_fn=answer_opens_a_tag,
         strategy=cpu_deepspeed_strategy(config),
     )
     checkpoint = Path(first["checkpoint"])
@@ -54,13 +61,21 @@ def test_zero2_lora_run_checkpoints_only_adapters_and_resumes(tiny_reasoner_dir,
     saved = torch.load(next(checkpoint.rglob("*model_states.pt")), map_location="cpu", weights_only=False)["module"]
     assert saved and all("lora_" in name for name in saved)  # frozen weights come from the model folder
     resumed = train_reasoner(
-        samples, config, tiny_reasoner_dir, tmp_path, reward_fn=answer_opens_a_tag, resume=True,
+        samples,
+        config,
+        tiny_reasoner_dir,
+        tmp_path,
+        reward_fn=answer_opens_a_tag,
+        resume=True,
         strategy=cpu_deepspeed_strategy(config),
     )
     assert (resumed["steps_done"], len(resumed["reward_curve"]), resumed["resumed_from"]) == (2, 1, str(checkpoint))
-    assert TransformersReasoner(resumed["model_dir"], device="cpu", max_new_tokens=2).generate(
-        samples[0].image, "Where is the lesion?"
-    ).new_tokens >= 1
+    assert (
+        TransformersReasoner(resumed["model_dir"], device="cpu", max_new_tokens=2)
+        .generate(samples[0].image, "Where is the lesion?")
+        .new_tokens
+        >= 1
+    )
 
 
 def test_zero3_full_fine_tuning_with_a_frozen_reference(tiny_reasoner_dir, tmp_path):

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.training.rollout import (
     encode_prompt,
     end_token_ids,
@@ -20,7 +21,6 @@ from monailabel_app.training.rollout import (
     vision_token_ids,
 )
 from monailabel_app.training.run import train_reasoner
-from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from tests.support.grpo_toys import answer_opens_a_tag, constant_reward, tiny_config, toy_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

@@ -131,8 +131,10 @@ def test_micro_batches_with_the_mini_batch_token_count_add_up_to_the_token_mean(
     whole = grpo_loss(new, old, advantages, mask, ref, **kwargs)
     (whole_gradient,) = torch.autograd.grad(whole.loss, new)
     tokens = int(mask.sum())
-    parts = [grpo_loss(new[s], old[s], advantages[s], mask[s], ref[s], token_normaliser=tokens, **kwargs) for s in
-             (slice(0, 1), slice(1, 3), slice(3, 4))]
+    parts = [
+        grpo_loss(new[s], old[s], advantages[s], mask[s], ref[s], token_normaliser=tokens, **kwargs)
+        for s in (slice(0, 1), slice(1, 3), slice(3, 4))
+    ]
     assert sum(part.loss for part in parts).item() == pytest.approx(whole.loss.item(), rel=1e-6)
     (parts_gradient,) = torch.autograd.grad(sum(part.loss for part in parts), new)
     torch.testing.assert_close(parts_gradient, whole_gradient)

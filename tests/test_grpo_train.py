@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from monailabel_app.training.control import TrainingControl
 from monailabel_app.training.run import main, train_reasoner
-from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py

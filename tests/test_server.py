@@ -16,8 +16,8 @@ import requests
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
-from monailabel_app.imaging.medical_image import read_medical_image
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct, write_png, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
@@ -136,7 +136,9 @@ def test_uploaded_file_is_grounded(server, tmp_path):
 
 def test_rgba_upload_is_grounded_without_alpha(server, tmp_path):
     rgba = np.dstack([np.repeat(xray_picture()[..., None], 3, axis=-1), np.full(xray_picture().shape, 255, np.uint8)])
-    label_file, result = slicer_infer(server, "implicit_query", "", {"question": QUESTION}, file=str(write_png(rgba, tmp_path / "rgba.png")))
+    label_file, result = slicer_infer(
+        server, "implicit_query", "", {"question": QUESTION}, file=str(write_png(rgba, tmp_path / "rgba.png"))
+    )
     assert result["status"] == "ok" and read_medical_image(label_file).array.shape == rgba.shape[:2]
 
 

@@ -13,8 +13,8 @@ import jwt
 import numpy as np
 import pytest
 import requests
-from monailabel.client import MONAILabelClient
 from cryptography.hazmat.primitives import serialization
+from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
@@ -45,7 +45,9 @@ def server(realm, format_tuned_reasoner_dir, tmp_path_factory):
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
     env = {"MONAI_LABEL_AUTH_ENABLE": "true", "MONAI_LABEL_AUTH_REALM_URI": realm.url}
     probe = bearer(realm.sign("admin", ADMIN_ROLES, expires_in=3600))
-    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log", env=env, probe_headers=probe)
+    running = MonaiLabelServer(
+        studies, conf, tmp_path_factory.mktemp("logs") / "server.log", env=env, probe_headers=probe
+    )
     yield running.start()
     running.stop()
 
@@ -58,8 +60,13 @@ def test_no_token_is_401_and_a_valid_one_is_200(server, realm):
 
 def hs256_signed_with_the_public_key(realm) -> str:
     """The classic algorithm confusion: an HMAC token whose secret is the realm's (public) key."""
-    pem = realm.key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    part = lambda data: base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=")
+    pem = realm.key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+    def part(data):
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=")
+
     signing_input = part({"alg": "HS256", "typ": "JWT"}) + b"." + part({"preferred_username": "x", "exp": 2**31})
     signature = base64.urlsafe_b64encode(hmac.new(pem, signing_input, hashlib.sha256).digest()).rstrip(b"=")
     return (signing_input + b"." + signature).decode()
@@ -108,8 +115,10 @@ def test_slicer_signs_in_with_user_name_and_password(server, realm, tmp_path):
     mask = write_png(XRAY_LESION.mask(*xray_picture().shape).astype(np.uint8), tmp_path / "label.png")
     client.save_label("xray_opacity", str(mask), tag="final")
     info = requests.get(
-        f"{server.url}/datastore/label/info", params={"label": "xray_opacity", "tag": "final"},
-        headers=client._headers, timeout=30,
+        f"{server.url}/datastore/label/info",
+        params={"label": "xray_opacity", "tag": "final"},
+        headers=client._headers,
+        timeout=30,
     ).json()
     assert info["saved_by"] == "radiologist" and info["question"] == "Where is the opacity?"
     admin = bearer(realm.sign("admin", ADMIN_ROLES))

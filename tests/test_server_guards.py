@@ -22,14 +22,21 @@ from lib.server.identifiers import (
     upload_suffix,
 )
 from lib.server.limits import ServerLimits
-from monailabel_app.imaging.image_limits import ImageLimits, ImageTooLargeError, InvalidImageError, check_image_file
 from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
+from monailabel_app.imaging.image_limits import ImageLimits, ImageTooLargeError, InvalidImageError, check_image_file
 from tests.support.hostile_requests import complex_nifti, detached_nrrd, external_mha, png_bomb
 
 
 @pytest.mark.parametrize(
     "good",
-    ["ct_chest_lesion", "CT chest 2", "1.2.826.0.1.3680043.8.498.123", "Patient (left) #3", "Röntgen-Thorax", "a" * 128],
+    [
+        "ct_chest_lesion",
+        "CT chest 2",
+        "1.2.826.0.1.3680043.8.498.123",
+        "Patient (left) #3",
+        "Röntgen-Thorax",
+        "a" * 128,
+    ],
 )
 def test_ordinary_ids_pass(good):
     assert check_id(good) == good
@@ -37,8 +44,27 @@ def test_ordinary_ids_pass(good):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "../x", "/etc/passwd", "a/b", "a\\b", "..", ".", ".versions", "x..y", " padded", "padded ", "a\x00b", "a\nb",
-     "gnp.\u202etxt", "zero\u200bwidth", "a" * 129, "é" * 101, None, 7],
+    [
+        "",
+        "../x",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        ".versions",
+        "x..y",
+        " padded",
+        "padded ",
+        "a\x00b",
+        "a\nb",
+        "gnp.\u202etxt",
+        "zero\u200bwidth",
+        "a" * 129,
+        "é" * 101,
+        None,
+        7,
+    ],
 )
 def test_unsafe_ids_are_refused(bad):
     with pytest.raises(InvalidIdentifierError):

@@ -10,12 +10,12 @@ import tempfile
 import pytest
 import requests
 
+from monailabel_app.demo.sample_studies import write_sample_studies
 from tests.monailabel_server import APP_DIR, MonaiLabelServer
 from tests.support.file_trees import snapshot
 from tests.support.hostile_requests import CATALOGUE, good_request
 from tests.support.storm import load, storm
 from tests.test_server_security import APP_SKIP, TEMP_SKIP, scratch_left, settle
-from monailabel_app.demo.sample_studies import write_sample_studies
 
 pytestmark = pytest.mark.server
 
@@ -44,7 +44,9 @@ def test_a_storm_of_bad_requests_gets_only_4xx_and_changes_nothing_outside(serve
     outcome = storm(server.url, STORM_REQUESTS, STORM_THREADS)
     assert outcome.errors == []  # no dropped or refused connection
     assert outcome.count() == STORM_REQUESTS and outcome.server_errors() == 0, outcome.statuses
-    assert all(400 <= status < 500 for (kind, status) in outcome.statuses if kind == "bad" and status != 200), outcome.statuses
+    assert all(400 <= status < 500 for (kind, status) in outcome.statuses if kind == "bad" and status != 200), (
+        outcome.statuses
+    )
     assert outcome.statuses[("good", 200)] == outcome.count("good") == STORM_REQUESTS // 10
     assert good_request(requests.Session(), server.url).status_code == 200
     unchanged = dict(created=[], removed=[], changed=[])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from monailabel.client import MONAILabelClient
 
-from monailabel_app.imaging.medical_image import read_medical_image
 from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct
+from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
@@ -31,4 +31,6 @@ def test_gibberish_answer_is_a_no_grounding_result(server, tmp_path):
         assert result["reason"] and result["raw_text"] and result["box"] is None and result["mask_pixels"] is None
         label = read_medical_image(label_file)
         assert label.array.shape == CT_SHAPE and not label.array.any()
-        assert np.allclose(label.geometry()["spacing"], read_medical_image(str(server.studies / "ct.nii.gz")).geometry()["spacing"])
+        assert np.allclose(
+            label.geometry()["spacing"], read_medical_image(str(server.studies / "ct.nii.gz")).geometry()["spacing"]
+        )

@@ -14,15 +14,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
 from lib.server.scratch import SCRATCH_ROOT
-from monailabel_app.imaging.medical_image import read_medical_image
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import APP_DIR, MonaiLabelServer
 from tests.support.file_trees import differences, snapshot
 from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, good_request
@@ -91,7 +90,9 @@ def test_every_hostile_request_is_a_clear_4xx_and_touches_nothing_outside(server
         if response.status_code != 413:  # FastAPI's own 413 body is plain text
             assert response.json()["detail"], name  # a message, not an empty refusal
     assert_serves(server)
-    assert settle(lambda: snapshot(tempfile.gettempdir(), TEMP_SKIP), temp_before) == dict(created=[], removed=[], changed=[])
+    assert settle(lambda: snapshot(tempfile.gettempdir(), TEMP_SKIP), temp_before) == dict(
+        created=[], removed=[], changed=[]
+    )
     assert differences(app_before, snapshot(APP_DIR, APP_SKIP)) == dict(created=[], removed=[], changed=[])
     changed = differences(studies_before, snapshot(studies))
     assert changed["created"] == changed["removed"] == [] and set(changed["changed"]) <= {"datastore_v2.json"}
@@ -106,11 +107,23 @@ def test_a_planted_config_module_is_never_imported(server, studies, tmp_path):
     planted.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     env = {**os.environ, "PYTHONPATH": str(APP_DIR), "MONAI_LABEL_APP_DIR": str(APP_DIR)}
     try:
-        build = [sys.executable, "-m", "monailabel.interfaces.utils.app", "-m", "info", "-a", str(APP_DIR), "-s", str(studies)]
+        build = [
+            sys.executable,
+            "-m",
+            "monailabel.interfaces.utils.app",
+            "-m",
+            "info",
+            "-a",
+            str(APP_DIR),
+            "-s",
+            str(studies),
+        ]
         built = subprocess.run(build, env=env, cwd=APP_DIR, capture_output=True, text=True, timeout=300)
         assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
         assert not marker.exists()
-        imported = subprocess.run([sys.executable, "-c", "import lib.configs.zz_probe"], env=env, cwd=APP_DIR, timeout=60)
+        imported = subprocess.run(
+            [sys.executable, "-c", "import lib.configs.zz_probe"], env=env, cwd=APP_DIR, timeout=60
+        )
         assert imported.returncode == 0 and marker.read_text() == "ran"  # the probe does run when imported
     finally:
         planted.unlink(missing_ok=True)
@@ -154,7 +167,9 @@ def test_nothing_a_user_saved_is_lost(server, studies, tmp_path):
     mask = XRAY_LESION.mask(*xray_picture().shape)
     saved = save_label(server, image_id, mask, tmp_path, params={"question": "Where is the opacity?"})
     assert saved.status_code == 200, saved.text
-    info = requests.get(f"{server.url}/datastore/label/info", params={"label": image_id, "tag": "final"}, timeout=30).json()
+    info = requests.get(
+        f"{server.url}/datastore/label/info", params={"label": image_id, "tag": "final"}, timeout=30
+    ).json()
     assert info["saved_from"] == "127.0.0.1" and info["saved_at"].endswith("Z") and "saved_by" not in info
     assert save_label(server, image_id, np.zeros_like(mask), tmp_path, "empty.png").status_code == 200  # "nothing here"
     kept = versions_of(studies, image_id)
@@ -165,10 +180,20 @@ def test_nothing_a_user_saved_is_lost(server, studies, tmp_path):
     other = write_png(xray_picture(seed=4), tmp_path / "other.png")
     assert upload(server, other, image_id).status_code == 200  # a different picture under the same id
     kept = versions_of(studies, image_id)
-    assert sum(name.endswith("_image.png") for name in kept) == 1 and sum(name.endswith("label-final.png") for name in kept) == 2
-    listed = requests.get(f"{server.url}/datastore/image/info", params={"image": image_id}, timeout=30).json()["versions"]
+    assert (
+        sum(name.endswith("_image.png") for name in kept) == 1
+        and sum(name.endswith("label-final.png") for name in kept) == 2
+    )
+    listed = requests.get(f"{server.url}/datastore/image/info", params={"image": image_id}, timeout=30).json()[
+        "versions"
+    ]
     assert {entry["reason"] for entry in listed} >= {"replaced by a new upload", "replaced by a newer save"}
-    assert requests.head(f"{server.url}/datastore/label", params={"image": image_id, "tag": "final"}, timeout=30).status_code == 404
+    assert (
+        requests.head(
+            f"{server.url}/datastore/label", params={"image": image_id, "tag": "final"}, timeout=30
+        ).status_code
+        == 404
+    )
 
     assert requests.delete(f"{server.url}/datastore/image", params={"id": image_id}, timeout=30).status_code == 200
     assert requests.get(f"{server.url}/datastore/image/info", params={"image": image_id}, timeout=30).status_code == 404

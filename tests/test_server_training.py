@@ -16,8 +16,8 @@ import pytest
 import requests
 from safetensors.numpy import load_file
 
-from monailabel_app.reasoning.identity import weights_digest
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, xray_picture
+from monailabel_app.reasoning.identity import weights_digest
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
@@ -111,7 +111,9 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
     assert task["status"] == "DONE", "\n".join(task.get("details", []))
 
     stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["implicit_query"]
-    assert stats["status"] == "completed" and stats["final_labels"] == stats["samples"] == 2 and stats["steps_done"] >= 1
+    assert (
+        stats["status"] == "completed" and stats["final_labels"] == stats["samples"] == 2 and stats["steps_done"] >= 1
+    )
     link = server.model_dir / "reasoner"
     assert link.is_symlink() and (link / "config.json").is_file()
     assert stats["mean_reward_first"] > 0  # the groups' rewards were real figures, not all zero
@@ -127,7 +129,10 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
     version = result["reasoner_version"]
     assert version["source"] == "published" and version["version"] == stats["run"]
     assert version["sha256"] == weights_digest(link) and len(version["sha256"]) == 64
-    assert requests.get(f"{server.url}/info/", timeout=30).json()["reasoners"]["implicit_query"]["sha256"] == version["sha256"]
+    assert (
+        requests.get(f"{server.url}/info/", timeout=30).json()["reasoners"]["implicit_query"]["sha256"]
+        == version["sha256"]
+    )
 
 
 def test_bad_train_options_are_refused_before_a_run_starts(server):
@@ -148,7 +153,10 @@ def test_bad_train_options_are_refused_before_a_run_starts(server):
 
 def unfinished_runs(server) -> list:
     runs = server.model_dir / "train_runs"
-    finished = lambda run: (run / "result.json").is_file() and '"completed"' in (run / "result.json").read_text()
+
+    def finished(run):
+        return (run / "result.json").is_file() and '"completed"' in (run / "result.json").read_text()
+
     return [run.name for run in runs.iterdir() if not finished(run)] if runs.is_dir() else []
 
 

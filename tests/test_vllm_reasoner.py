@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
 from monailabel_app.evaluation.run import main
 from monailabel_app.reasoning.sampling import SamplingSettings
-from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
 from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
 from tests.grounding_datasets import lesion_samples, write_folder_dataset

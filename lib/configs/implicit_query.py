@@ -21,9 +21,9 @@ from monailabel.interfaces.tasks.train import TrainTask
 from lib.infers.implicit_query import ImplicitQueryInfer
 from lib.server.limits import ServerLimits
 from lib.trainers.implicit_query import ImplicitQueryTrainer
+from monailabel_app.demo.demo_reasoner import ensure_demo_reasoner
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
-from monailabel_app.demo.demo_reasoner import ensure_demo_reasoner
 from monailabel_app.imaging.windowing import WINDOW_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,10 @@ class ImplicitQuery(TaskConfig):
         ).format(self.settings.reasoner, self.settings.segmenter)
         return {
             self.name: ImplicitQueryInfer(
-                self.service, InferType.SEGMENTATION, 3, what + " Volumes: the slice option (-1 = middle).",
+                self.service,
+                InferType.SEGMENTATION,
+                3,
+                what + " Volumes: the slice option (-1 = middle).",
                 {**options, "slice": -1},
             ),
             f"{self.name}_slice": ImplicitQueryInfer(

@@ -61,7 +61,9 @@ class VersionedLocalDatastore(LocalDatastore):
             _, extension = self._to_id(os.path.basename(label_filename))
             entry = _entry_in(label_dir, self._filename(image_id, extension))
             if os.path.lexists(entry):
-                self.versions.keep_file(image_id, f"label-{label_tag}", entry, extension, {}, "replaced by a newer save")
+                self.versions.keep_file(
+                    image_id, f"label-{label_tag}", entry, extension, {}, "replaced by a newer save"
+                )
             return super().save_label(image_id, label_filename, label_tag, label_info)
 
     def remove_image(self, image_id: str) -> None:

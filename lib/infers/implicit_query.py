@@ -1,9 +1,10 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
 Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `window`,
-`think`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy (`monailabel_app.core.errors`):
-the request's fault (question, image, slice, window, format) is a RequestError, a model that can't be had an
-UnavailableError; the server answers them as 4xx and 5xx with their message (`lib/server/errors.py`).
+`think`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy
+(`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a RequestError, a
+model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
+(`lib/server/errors.py`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.service import GroundingService
-from monailabel_app.imaging.medical_image import write_label
 from monailabel_app.grounding.settings import parse_bool
+from monailabel_app.imaging.medical_image import write_label
 
 logger = logging.getLogger(__name__)
 
 LABEL_NAME = "target"
-LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the last question asked about an image, for the next saved label
+LAST_QUERY_KEY = (
+    "medreasoner_last_query"  # image info: the last question asked about an image, for the next saved label
+)
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 

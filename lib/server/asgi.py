@@ -27,6 +27,7 @@ import sys
 from contextlib import asynccontextmanager
 from typing import Callable, Iterable
 
+import monailabel
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -39,7 +40,6 @@ from monailabel.endpoints import train as monailabel_train
 from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
 
-import monailabel
 from lib.dicomweb import PacsSettings
 from lib.server.admission import Admission
 from lib.server.auth import auth_router, verified_user

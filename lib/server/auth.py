@@ -53,7 +53,9 @@ def realm_public_key(realm_uri: str) -> str:
         answer.raise_for_status()
         key = answer.json()["public_key"]
     except (requests.RequestException, ValueError, KeyError) as error:
-        raise UpstreamError(f"The identity provider at {realm_uri} can't be reached or gave no key ({error}).", 503) from error
+        raise UpstreamError(
+            f"The identity provider at {realm_uri} can't be reached or gave no key ({error}).", 503
+        ) from error
     pem = f"-----BEGIN PUBLIC KEY-----\n{key}\n-----END PUBLIC KEY-----"
     with _key_lock:
         _key_cache[realm_uri] = (time.monotonic(), pem)
@@ -89,7 +91,8 @@ def _issued_to_this_app(payload: dict[str, Any]) -> bool:
 
 
 def _roles(payload: dict[str, Any]) -> list[str]:
-    """Where MONAI Label reads them: `MONAI_LABEL_AUTH_TOKEN_ROLES`, a `#`-separated path (Keycloak: realm_access#roles)."""
+    """Where MONAI Label reads them: `MONAI_LABEL_AUTH_TOKEN_ROLES`, a `#`-separated path (Keycloak's
+    realm_access#roles)."""
     value: Any = payload
     for part in settings.MONAI_LABEL_AUTH_TOKEN_ROLES.split("#"):
         value = value.get(part) if isinstance(value, dict) else None
@@ -116,7 +119,9 @@ def auth_router() -> APIRouter:
             return {"access_token": None, "token_type": None}
         realm = settings.MONAI_LABEL_AUTH_REALM_URI
         try:
-            config = requests.get(f"{realm}/.well-known/openid-configuration", timeout=settings.MONAI_LABEL_AUTH_TIMEOUT)
+            config = requests.get(
+                f"{realm}/.well-known/openid-configuration", timeout=settings.MONAI_LABEL_AUTH_TIMEOUT
+            )
             config.raise_for_status()
             answer = requests.post(
                 config.json()["token_endpoint"],
@@ -129,7 +134,9 @@ def auth_router() -> APIRouter:
                 timeout=settings.MONAI_LABEL_AUTH_TIMEOUT,
             )
         except (requests.RequestException, ValueError, KeyError) as error:
-            raise UpstreamError(f"The identity provider at {realm} can't be reached ({type(error).__name__}).", 503) from error
+            raise UpstreamError(
+                f"The identity provider at {realm} can't be reached ({type(error).__name__}).", 503
+            ) from error
         if answer.status_code in (400, 401, 403):
             raise _unauthorized("Wrong user name or password.")
         if answer.status_code != 200:

@@ -36,7 +36,9 @@ def check_label_upload(label_path: Path, image_path: str, limits: ImageLimits) -
         raise RequestError(f"The label {name!r} has colour or vector pixels; a label has one whole number per voxel.")
     grid = image.array.shape[: image.itk_image.GetImageDimension()]
     if label.array.shape != grid:
-        raise RequestError(f"The label {name!r} is {list(label.array.shape)}; its image is {list(grid)}: not its label.")
+        raise RequestError(
+            f"The label {name!r} is {list(label.array.shape)}; its image is {list(grid)}: not its label."
+        )
     mine, theirs = label.geometry(), image.geometry()
     for key in ("spacing", "origin", "direction"):
         if not np.allclose(mine[key], theirs[key], atol=GEOMETRY_ATOL, rtol=1e-4):
@@ -54,7 +56,9 @@ def _raw_label_on_grid(raw_file: Path, image: MedicalImage) -> Path:
     voxels = np.fromfile(raw_file, dtype=np.uint8)
     grid = image.array.shape[: image.itk_image.GetImageDimension()]
     if voxels.size != int(np.prod(grid)):
-        raise RequestError(f"The raw label has {voxels.size:,} voxels; its image has {int(np.prod(grid)):,} {list(grid)}.")
+        raise RequestError(
+            f"The raw label has {voxels.size:,} voxels; its image has {int(np.prod(grid)):,} {list(grid)}."
+        )
     label = itk.image_from_array(np.ascontiguousarray(voxels.reshape(grid)))
     label.SetSpacing(image.itk_image.GetSpacing())
     label.SetOrigin(image.itk_image.GetOrigin())

@@ -65,7 +65,7 @@ def parse_params(raw: Optional[str], what: str = "params") -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError):
-        raise RequestError(f"'{what}' is not JSON; send an object such as {{\"question\": \"...\"}}.") from None
+        raise RequestError(f'\'{what}\' is not JSON; send an object such as {{"question": "..."}}.') from None
     if not isinstance(value, dict):
         raise RequestError(f"'{what}' must be a JSON object ({{...}}), not {type(value).__name__}.")
     return value

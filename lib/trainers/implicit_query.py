@@ -14,15 +14,14 @@ from typing import Any, Callable, Dict
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
 
-from monailabel_app.data.datastore_samples import final_label_entries
 from monailabel_app.core.errors import RequestError
-from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES, GRPOConfig
-from monailabel_app.training.retraining import last_training_stats, mark_started, mark_stopped, retrain_reasoner
+from monailabel_app.data.datastore_samples import final_label_entries
 from monailabel_app.grounding.settings import parse_bool
+from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES, GRPOConfig
+from monailabel_app.training.run_records import last_training_stats, mark_started, mark_stopped
 
 logger = logging.getLogger(__name__)
 PRESETS = {"hospital": HOSPITAL_PRESET, "paper": PAPER_PRESET}
-
 
 
 def _whole(value: Any) -> int:
@@ -123,7 +122,9 @@ class ImplicitQueryTrainer(TrainTask):
                 problems.append(f"{key}={str(options[key])[:40]!r} is not a valid value")
                 continue
             low, high = BOUNDS.get(key, (None, None))
-            if low is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+            if low is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
+            ):
                 problems.append(f"{key}={value!r} is outside {low:g} to {high:g}")
             changes[field] = value
         if changes.get("reward_mode") not in REWARD_MODES:
@@ -138,6 +139,8 @@ class ImplicitQueryTrainer(TrainTask):
 
     def __call__(self, request: Dict[str, Any], datastore: Datastore) -> Dict[str, Any]:
         config = self.config_for(request)
+        from monailabel_app.training.retraining import retrain_reasoner  # the GRPO stack loads when a run starts
+
         entries = final_label_entries(datastore)
         logger.info(f"GRPO retraining on {len(entries)} final labels from {self.base_reasoner()}: {config}")
         return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config)

@@ -56,9 +56,7 @@ def diameter_circle(p: Point, q: Point, radius_eps: float = 0.0) -> tuple[float,
     return (p[0] + q[0]) / 2, (p[1] + q[1]) / 2, math.dist(p, q) / 2 + radius_eps
 
 
-def points_dice(
-    pred: Sequence[Point], gt: Sequence[Point], radius_eps: float = 0.0, tolerance: float = 0.0
-) -> float:
+def points_dice(pred: Sequence[Point], gt: Sequence[Point], radius_eps: float = 0.0, tolerance: float = 0.0) -> float:
     """2*I / (U + 1e-5) of the two circles spanned by each point pair: twice the circle IoU, so in [0, 2].
 
     The reward adds `radius_eps`=1e-5 to both radii and widens the lens cases by `tolerance`=1e-5; the metric uses

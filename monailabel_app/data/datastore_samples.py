@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator, Mapping, Optional
 
-from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.labelled_images import labelled_image_samples
 from monailabel_app.data.load_report import INVALID_RECORD, LoadReport, SkippedSample, build_or_skip
 from monailabel_app.data.metadata import categories, find_value
+from monailabel_app.data.sample import GroundingSample
 
 QUESTION_KEY = "question"
 FINAL_TAG = "final"  # MONAI Label's DefaultLabelTag.FINAL: the labels users submitted

@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 from typing import Iterator, Optional
 
-from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.labelled_images import labelled_image_samples
 from monailabel_app.data.load_report import INVALID_RECORD, LoadReport, SkippedSample, build_or_skip
 from monailabel_app.data.metadata import categories, find_value, parse_ground_truth
+from monailabel_app.data.sample import GroundingSample
 
 INDEX_FILE = "index.json"
 

@@ -92,8 +92,9 @@ def ground_truth_from_mask(mask: np.ndarray, frame: ImageFrame | None = None) ->
     if frame is None:
         return {"bbox_2d": box, "point_2d": points}
     if np.shape(mask) != (frame.orig_height, frame.orig_width):
-        raise ValueError(f"mask shape {np.shape(mask)} is not the frame's original (H, W) "
-                         f"{(frame.orig_height, frame.orig_width)}")
+        raise ValueError(
+            f"mask shape {np.shape(mask)} is not the frame's original (H, W) {(frame.orig_height, frame.orig_width)}"
+        )
     return {
         "bbox_2d": [float(v) for v in frame.box_to_model(box)],
         "point_2d": [[float(v) for v in frame.point_to_model(p)] for p in points],

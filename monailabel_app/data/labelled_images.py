@@ -15,7 +15,6 @@ from typing import Optional
 import numpy as np
 
 from monailabel_app.data.ground_truth import ground_truth_from_mask
-from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.load_report import (
     EMPTY_MASK,
     INVALID_RECORD,
@@ -26,6 +25,7 @@ from monailabel_app.data.load_report import (
     UNREADABLE_IMAGE,
     SkippedSample,
 )
+from monailabel_app.data.sample import GroundingSample
 from monailabel_app.imaging.medical_image import InvalidImageError, MedicalImage, read_medical_image
 from monailabel_app.imaging.windowing import InvalidWindowError, to_display_rgb, window_bounds
 
@@ -124,7 +124,9 @@ def _explicit_slice(slice_index: object) -> Optional[int]:
     return index if index >= 0 else None
 
 
-def _slices(image: MedicalImage, foreground: Optional[np.ndarray], explicit_slice: Optional[int]) -> list[Optional[int]]:
+def _slices(
+    image: MedicalImage, foreground: Optional[np.ndarray], explicit_slice: Optional[int]
+) -> list[Optional[int]]:
     """[None] for a 2D image; the recorded slice; else every slice with a labelled voxel."""
     if not image.is_volume:
         return [None]

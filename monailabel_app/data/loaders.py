@@ -16,8 +16,8 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.folder_samples import INDEX_FILE, folder_samples
-from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.load_report import LoadReport
+from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.umrg_parquet import UmrgParquet
 
 Source = Union[str, Path, Sequence[Mapping]]

@@ -1,4 +1,4 @@
-"""One training/evaluation sample: a picture, the implicit question, and the ground truth the rewards and metrics need."""
+"""One training or evaluation sample: a picture, the implicit question, the ground truth rewards and metrics need."""
 
 from __future__ import annotations
 

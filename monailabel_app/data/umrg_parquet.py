@@ -29,7 +29,6 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from monailabel_app.data.ground_truth import ground_truth_from_mask
-from monailabel_app.data.sample import GroundingSample
 from monailabel_app.data.load_report import (
     EMPTY_MASK,
     MISSING_FILE,
@@ -42,6 +41,7 @@ from monailabel_app.data.load_report import (
     build_or_skip,
 )
 from monailabel_app.data.metadata import categories, find_value, parse_ground_truth
+from monailabel_app.data.sample import GroundingSample
 from monailabel_app.imaging.windowing import to_display_rgb
 
 DATA_SOURCE = "umrg"  # the value verl's reward dispatch expects for U-MRG rows

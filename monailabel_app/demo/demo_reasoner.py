@@ -10,7 +10,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from monailabel_app.demo.tiny_models import TINY_MODEL_MARKER, build_tiny_reasoner
+from monailabel_app.demo.tiny_models import build_tiny_reasoner
+from monailabel_app.reasoning.identity import TINY_MODEL_MARKER
 
 
 def ensure_demo_reasoner(folder: str | Path) -> Path:

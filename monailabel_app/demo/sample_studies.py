@@ -1,7 +1,7 @@
 """Synthetic studies made in code, for the demo server and the tests (no patient data, nothing downloaded).
 
-`python -m monailabel_app.demo.sample_studies DIR` writes a CT-like NIfTI volume with a bright lesion (non-trivial spacing,
-origin and direction, so geometry bugs show), a grey 2D radiograph-like PNG and an RGB endoscopy-like PNG.
+`python -m monailabel_app.demo.sample_studies DIR` writes a CT-like NIfTI volume with a bright lesion (non-trivial
+spacing, origin and direction, so geometry bugs show), a grey 2D radiograph-like PNG and an RGB endoscopy-like PNG.
 """
 
 from __future__ import annotations
@@ -54,7 +54,10 @@ def ct_slice(seed: int = 0, height: int = CT_SHAPE[1], width: int = CT_SHAPE[2],
 def ct_volume(seed: int = 0) -> np.ndarray:
     """(z, y, x) int16 HU; the lesion is present on the middle slices only."""
     depth = CT_SHAPE[0]
-    slices = [ct_slice(seed + k, lesion=CT_LESION if abs(k - depth // 2) <= 3 else Lesion(-99, -99, 1, 1)) for k in range(depth)]
+    slices = [
+        ct_slice(seed + k, lesion=CT_LESION if abs(k - depth // 2) <= 3 else Lesion(-99, -99, 1, 1))
+        for k in range(depth)
+    ]
     return np.stack(slices).round().astype(np.int16)
 
 

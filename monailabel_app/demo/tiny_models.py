@@ -33,9 +33,9 @@ from transformers import (
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX  # digits split singly, as in Qwen
 
+from monailabel_app.reasoning.identity import TINY_MODEL_MARKER
 from monailabel_app.reasoning.prompt import build_prompt
 
-TINY_MODEL_MARKER = "tiny_model.json"
 ANSWER_MARGIN = 3.0  # logits by which every answer token must win under teacher forcing before tuning stops
 
 # The answer the format-tuned model learns; coordinates lie inside any frame the tiny processor produces (>= 112 px).
@@ -309,7 +309,9 @@ def format_tune(
     with a model that does not give the promised answer.
     """
     rng = np.random.default_rng(seed)
-    held_out = [(_random_rgb(rng), build_prompt("Which structure explains the finding?", think=bool(i % 2))) for i in range(4)]
+    held_out = [
+        (_random_rgb(rng), build_prompt("Which structure explains the finding?", think=bool(i % 2))) for i in range(4)
+    ]
     held_out += [(_random_rgb(rng), _random_prompt(rng)) for _ in range(12)]
     held_out_examples = [_answer_example(processor, image, prompt, answer_text) for image, prompt in held_out]
     max_answer_tokens = len(processor.tokenizer(answer_text)["input_ids"]) + 4

@@ -1,4 +1,4 @@
-"""The answer parsing of the paper's released evaluation (PRIS-CV/MedReasoner `eval/utils.py`), so its numbers reproduce.
+"""The answer parsing of the paper's released evaluation (PRIS-CV/MedReasoner `eval/utils.py`): its numbers reproduce.
 
 Strict where the app's `answer_parser` is lenient, on purpose: the published table (ours, and every baseline in it)
 was scored this way, and a lenient parser raises baselines that wrap their JSON in code fences or use other keys.
@@ -22,7 +22,9 @@ from typing import Any, Optional
 
 from monailabel_app.reasoning.answer_parser import think_block
 
-REFERENCE_ANSWER_PATTERN = r"<answer>\s*({.*?})\s*</answer>"  # the reference's regex (DOTALL), matched by `answer_object_text`
+REFERENCE_ANSWER_PATTERN = (
+    r"<answer>\s*({.*?})\s*</answer>"  # the reference's regex (DOTALL), matched by `answer_object_text`
+)
 
 
 @dataclass

@@ -21,10 +21,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from monailabel_app.evaluation.scoring import ScoredSample
-from monailabel_app.grounding.pipeline import STATUS_OK
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.evaluation.metrics import GROUP_KEYS, PROMPT_SETTINGS, aggregate
+from monailabel_app.evaluation.scoring import ScoredSample
+from monailabel_app.grounding.pipeline import STATUS_OK
 
 BOX_POINT_METRICS = ("iou", "pdice")
 DICE_METRICS = tuple(f"dice_{setting}" for setting in PROMPT_SETTINGS)

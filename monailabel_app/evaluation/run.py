@@ -6,8 +6,8 @@ per super-category, category and modality; failures count as 0) for any model's 
 
 Data: a U-MRG parquet, a folder with `index.json`, or (`--datastore`) a MONAI Label datastore's final labels.
 Answers (`--backend`): `transformers` or `vllm` (a local checkpoint), `openai` (any OpenAI-compatible endpoint:
-`vllm serve`, `monailabel_app.reasoning.endpoint_server`, a hosted model), or `answers` (a file of answers given earlier, e.g. our
-`results.jsonl` or the paper's `results.json`): every source is scored by the same code.
+`vllm serve`, `python -m monailabel_app.serve`, a hosted model), or `answers` (a file of answers given earlier, e.g.
+our `results.jsonl` or the paper's `results.json`): every source is scored by the same code.
 
 The output folder gets `results.jsonl` (one line per sample, written as soon as it is scored), `run.json`,
 `metrics.json`, `report.md`, `supercategory.png` and `overlays/`. Running the same command again resumes: finished
@@ -33,10 +33,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from monailabel_app.data.datastore_samples import final_label_entries
+from monailabel_app.data.folder_samples import INDEX_FILE, read_index
+from monailabel_app.data.load_report import LoadReport
+from monailabel_app.data.loaders import load_samples
+from monailabel_app.data.sample import GroundingSample
+from monailabel_app.data.umrg_parquet import UmrgParquet
 from monailabel_app.evaluation.answers import (
     ANSWER_FRAMES,
-    AnswerSource,
     AnswersFile,
+    AnswerSource,
     EndpointUnreachableError,
     ReasonerAnswers,
 )
@@ -51,20 +57,18 @@ from monailabel_app.evaluation.report import (
     write_reports,
 )
 from monailabel_app.evaluation.scoring import PARSERS, score_sample
-from monailabel_app.data.datastore_samples import final_label_entries
-from monailabel_app.data.folder_samples import INDEX_FILE, read_index
-from monailabel_app.data.loaders import load_samples
-from monailabel_app.data.sample import GroundingSample
-from monailabel_app.data.load_report import LoadReport
 from monailabel_app.reasoning.openai_reasoner import EndpointError, OpenAIReasoner
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.qwen_frame import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 from monailabel_app.reasoning.sampling import SamplingSettings
-from monailabel_app.segmentation.segmenter import Segmenter
-from monailabel_app.segmentation.factory import SegmenterUnavailableError, build_segmenter
-from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner, resolve_device
-from monailabel_app.data.umrg_parquet import UmrgParquet
+from monailabel_app.reasoning.transformers_reasoner import (
+    ReasonerUnavailableError,
+    TransformersReasoner,
+    resolve_device,
+)
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
+from monailabel_app.segmentation.factory import SegmenterUnavailableError, build_segmenter
+from monailabel_app.segmentation.segmenter import Segmenter
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -125,9 +129,10 @@ def run_evaluation(
     finished_ids = {line["id"] for line in keep_finished_lines(results_path)}
     if options.limit is not None:
         total = options.limit if total is None else min(total, options.limit)
-    with open(results_path, "a", encoding="utf-8") as results, tqdm(
-        total=total, disable=not options.progress, desc="evaluating", unit="sample"
-    ) as progress:
+    with (
+        open(results_path, "a", encoding="utf-8") as results,
+        tqdm(total=total, disable=not options.progress, desc="evaluating", unit="sample") as progress,
+    ):
         pending = _pending(islice(uniquely_named(samples), options.limit), finished_ids, progress)
         for chunk in _chunks(pending, options.batch_size):
             prompts = [build_prompt(sample.question, options.think, options.template) for _, sample in chunk]

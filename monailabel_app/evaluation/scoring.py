@@ -20,12 +20,12 @@ from typing import Optional
 
 import numpy as np
 
-from monailabel_app.reasoning.answer_parser import ParsedAnswer, parse_answer
-from monailabel_app.evaluation.answers import ModelAnswer
-from monailabel_app.grounding.pipeline import STATUS_NO_GROUNDING, STATUS_OK
 from monailabel_app.data.sample import GroundingSample
+from monailabel_app.evaluation.answers import ModelAnswer
 from monailabel_app.evaluation.metrics import PROMPT_SETTINGS, sample_metrics
 from monailabel_app.evaluation.reference_parser import ReferenceAnswer, parse_reference_answer
+from monailabel_app.grounding.pipeline import STATUS_NO_GROUNDING, STATUS_OK
+from monailabel_app.reasoning.answer_parser import ParsedAnswer, parse_answer
 from monailabel_app.segmentation.segmenter import Segmenter
 
 PARSERS = ("paper", "app")

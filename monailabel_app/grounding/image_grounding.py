@@ -11,8 +11,8 @@ import numpy as np
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.pipeline import GroundingPipeline, GroundingResult
 from monailabel_app.imaging.medical_image import MedicalImage
-from monailabel_app.reasoning.prompt import validate_question
 from monailabel_app.imaging.windowing import to_display_rgb
+from monailabel_app.reasoning.prompt import validate_question
 
 LABEL_VALUE = 1
 MIDDLE_SLICE = -1  # the `slice` option's default: Slicer and OHIF show it as -1

@@ -1,8 +1,8 @@
 """One implicit question about one 2D picture: reasoner -> parser -> frozen segmenter -> `GroundingResult`.
 
-A reasoner answer that can't be used is a result (status `no_grounding`, with the raw text and the reason), not an error:
-the clinician sees what the model said. Errors are kept for what the user must fix (question, image) or the admin must
-(models).
+A reasoner answer that can't be used is a result (status `no_grounding`, with the raw text and the reason), not an
+error: the clinician sees what the model said. Errors are kept for what the user must fix (question, image) or the
+admin must (models).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Optional
 
 import numpy as np
 
-from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.core.frames import ImageFrame
+from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.reasoner import Reasoner
 from monailabel_app.segmentation.segmenter import Segmenter

@@ -12,32 +12,37 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
+from monailabel_app.grounding.pipeline import GroundingPipeline
+from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.imaging.image_limits import ImageLimits
 from monailabel_app.imaging.medical_image import read_medical_image
-from monailabel_app.reasoning.identity import describe_reasoner
+from monailabel_app.reasoning.identity import TINY_MODEL_MARKER, describe_reasoner
 from monailabel_app.reasoning.model_store import published_reasoner
-from monailabel_app.segmentation.factory import SEGMENTER_BUILDERS, build_segmenter
-from monailabel_app.grounding.settings import GroundingSettings
-from monailabel_app.demo.tiny_models import TINY_MODEL_MARKER
 from monailabel_app.reasoning.openai_reasoner import OpenAIReasoner
 from monailabel_app.reasoning.reasoner import Reasoner
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
+from monailabel_app.segmentation.factory import SEGMENTER_BUILDERS, build_segmenter
 
 logger = logging.getLogger(__name__)
 REASONER_BACKENDS = ("transformers", "vllm", "openai")
 
 
 class GroundingService:
-    def __init__(self, settings: GroundingSettings, model_dir: Optional[str] = None, image_limits: ImageLimits = ImageLimits()):
+    def __init__(
+        self, settings: GroundingSettings, model_dir: Optional[str] = None, image_limits: ImageLimits = ImageLimits()
+    ):
         # an admin's typo fails the start, not the first request
         if settings.segmenter not in SEGMENTER_BUILDERS:
-            raise ValueError(f"--conf segmenter {settings.segmenter!r} is unknown; choose one of {sorted(SEGMENTER_BUILDERS)}")
+            raise ValueError(
+                f"--conf segmenter {settings.segmenter!r} is unknown; choose one of {sorted(SEGMENTER_BUILDERS)}"
+            )
         if settings.reasoner_backend not in REASONER_BACKENDS:
-            raise ValueError(f"--conf reasoner_backend must be one of {REASONER_BACKENDS}, not {settings.reasoner_backend!r}")
+            raise ValueError(
+                f"--conf reasoner_backend must be one of {REASONER_BACKENDS}, not {settings.reasoner_backend!r}"
+            )
         if settings.reasoner_backend == "openai" and not settings.reasoner_url:
             raise ValueError("--conf reasoner_backend openai needs --conf reasoner_url (e.g. http://gpu-host:8001/v1)")
         self.settings = settings
@@ -91,7 +96,10 @@ class GroundingService:
                 f"Reasoner: the retrained one published in {published} (version {version}) answers, not --conf "
                 f"reasoner {configured}. To serve {configured} instead, start with --conf serve_published false."
             )
-        return f"Reasoner: {configured} (--conf reasoner); the published retrained {published} (version {version}) is not served."
+        return (
+            f"Reasoner: {configured} (--conf reasoner); the published retrained {published} (version {version}) is "
+            "not served."
+        )
 
     def notice(self) -> Optional[str]:
         """A line every result carries when the reasoner is a tiny test model, so nobody mistakes it for a real one."""
@@ -99,7 +107,9 @@ class GroundingService:
         if not marker.is_file():
             return None
         about = json.loads(marker.read_text())
-        return "DEMO: this reasoner is a tiny untrained test model; its answers mean nothing. " + about.get("warning", "")
+        return "DEMO: this reasoner is a tiny untrained test model; its answers mean nothing. " + about.get(
+            "warning", ""
+        )
 
     def ground_file(
         self,

@@ -26,7 +26,9 @@ class GroundingSettings:
     think: bool = True  # ask for <think> reasoning before the answer
     template: Optional[str] = None  # a prompt template file with one {question}; built-in when empty
     allow_download: bool = True  # let a hub id download on first use; False = local files only
-    min_pixels: Optional[int] = None  # reasoner image size bounds (Qwen2.5-VL smart resize); checkpoint's own when empty
+    min_pixels: Optional[int] = (
+        None  # reasoner image size bounds (Qwen2.5-VL smart resize); checkpoint's own when empty
+    )
     max_pixels: Optional[int] = None
     embedding_cache: int = 8  # image embeddings kept, so more questions on a slice skip the encoder
     demo: bool = False  # use the tiny, untrained reasoner written into the app's model folder (offline demo)

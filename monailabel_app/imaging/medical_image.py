@@ -100,7 +100,9 @@ def _require_complete_nifti(path: str) -> None:
     """ITK's NIfTI reader fills a truncated file's missing voxels silently; a short file must be refused instead."""
     try:
         header = nibabel.load(path).header
-        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        expected = (
+            int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+        )
         if path.lower().endswith(".gz"):
             actual = 0
             with gzip.open(path, "rb") as stream:  # up to the expected size only: a gzip bomb is not unpacked whole

@@ -7,8 +7,8 @@ Only what the `openai` backend and ordinary chat clients send: `POST /v1/chat/co
 one image (a base64 data URL; remote URLs are refused, the server fetches nothing) and text, and `GET /v1/models`.
 Requests are answered one at a time (the reasoner holds a lock); use `vllm serve` for throughput. Decoding:
 temperature 0 (or absent) is greedy with the server's `--max-new-tokens`; temperature > 0 samples with the request's
-temperature, top_p and max_tokens. Each reply also carries `"medreasoner": {"model_frame": {"width", "height"}}`, the size the model
-saw, which the `openai` backend uses to map coordinates exactly.
+temperature, top_p and max_tokens. Each reply also carries `"medreasoner": {"model_frame": {"width", "height"}}`, the
+size the model saw, which the `openai` backend uses to map coordinates exactly.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Optional
 
 VERSION_FILE = "medreasoner_version.json"
+TINY_MODEL_MARKER = (
+    "tiny_model.json"  # in a checkpoint folder: it is a tiny test model (monailabel_app.demo), not a real one
+)
 _SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")
 _digests: dict[tuple, str] = {}
 _digests_lock = threading.Lock()

@@ -1,5 +1,5 @@
-"""Reasoner backend for any OpenAI-compatible chat-completions endpoint: `vllm serve`, `monailabel_app.reasoning.endpoint_server`, or a
-hosted model. Several MONAI Label servers (or evaluation runs) can share one GPU endpoint this way.
+"""Reasoner backend for any OpenAI-compatible chat-completions endpoint: `vllm serve`, `python -m monailabel_app.serve`,
+or a hosted model. Several MONAI Label servers (or evaluation runs) can share one GPU endpoint this way.
 
 Why it is built this way:
 - The frame: the image is sent already resized to Qwen's smart-resize frame (`qwen_frame`), so the model answers in the

@@ -1,4 +1,4 @@
-"""The decoding settings every reasoner backend is given explicitly, so no server or checkpoint default decides silently.
+"""The decoding settings every reasoner backend is given explicitly: no server or checkpoint default decides silently.
 
 Greedy unless told otherwise (the paper evaluates greedily). `repetition_penalty` is the one exception to "always
 explicit": None means the checkpoint's own `generation_config.json` value, which is what transformers' `generate`

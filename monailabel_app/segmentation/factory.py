@@ -152,7 +152,7 @@ def require_file(kind: str, weights: Path, how_to_get: str) -> None:
         )
 
 
-# --- SAM2.1 / MedSAM2 (monailabel_app/segmentation/sam2.py) ------------------------------------------------------------
+# --- SAM2.1 / MedSAM2 (segmentation/sam2.py) -------------------------------------------------------------------------
 SAM2_KINDS = ("sam2", "medsam2")
 
 

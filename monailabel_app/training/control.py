@@ -8,8 +8,6 @@ train task runs in a subprocess). Progress goes to a callback and, atomically re
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -18,14 +16,10 @@ from typing import Callable, Optional
 import lightning.pytorch as pl
 import torch
 
+from monailabel_app.core.json_files import write_json_atomically
+
 PROGRESS_FILE = "progress.json"
 MEAN_REWARD_KEY = "reward/score_mean"
-
-
-def write_json_atomically(path: Path, payload: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    os.replace(partial, path)
 
 
 class TrainingControl(pl.Callback):

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
-from monailabel_app.demo.tiny_models import TINY_MODEL_MARKER
+from monailabel_app.reasoning.identity import TINY_MODEL_MARKER
 
 
 def export_reasoner(module: pl.LightningModule, trainer: pl.Trainer, out_dir: str | Path) -> Path:

@@ -10,11 +10,11 @@ from statistics import fmean
 from typing import Sequence
 
 from monailabel_app.data.sample import GroundingSample
-from monailabel_app.training.config import GRPOConfig
-from monailabel_app.training.rollout import ground_truth_in_frame
 from monailabel_app.reasoning.prompt import build_prompt
-from monailabel_app.training.rewards import compute_reward
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.training.config import GRPOConfig
+from monailabel_app.training.rewards import compute_reward
+from monailabel_app.training.rollout import ground_truth_in_frame
 
 MAX_CHECK_SAMPLES = 32  # bounds the check's time on a site with many labels
 

@@ -31,8 +31,11 @@ from lightning.pytorch.strategies import DeepSpeedStrategy
 from torch.utils.data import DataLoader
 
 from monailabel_app.data.sample import GroundingSample
+from monailabel_app.reasoning.prompt import build_prompt
+from monailabel_app.reasoning.transformers_reasoner import load_qwen_vl
 from monailabel_app.training.config import GRPOConfig
 from monailabel_app.training.loss import group_advantages, grpo_loss
+from monailabel_app.training.rewards import compute_reward
 from monailabel_app.training.rollout import (
     GroupRollout,
     decode_responses,
@@ -46,9 +49,6 @@ from monailabel_app.training.rollout import (
     vision_token_ids,
 )
 from monailabel_app.training.sampler import PromptBatchSampler
-from monailabel_app.reasoning.prompt import build_prompt
-from monailabel_app.training.rewards import compute_reward
-from monailabel_app.reasoning.transformers_reasoner import load_qwen_vl
 
 # (answer text, ground truth in the model's frame) -> {"score": total, term: value, ...}
 RewardFunction = Callable[[str, Mapping], Mapping[str, float]]

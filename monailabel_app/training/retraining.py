@@ -8,23 +8,19 @@ publishes nothing; the figures of the last run, with the mean greedy reward on t
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from monailabel_app.core.errors import RequestError
-from monailabel_app.training.greedy_check import mean_greedy_reward
-from monailabel_app.data.loaders import load_samples
-from monailabel_app.training.config import GRPOConfig
 from monailabel_app.data.load_report import LoadReport
+from monailabel_app.data.loaders import load_samples
 from monailabel_app.reasoning.model_store import prune_oldest, publish_reasoner
-from monailabel_app.training.control import write_json_atomically
-from monailabel_app.training.run import RESULT_FILE, train_reasoner
-
-STATS_FILE = "train_stats.json"
-RUNS_DIR = "train_runs"
+from monailabel_app.training.config import GRPOConfig
+from monailabel_app.training.greedy_check import mean_greedy_reward
+from monailabel_app.training.run import train_reasoner
+from monailabel_app.training.run_records import RUNS_DIR, remove_unfinished_runs, write_training_stats
 
 
 class NoTrainingDataError(RequestError):
@@ -50,7 +46,9 @@ def retrain_reasoner(
     stats.update(samples=len(samples), data=report.summary())
     try:
         if not samples:
-            raise NoTrainingDataError(f"No usable training samples among {len(entries)} saved labels: {report.summary()}")
+            raise NoTrainingDataError(
+                f"No usable training samples among {len(entries)} saved labels: {report.summary()}"
+            )
         config = fit_to_samples(config, len(samples), stats)
         stats["greedy_reward_before"] = mean_greedy_reward(str(base_reasoner), samples, config)
         result = train_reasoner(samples, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
@@ -75,51 +73,3 @@ def fit_to_samples(config: GRPOConfig, num_samples: int, stats: dict) -> GRPOCon
         return config
     stats["note"] = f"prompts_per_step lowered from {config.prompts_per_step} to the {num_samples} samples there are"
     return config.replace(prompts_per_step=num_samples, mini_batch_prompts=num_samples)
-
-
-def write_training_stats(model_dir: str | Path, stats: dict) -> None:
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(model_dir / STATS_FILE, stats)
-
-
-def mark_started(model_dir: str | Path) -> None:
-    """Before the run's process starts: the stats say a run is on (the previous run's counts are kept until the new
-    run writes its own), so a stop that comes before the run's first word is still recorded as a stop."""
-    stats = last_training_stats(model_dir)
-    write_training_stats(model_dir, {**stats, "status": "running", "requested_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-
-def mark_stopped(model_dir: str | Path) -> None:
-    """After the server stopped a run (its process is gone): the stats say so, and its folder is removed."""
-    stats = last_training_stats(model_dir)
-    if stats.get("status") == "running":
-        write_training_stats(model_dir, {**stats, "status": "stopped"})
-    remove_unfinished_runs(model_dir)
-
-
-def remove_unfinished_runs(model_dir: str | Path) -> list[str]:
-    """Run folders without a completed result (stopped, killed or failed runs) are deleted; returns their names."""
-    runs = Path(model_dir) / RUNS_DIR
-    removed = []
-    if runs.is_dir():
-        for run in runs.iterdir():
-            if run.is_dir() and _run_status(run) != "completed":
-                shutil.rmtree(run, ignore_errors=True)
-                removed.append(run.name)
-    return removed
-
-
-def _run_status(run: Path) -> str | None:
-    try:
-        return json.loads((run / RESULT_FILE).read_text()).get("status")
-    except (OSError, ValueError):
-        return None
-
-
-def last_training_stats(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / STATS_FILE
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        return {}

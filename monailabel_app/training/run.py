@@ -52,12 +52,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.tensorboard import _TENSORBOARD_AVAILABLE
 from lightning.pytorch.strategies import DeepSpeedStrategy, Strategy
 
+from monailabel_app.core.json_files import write_json_atomically
+from monailabel_app.data.load_report import LoadReport
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, GRPOConfig, parse_overrides
-from monailabel_app.training.control import PROGRESS_FILE, TrainingControl, write_json_atomically
+from monailabel_app.training.control import PROGRESS_FILE, TrainingControl
 from monailabel_app.training.export import export_reasoner
 from monailabel_app.training.module import GRPOModule, RewardFunction
-from monailabel_app.data.load_report import LoadReport
+from monailabel_app.training.run_records import RESULT_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +67,6 @@ PRESETS = {"paper": PAPER_PRESET, "hospital": HOSPITAL_PRESET}
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_DIR = "reasoner"
-RESULT_FILE = "result.json"
 CONFIG_FILE = "grpo_config.yaml"
 
 

@@ -15,7 +15,9 @@ def snapshot(root: str | Path, skip: Iterable[str] = ()) -> dict[str, tuple[int,
     found: dict[str, tuple[int, int]] = {}
     for folder, dirs, files in os.walk(root):
         relative_folder = os.path.relpath(folder, root)
-        dirs[:] = [d for d in dirs if d not in skipped and os.path.normpath(os.path.join(relative_folder, d)) not in skipped]
+        dirs[:] = [
+            d for d in dirs if d not in skipped and os.path.normpath(os.path.join(relative_folder, d)) not in skipped
+        ]
         for name in files:
             path = os.path.join(folder, name)
             try:

@@ -34,7 +34,9 @@ def png_bomb(width: int = 32768, height: int = 32768) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
 
 
 def complex_nifti() -> bytes:
@@ -47,7 +49,9 @@ def detached_nrrd(target: str = "/etc/hostname") -> bytes:
 
 
 def external_mha(target: str = "/etc/hostname") -> bytes:
-    return f"ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\nElementDataFile = {target}\n".encode()
+    return (
+        f"ObjectType = Image\nNDims = 2\nDimSize = 4 4\nElementType = MET_UCHAR\nElementDataFile = {target}\n".encode()
+    )
 
 
 def four_d_nifti() -> bytes:
@@ -151,7 +155,10 @@ CATALOGUE: list[tuple[str, Send]] = [
     # datastore
     ("PUT image: ../ id", _upload("/datastore/image", "x.png", PNG_BYTES_BAD, image="../x")),
     ("PUT image: absolute id", _upload("/datastore/image", "x.png", PNG_BYTES_BAD, image="/tmp/x")),
-    ("PUT image: into lib/configs", _upload("/datastore/image", "probe.py", b"import os", image="../lib/configs/zz_probe")),
+    (
+        "PUT image: into lib/configs",
+        _upload("/datastore/image", "probe.py", b"import os", image="../lib/configs/zz_probe"),
+    ),
     ("PUT image: .py file", _upload("/datastore/image", "probe.py", b"import os", image="zz_probe")),
     ("PUT image: 300-char id", _upload("/datastore/image", "x.png", PNG_BYTES_BAD, image=LONG_ID)),
     ("PUT image: garbage", _upload("/datastore/image", "x.png", PNG_BYTES_BAD, image="garbage")),
@@ -159,13 +166,28 @@ CATALOGUE: list[tuple[str, Send]] = [
     ("PUT image: bomb", _upload("/datastore/image", "bomb.png", png_bomb(), image="bomb")),
     ("PUT image: 4D", _upload("/datastore/image", "4d.nii.gz", four_d_nifti(), image="fourd")),
     ("PUT image: params not JSON", _upload("/datastore/image", "x.png", PNG_BYTES_BAD, params="{{{", image="y")),
-    ("PUT label: unknown image", _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image="nope", tag="final")),
+    (
+        "PUT label: unknown image",
+        _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image="nope", tag="final"),
+    ),
     ("PUT label: ../ tag", _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image=IMAGE_ID, tag="../../x")),
-    ("PUT label: absolute tag", _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image=IMAGE_ID, tag="/tmp/x")),
-    ("PUT label: 300-char tag", _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image=IMAGE_ID, tag=LONG_ID)),
+    (
+        "PUT label: absolute tag",
+        _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image=IMAGE_ID, tag="/tmp/x"),
+    ),
+    (
+        "PUT label: 300-char tag",
+        _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image=IMAGE_ID, tag=LONG_ID),
+    ),
     ("PUT label: garbage", _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", image=IMAGE_ID, tag="final")),
-    ("PUT label: params a list", _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", params="[]", image=IMAGE_ID)),
-    ("PUT label: wrong raw size", _upload("/datastore/label", "l.bin", b"\x01" * 17, "label", image=IMAGE_ID, tag="final")),
+    (
+        "PUT label: params a list",
+        _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", params="[]", image=IMAGE_ID),
+    ),
+    (
+        "PUT label: wrong raw size",
+        _upload("/datastore/label", "l.bin", b"\x01" * 17, "label", image=IMAGE_ID, tag="final"),
+    ),
     ("DELETE image: absolute", _call("DELETE", "/datastore/image", params={"id": "/tmp"})),
     ("DELETE image: unknown", _call("DELETE", "/datastore/image", params={"id": "no-such-image"})),
     ("DELETE label: unknown", _call("DELETE", "/datastore/label", params={"id": "no-such-image", "tag": "final"})),
@@ -174,7 +196,10 @@ CATALOGUE: list[tuple[str, Send]] = [
     ("GET image info: unknown", _call("GET", "/datastore/image/info", params={"image": "no-such-image"})),
     ("GET label info: unknown", _call("GET", "/datastore/label/info", params={"label": IMAGE_ID, "tag": "final"})),
     ("GET label: traversal tag", _call("GET", "/datastore/label", params={"label": IMAGE_ID, "tag": ".."})),
-    ("PUT image info: not JSON", _call("PUT", "/datastore/image/info", params={"image": IMAGE_ID}, files={"info": (None, "x")})),
+    (
+        "PUT image info: not JSON",
+        _call("PUT", "/datastore/image/info", params={"image": IMAGE_ID}, files={"info": (None, "x")}),
+    ),
     ("GET dataset without auth", _call("GET", "/datastore/dataset")),
     # everything else
     ("active learning: unknown", _call("POST", "/activelearning/bogus")),
@@ -193,7 +218,10 @@ CATALOGUE: list[tuple[str, Send]] = [
     ("model file: upload", _call("PUT", "/model/implicit_query", files={"file": ("m.pt", b"x")})),
     ("reload", _call("POST", "/reload")),
     ("session: not a UUID", _call("GET", "/session/not-a-uuid")),
-    ("session: uncompress", _call("PUT", "/session/", params={"uncompress": "true"}, files={"files": ("a.zip", b"PK")})),
+    (
+        "session: uncompress",
+        _call("PUT", "/session/", params={"uncompress": "true"}, files={"files": ("a.zip", b"PK")}),
+    ),
     ("WSI infer", _call("POST", "/infer/wsi/implicit_query")),
     ("raw: /session/..", _raw("DELETE", "/session/..")),
     ("raw: /ohif/../../etc/passwd", _raw("GET", "/ohif/%2e%2e/%2e%2e/etc/passwd")),
@@ -204,4 +232,9 @@ CATALOGUE: list[tuple[str, Send]] = [
 def good_request(session: requests.Session, url: str) -> requests.Response:
     """What Slicer sends for a question on the 2D picture."""
     params = {**OK, "result_extension": ".nrrd", "result_dtype": "uint8"}
-    return session.post(f"{url}/infer/implicit_query", params={"image": IMAGE_ID}, files={"params": (None, json.dumps(params))}, timeout=300)
+    return session.post(
+        f"{url}/infer/implicit_query",
+        params={"image": IMAGE_ID},
+        files={"params": (None, json.dumps(params))},
+        timeout=300,
+    )

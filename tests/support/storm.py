@@ -37,7 +37,9 @@ class Outcome:
                 self.retry_after_missing += 1
 
     def count(self, kind: str | None = None) -> int:
-        return sum(n for (k, _), n in self.statuses.items() if kind in (None, k)) + (len(self.errors) if kind is None else 0)
+        return sum(n for (k, _), n in self.statuses.items() if kind in (None, k)) + (
+            len(self.errors) if kind is None else 0
+        )
 
     def server_errors(self) -> int:
         return sum(n for (_, status), n in self.statuses.items() if status >= 500 and status != 503)

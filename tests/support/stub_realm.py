@@ -44,10 +44,14 @@ class StubRealm:
         self._server.server_close()
 
     def public_key_b64(self) -> str:
-        der = self.key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = self.key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return base64.b64encode(der).decode()
 
-    def sign(self, username: str, roles: list[str], expires_in: int = 300, key=None, azp=None, algorithm="RS256", **extra) -> str:
+    def sign(
+        self, username: str, roles: list[str], expires_in: int = 300, key=None, azp=None, algorithm="RS256", **extra
+    ) -> str:
         now = int(time.time())
         claims = {
             "preferred_username": username,
@@ -80,13 +84,18 @@ class StubRealm:
                 if self.path == base:
                     self._json(200, {"realm": realm.name, "public_key": realm.public_key_b64()})
                 elif self.path == f"{base}/.well-known/openid-configuration":
-                    self._json(200, {"issuer": realm.url, "token_endpoint": f"{realm.url}/protocol/openid-connect/token"})
+                    self._json(
+                        200, {"issuer": realm.url, "token_endpoint": f"{realm.url}/protocol/openid-connect/token"}
+                    )
                 else:
                     self._json(404, {"error": "not found"})
 
             def do_POST(self) -> None:
                 form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
-                field = lambda name: (form.get(name) or [""])[0]
+
+                def field(name):
+                    return (form.get(name) or [""])[0]
+
                 user = realm.users.get(field("username"))
                 if field("grant_type") != "password" or field("client_id") != realm.client_id:
                     self._json(400, {"error": "unauthorized_client"})

@@ -46,6 +46,8 @@ def without_server_keys(params: Optional[dict], also: tuple = ()) -> dict:
     if sent:
         raise RequestError(f"{', '.join(sent)} can't be sent: the server sets them.")
     return {k: v for k, v in params.items() if k not in also}
+
+
 GPU_INFO_TIMEOUT_S = 10
 
 
@@ -89,10 +91,14 @@ def admin_router(context: ServerContext) -> APIRouter:
         raise MethodNotAllowed("Model files can't be uploaded or deleted here: retraining publishes the reasoner.")
 
     @router.post("/scoring/{method}", summary="Run one scoring method")
-    def scoring(method: str, params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(USER))):
+    def scoring(
+        method: str, params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(USER))
+    ):
         app = context.app()
         if method not in app._scoring_methods:
-            raise NotFoundError(f"No scoring method {method[:80]!r}; available: {', '.join(app._scoring_methods) or 'none'}")
+            raise NotFoundError(
+                f"No scoring method {method[:80]!r}; available: {', '.join(app._scoring_methods) or 'none'}"
+            )
         if run_sync:
             raise RequestError("run_sync is not offered; poll GET /scoring/.")
         result, detail = AsyncTask.run("scoring", request={"method": method}, params=without_server_keys(params))

@@ -65,7 +65,11 @@ def datastore_router(context: ServerContext) -> APIRouter:
         return store().status()
 
     @router.put("/", include_in_schema=False, max_body_size=upload_limit)
-    @router.put("/image", summary="Upload an image (an existing id: the earlier one is kept as a version)", max_body_size=upload_limit)
+    @router.put(
+        "/image",
+        summary="Upload an image (an existing id: the earlier one is kept as a version)",
+        max_body_size=upload_limit,
+    )
     async def add_image(
         request: Request,
         image: Optional[str] = None,
@@ -119,7 +123,9 @@ def datastore_router(context: ServerContext) -> APIRouter:
         _require_image(store(), image)
         return store().update_image_info(image, {**parse_params(info, "info"), **saved_by(request, user, context)})
 
-    @router.put("/label", summary="Save a label (the earlier one for the tag is kept as a version)", max_body_size=upload_limit)
+    @router.put(
+        "/label", summary="Save a label (the earlier one for the tag is kept as a version)", max_body_size=upload_limit
+    )
     async def save_label(
         request: Request,
         image: str,
@@ -169,12 +175,16 @@ def datastore_router(context: ServerContext) -> APIRouter:
         return store().get_label_info(label, tag)
 
     @router.put("/label/info", summary="Add to a label's info")
-    def update_label_info(request: Request, label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))):
+    def update_label_info(
+        request: Request, label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
+    ):
         _label_file(store(), label, tag)
         return store().update_label_info(label, tag, {**parse_params(info, "info"), **saved_by(request, user, context)})
 
     @router.put("/updatelabelinfo", include_in_schema=False)
-    def update_label_info_old(request: Request, label: str, tag: str, params: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))):
+    def update_label_info_old(
+        request: Request, label: str, tag: str, params: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
+    ):
         _label_file(store(), label, tag)
         return store().update_label_info(label, tag, {**parse_params(params), **saved_by(request, user, context)})
 
@@ -194,7 +204,12 @@ def datastore_router(context: ServerContext) -> APIRouter:
         except BaseException:
             remove_scratch(scratch)
             raise
-        return FileResponse(archive, media_type="application/zip", filename="dataset.zip", background=BackgroundTask(remove_scratch, scratch))
+        return FileResponse(
+            archive,
+            media_type="application/zip",
+            filename="dataset.zip",
+            background=BackgroundTask(remove_scratch, scratch),
+        )
 
     return router
 

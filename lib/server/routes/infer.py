@@ -42,7 +42,19 @@ logger = logging.getLogger(__name__)
 OUTPUTS = ("all", "image", "json")
 # request keys only the server sets; in `params` they are ignored
 REQUEST_KEYS = frozenset(
-    {"model", "image", "image_id", "session", "session_id", "file", "label", "description", "save_label", "label_tag", "saved_by"}
+    {
+        "model",
+        "image",
+        "image_id",
+        "session",
+        "session_id",
+        "file",
+        "label",
+        "description",
+        "save_label",
+        "label_tag",
+        "saved_by",
+    }
 )
 RESULT_NAME = "label"
 
@@ -101,7 +113,9 @@ def infer_router(context: ServerContext) -> APIRouter:
 def _check_output(output: Optional[str]) -> str:
     value = (output or "all").lower()
     if value == "dicom_seg":
-        raise RequestError("output=dicom_seg is not offered: save the label (PUT /datastore/label) to store a DICOM SEG.")
+        raise RequestError(
+            "output=dicom_seg is not offered: save the label (PUT /datastore/label) to store a DICOM SEG."
+        )
     if value not in OUTPUTS:
         raise RequestError(f"output={str(output)[:40]!r} is not one of {', '.join(OUTPUTS)}.")
     return value
@@ -164,7 +178,9 @@ def _respond(answer: dict, label_file: Optional[Path], output: str, scratch: Pat
     if output == "json" or label_file is None:
         return JSONResponse(answer, background=cleanup)
     if output == "image":
-        return FileResponse(label_file, media_type=get_mime_type(str(label_file)), filename=label_file.name, background=cleanup)
+        return FileResponse(
+            label_file, media_type=get_mime_type(str(label_file)), filename=label_file.name, background=cleanup
+        )
     with open(label_file, "rb") as stream:
         fields = {
             "params": (None, json.dumps(answer), "application/json"),

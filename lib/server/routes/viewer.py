@@ -15,6 +15,7 @@ import re
 from typing import Optional
 
 import httpx
+import monailabel
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from monailabel.config import settings
@@ -22,7 +23,6 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.utils.others.generic import get_mime_type
 from starlette.background import BackgroundTask
 
-import monailabel
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden, MethodNotAllowed
 from lib.server.identifiers import is_inside
