@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Dict
 
 from monailabel.config import settings
@@ -16,23 +17,35 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.async_tasks.task import AsyncTask
 
+from lib.activelearning.random import Random
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
 from lib.infers.implicit_query import LAST_QUERY_KEY
 from lib.pacs_datastore import open_pacs_datastore
 from lib.server import scratch
+from lib.server.errors import TooManyRequests
 from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
 from monailabel_app.training.run_records import last_training_stats
 
 logger = logging.getLogger(__name__)
-# MONAI Label's datastores log every label's info at INFO, and label info holds clinicians' questions: the server log
-# keeps ids, statuses and timings, not clinical text (README, Security).
-for _chatty in ("monailabel.datastore.local", "monailabel.datastore.dicom"):
+# MONAI Label logs at INFO every label's and image's info (datastores, active learning's "Next sample"), background
+# tasks' whole requests (a batch inference's question) and their results; those hold clinicians' questions. The server
+# log keeps ids, statuses and timings, not clinical text (README, Security).
+CHATTY_LOGGERS = (
+    "monailabel.datastore.local",
+    "monailabel.datastore.dicom",
+    "monailabel.endpoints.activelearning",
+    "monailabel.utils.async_tasks.task",
+    "monailabel.utils.async_tasks.utils",
+    "monailabel.interfaces.utils.app",
+)
+for _chatty in CHATTY_LOGGERS:
     logging.getLogger(_chatty).setLevel(logging.WARNING)
 APP_VERSION = "0.1.0"
 AUTO_RETRAIN_TASK = "implicit_query"
@@ -46,6 +59,7 @@ class MedReasonerApp(MONAILabelApp):
         self.model_dir = conf.get("model_dir") or f"{app_dir}/model"  # retrained reasoners are published here
         self.limits = ServerLimits.from_conf(conf)
         self.auto_retrain_after = _whole_number(conf, "auto_retrain_after")
+        self._train_start_lock = threading.Lock()
         wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
         unknown = [m for m in wanted if m != "all" and m not in TASK_CONFIGS]
         if unknown:
@@ -82,6 +96,9 @@ class MedReasonerApp(MONAILabelApp):
         if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
             return super().init_remote_datastore()
         return open_pacs_datastore(self.studies, self.conf, APP_VERSION)
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        return {"random": Random()}
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}
@@ -137,16 +154,21 @@ class MedReasonerApp(MONAILabelApp):
                 raise NotFoundError(f"No image with id {image_id!r} in the datastore")
             request = {**request, "image": uri}
         result = super().infer({**request, "save_label": False}, datastore)  # saved below, under the id
-        asked = (result or {}).get("params") or {}
-        if request.get("save_label") and image_id and result.get("file") and os.path.isfile(result["file"]):
-            tag = check_tag(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value)
-            info = {"model": model, "params": asked, **(request.get("saved_by") or {})}
-            result.update(label=store.save_label(image_id, result["file"], tag, info), tag=tag)
-            os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
-            result["file"] = None
-        if image_id and asked.get("question"):
-            query = {"question": asked["question"], "slice": asked.get("slice"), "reasoner": asked.get("reasoner")}
-            store.update_image_info(image_id, {LAST_QUERY_KEY: query})
+        try:
+            asked = (result or {}).get("params") or {}
+            if request.get("save_label") and image_id and result.get("file") and os.path.isfile(result["file"]):
+                tag = check_tag(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value)
+                info = {"model": model, "params": asked, **(request.get("saved_by") or {})}
+                result.update(label=store.save_label(image_id, result["file"], tag, info), tag=tag)
+                os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
+                result["file"] = None
+            if image_id and asked.get("question"):
+                query = {"question": asked["question"], "slice": asked.get("slice"), "reasoner": asked.get("reasoner")}
+                store.update_image_info(image_id, {LAST_QUERY_KEY: query})
+        except BaseException:
+            if result.get("file") and os.path.isfile(result["file"]):
+                os.unlink(result["file"])  # nobody will fetch it: the request failed
+            raise
         return result
 
     def _is_server_path(self, path: str, store: Datastore) -> bool:
@@ -187,12 +209,34 @@ class MedReasonerApp(MONAILabelApp):
         new_labels = len(store.get_labeled_images()) - last_training_stats(self.model_dir).get("final_labels", 0)
         if new_labels < every:
             return
-        if AsyncTask.status("train", check_if_running=True)[0]:
+        try:
+            self.start_training(AUTO_RETRAIN_TASK, {})
+            logger.info(f"{new_labels} new final labels: retraining started")
+        except TooManyRequests:
             logger.info(f"{new_labels} new final labels; a retraining is already running")
-            return
-        self._trainers[AUTO_RETRAIN_TASK].before_run()
-        _, busy = AsyncTask.run("train", request={"model": AUTO_RETRAIN_TASK})
-        logger.info(f"{new_labels} new final labels: " + (busy or "retraining started"))
+
+    def start_training(self, model: str, options: Dict) -> Dict:
+        """The one way a retraining starts (the train routes and auto-retraining): one run at a time, counting runs
+        that were started but whose process hasn't begun yet (MONAI Label only sees running processes, so two starts
+        at the same moment both passed its check and queued)."""
+        with self._train_start_lock:
+            if _training_in_progress():
+                raise TooManyRequests(
+                    "A retraining is already running; wait for it (GET /train/) or stop it (DELETE /train/)."
+                )
+            trainer = self._trainers[model]
+            if hasattr(trainer, "before_run"):
+                trainer.before_run()
+            result, detail = AsyncTask.run("train", request={"model": model, **options}, enqueue=False)
+            if result is None:
+                raise TooManyRequests(detail or "A retraining is already running.")
+            return result
+
+
+def _training_in_progress() -> bool:
+    from monailabel.utils.async_tasks.utils import processes, tasks
+
+    return bool(processes("train")) or any(task.get("status") in ("SUBMITTED", "RUNNING") for task in tasks("train"))
 
 
 def _whole_number(conf: Dict[str, str], key: str) -> int:

@@ -35,6 +35,8 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.dicom import dicom_web_download_series, dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 
+from lib.datastore.atomic_file import AtomicDatastoreFile
+from lib.datastore.gate import IdentifierGate
 from lib.dicom_seg import (
     EmptyLabelError,
     SegConversionError,
@@ -55,12 +57,12 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 SERIES_UID_TAG, STUDY_UID_TAG, MODALITY_TAG = "0020000E", "0020000D", "00080060"
 
 
-def open_pacs_datastore(url: str, conf: Mapping[str, str], app_version: str) -> "PacsDatastore":
+def open_pacs_datastore(url: str, conf: Mapping[str, str], app_version: str) -> "GatedPacsDatastore":
     """The datastore for `--studies URL`; a PACS that can't be reached stops the start unless `pacs_optional`."""
     pacs = PacsSettings.from_conf(conf)
     dcmqi_tool("itkimage2segimage")  # missing dcmqi shows at start, not at the first save
     cache_path = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH).strip()
-    datastore = PacsDatastore(pacs_client(url, pacs.timeout_s), pacs, app_version, cache_path or None)
+    datastore = GatedPacsDatastore(pacs_client(url, pacs.timeout_s), pacs, app_version, cache_path or None)
     try:
         datastore.check_reachable()
     except PacsError as error:
@@ -247,6 +249,10 @@ class PacsDatastore(DICOMWebDatastore):
         finally:
             os.unlink(label_file)
         return LocalDatastore.get_label_uri(self, image_id, label_tag)
+
+
+class GatedPacsDatastore(IdentifierGate, AtomicDatastoreFile, PacsDatastore):
+    """What the app uses: the identifier gate, an index file never left half-written, then the PACS datastore."""
 
 
 def _check_same_grid(label_file: str, image_file: str) -> None:

@@ -18,5 +18,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv
 # glibc gives each worker thread its own memory arena; two keep the server ~300 MB smaller after a busy hour
 # (benchmarks/server_storm.py)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+# MONAI Label re-imports the app's lib/ when it loads main.py; the hardened routes are lib/ too and must stay one copy
+export MONAI_LABEL_RELOAD_APP_LIB=false
 exec .venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
   --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@"

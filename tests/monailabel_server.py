@@ -54,6 +54,7 @@ class MonaiLabelServer:
             command += ["--conf", key, value]
         env = {**os.environ, "PYTHONPATH": str(APP_DIR), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         env["MONAILABEL_PYEXE"] = sys.executable  # the `monailabel` script runs whatever `python` is first on PATH
+        env["MONAI_LABEL_RELOAD_APP_LIB"] = "false"  # as scripts/start.sh: one copy of lib/ (routes and app share it)
         env.update(self.extra_env)
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=APP_DIR)

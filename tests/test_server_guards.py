@@ -170,3 +170,49 @@ def test_the_version_store_keeps_the_newest(tmp_path):
     assert len(listed) == 2 and all(entry["reason"] == "replaced" for entry in listed)
     contents = sorted(p.read_text() for p in (tmp_path / ".versions" / "ct").glob("*.png"))
     assert contents == ["2", "3"] and len(os.listdir(tmp_path / ".versions" / "ct")) == 4
+
+
+def test_the_datastore_index_survives_a_failed_write(tmp_path):
+    from lib.datastore.local import GatedLocalDatastore
+
+    write_png(xray_picture(), tmp_path / "xray.png")
+    store = GatedLocalDatastore(str(tmp_path), keep_versions=2, extensions=["*.png"])
+    index = tmp_path / "datastore_v2.json"
+    before = index.read_text()
+    deep: dict = {}
+    for _ in range(5000):
+        deep = {"a": deep}
+    with pytest.raises(RecursionError):
+        store.update_image_info("xray", {"deep": deep})  # MONAI Label's own writer left the index empty here
+    assert index.read_text() == before and GatedLocalDatastore(str(tmp_path), keep_versions=2, extensions=["*.png"])
+
+
+def test_params_deeper_than_the_limit_are_refused():
+    from lib.server.uploads import MAX_PARAMS_DEPTH, parse_params
+    from monailabel_app.core.errors import RequestError
+
+    nested = "[" * MAX_PARAMS_DEPTH + "]" * MAX_PARAMS_DEPTH
+    assert parse_params('{"a": %s}' % ("[" * (MAX_PARAMS_DEPTH - 1) + "]" * (MAX_PARAMS_DEPTH - 1)))
+    with pytest.raises(RequestError, match="deeper"):
+        parse_params('{"a": %s}' % nested)
+
+
+def test_decoded_size_is_bounded_not_only_the_voxels(tmp_path):
+    from tests.support.hostile_requests import float64_nrrd_bomb
+
+    (tmp_path / "big.nrrd").write_bytes(float64_nrrd_bomb())
+    with pytest.raises(ImageTooLargeError, match="max_decoded_mb"):
+        check_image_file(str(tmp_path / "big.nrrd"))
+
+
+def test_random_next_sample_survives_times_in_the_future(tmp_path):
+    from lib.activelearning.random import Random
+    from lib.datastore.local import GatedLocalDatastore
+
+    for name in ("a", "b"):
+        write_png(xray_picture(), tmp_path / f"{name}.png")
+    store = GatedLocalDatastore(str(tmp_path), keep_versions=2, extensions=["*.png"])
+    store.update_image_info("a", {"strategy": {"random": {"ts": 99_999_999_999}}})
+    store.update_image_info("b", {"strategy": {"random": {"ts": "soon"}}})
+    for _ in range(5):
+        assert Random()({"strategy": "random"}, store)["id"] in ("a", "b")

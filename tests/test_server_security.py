@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -244,3 +245,32 @@ def test_the_app_refuses_to_serve_without_its_hardened_routes(studies, tmp_path)
     with pytest.raises(RuntimeError, match="uvicorn_app lib.server.asgi:app"):
         bare.start(timeout_s=180)
     bare.stop()
+
+
+def test_simultaneous_submits_all_succeed_and_next_sample_always_answers(server, tmp_path):
+    mask = XRAY_LESION.mask(*xray_picture().shape)
+    image_id = "endoscopy_polyp"
+    picture = write_png(xray_picture(seed=9), tmp_path / "polyp.png")
+    assert upload(server, picture, image_id).status_code == 200
+    paths = [write_png(mask.astype(np.uint8) * (n % 2), tmp_path / f"label{n}.png") for n in range(12)]
+
+    def submit(path):
+        with open(path, "rb") as stream:
+            return requests.put(
+                f"{server.url}/datastore/label",
+                params={"image": image_id, "tag": "final"},
+                files={"label": (path.name, stream), "params": (None, "{}")},
+                timeout=120,
+            ).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(submit, paths)) == [200] * len(paths)
+    assert (
+        requests.delete(
+            f"{server.url}/datastore/label", params={"id": image_id, "tag": "final"}, timeout=30
+        ).status_code
+        == 200
+    )
+    for _ in range(6):  # several picks within one second: MONAI Label's strategy divided by zero here
+        answer = requests.post(f"{server.url}/activelearning/random", json={}, timeout=30)
+        assert answer.status_code == 200 and answer.json().get("id"), answer.text

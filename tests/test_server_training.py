@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -160,15 +161,18 @@ def unfinished_runs(server) -> list:
     return [run.name for run in runs.iterdir() if not finished(run)] if runs.is_dir() else []
 
 
-def test_a_stopped_run_says_so_and_leaves_no_folder(server):
-    started = requests.post(f"{server.url}/train/", json={**TRAIN_OPTIONS, "max_steps": 500, "epochs": 500}, timeout=60)
-    assert started.status_code == 200, started.text
-    second = requests.post(f"{server.url}/train/", json=TRAIN_OPTIONS, timeout=60)  # MONAI Label's "run all" route
-    assert second.status_code == 429, second.text
+def test_simultaneous_starts_run_once_and_a_stopped_run_says_so(server):
+    long_run = {**TRAIN_OPTIONS, "max_steps": 500, "epochs": 500}
+    paths = ["/train/", "/train/implicit_query"] * 3  # MONAI Label's "run all" route and the model's own
+    with ThreadPoolExecutor(len(paths)) as pool:
+        answers = list(pool.map(lambda path: requests.post(f"{server.url}{path}", json=long_run, timeout=60), paths))
+    assert sorted(a.status_code for a in answers) == [200] + [429] * (len(paths) - 1), [a.text for a in answers]
     wait_until_running(server)
     time.sleep(15)  # into the run: its process has written its folder and stats
     assert requests.delete(f"{server.url}/train/", timeout=60).status_code == 200
     assert wait_for_training(server)["status"] in ("STOPPED", "ERROR", "DONE")
+    every = requests.get(f"{server.url}/train/", params={"all": "true"}, timeout=30).json()
+    assert not any(task["status"] in ("SUBMITTED", "RUNNING") for task in every)  # nothing was queued behind it
     stats = requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["implicit_query"]
     assert stats["status"] == "stopped" and unfinished_runs(server) == []
 

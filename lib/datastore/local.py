@@ -19,6 +19,7 @@ from typing import Any, Dict
 import numpy as np
 from monailabel.datastore.local import LocalDatastore
 
+from lib.datastore.atomic_file import AtomicDatastoreFile
 from lib.datastore.gate import IdentifierGate
 from lib.datastore.versions import VersionStore, same_file_content
 from lib.server.identifiers import require_inside
@@ -28,11 +29,15 @@ from monailabel_app.imaging.medical_image import read_medical_image
 logger = logging.getLogger(__name__)
 
 
-class VersionedLocalDatastore(LocalDatastore):
+class VersionedLocalDatastore(AtomicDatastoreFile, LocalDatastore):
     def __init__(self, datastore_path: str, keep_versions: int, **kwargs):
         super().__init__(datastore_path, **kwargs)
         self.versions = VersionStore(datastore_path, keep_versions)
         self._versions_lock = threading.RLock()  # one replace at a time: two saves of one label can't both move it
+
+    def exclusive(self):
+        """Held around a sequence of changes no other request may interleave with (a save and its bookkeeping)."""
+        return self._versions_lock
 
     def add_image(self, image_id: str, image_filename: str, image_info: Dict[str, Any]) -> str:
         with self._versions_lock:

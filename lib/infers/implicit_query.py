@@ -30,6 +30,7 @@ LAST_QUERY_KEY = (
 )
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
+LEFTOVER_AGE_S = 3600
 
 
 class ImplicitQueryInfer(InferTask):
@@ -70,6 +71,14 @@ def _labels_dir() -> str:
     client keeps the server's file name) would otherwise race with the server's clean-up of that file."""
     folder = os.path.join(tempfile.gettempdir(), "medreasoner-labels")
     os.makedirs(folder, exist_ok=True)
+    cutoff = time.time() - LEFTOVER_AGE_S  # a result whose request died before its route took it
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            if os.path.getmtime(path) < cutoff:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
     return folder
 
 

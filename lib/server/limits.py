@@ -5,6 +5,7 @@
 | `max_upload_mb` | 1024 | one request's body (files and form fields together): larger is refused with 413 |
 | `max_image_pixels` | 40,000,000 | a 2D image's pixels, read from its header before decoding (422 beyond) |
 | `max_volume_voxels` | 400,000,000 | a volume's voxels, likewise |
+| `max_decoded_mb` | 1024 | an image's decoded pixels (voxels x channels x bytes each), likewise |
 | `max_pending_requests` | 32 | inferences and uploads being served or waiting; beyond, 503 with `Retry-After` |
 | `keep_versions` | 10 | replaced or deleted images and labels kept per image id (`<studies>/.versions/`) |
 """
@@ -46,6 +47,7 @@ class ServerLimits:
         image = ImageLimits(
             max_pixels_2d=positive("max_image_pixels", defaults.image.max_pixels_2d),
             max_voxels_3d=positive("max_volume_voxels", defaults.image.max_voxels_3d),
+            max_decoded_bytes=positive("max_decoded_mb", defaults.image.max_decoded_bytes // MIB) * MIB,
         )
         return cls(
             max_upload_bytes=positive("max_upload_mb", defaults.max_upload_bytes // MIB) * MIB,

@@ -21,6 +21,7 @@ IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", "
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".png", ".bin")  # .bin: OHIF's raw labelmap
 DICOM_SUFFIXES = (".dcm",)
 MAX_PARAMS_CHARS = 64 * 1024
+MAX_PARAMS_DEPTH = 16  # nesting of objects and lists; stored info is written back with Python's recursive encoder
 COPY_CHUNK = 1 << 20
 
 
@@ -68,4 +69,19 @@ def parse_params(raw: Optional[str], what: str = "params") -> dict[str, Any]:
         raise RequestError(f'\'{what}\' is not JSON; send an object such as {{"question": "..."}}.') from None
     if not isinstance(value, dict):
         raise RequestError(f"'{what}' must be a JSON object ({{...}}), not {type(value).__name__}.")
+    if _depth(value) > MAX_PARAMS_DEPTH:
+        raise RequestError(f"'{what}' nests objects and lists deeper than {MAX_PARAMS_DEPTH} levels.")
     return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of JSON data, without recursion (the value may be up to ~1,000 levels deep here)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(item, dict):
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, level + 1) for child in item)
+    return deepest

@@ -34,10 +34,12 @@ class ImageTooLargeError(InvalidImageError):
 @dataclass(frozen=True)
 class ImageLimits:
     """Documented defaults: a 2D picture up to 40 megapixels (a 6,300 x 6,300 radiograph; mammograms are ~25 MP), a
-    volume up to 400 million voxels (e.g. 512 x 512 x 1,500 slices), a DICOM series of up to 3,000 files."""
+    volume up to 400 million voxels (e.g. 512 x 512 x 1,500 slices), at most 1 GiB of decoded pixels (a 512 x 512 x
+    2,000 CT in int16; the same voxels in float64 would be 4 GiB), a DICOM series of up to 3,000 files."""
 
     max_pixels_2d: int = 40_000_000
     max_voxels_3d: int = 400_000_000
+    max_decoded_bytes: int = 1 << 30
     max_series_files: int = 3_000
 
 
@@ -46,6 +48,11 @@ class ImageHeader:
     size: tuple[int, ...]  # ITK order: x, y[, z]
     components: int
     pixel_type: str  # ITK's name: scalar, rgb, rgba, vector, complex, ...
+    component_bytes: int = 1
+
+    @property
+    def decoded_bytes(self) -> int:
+        return math.prod(self.size) * self.components * self.component_bytes
 
 
 def check_image_file(path: str, limits: ImageLimits = ImageLimits()) -> ImageHeader:
@@ -61,6 +68,7 @@ def check_image_file(path: str, limits: ImageLimits = ImageLimits()) -> ImageHea
             f"The image {os.path.basename(path)!r} has {header.pixel_type} pixels; send grey, RGB or RGBA pixels."
         )
     _check_size(header.size, limits, os.path.basename(path))
+    _check_bytes(header, limits, os.path.basename(path))
     return header
 
 
@@ -75,6 +83,16 @@ def _check_size(size: tuple[int, ...], limits: ImageLimits, name: str) -> None:
         raise ImageTooLargeError(
             f"The volume {name!r} declares {' x '.join(map(str, size))} = {count:,} voxels; this server accepts "
             f"volumes up to {limits.max_voxels_3d:,} voxels (--conf max_volume_voxels)."
+        )
+
+
+def _check_bytes(header: ImageHeader, limits: ImageLimits, name: str) -> None:
+    """A few MB of compressed float64 can declare gigabytes of pixels within the voxel limit."""
+    if header.decoded_bytes > limits.max_decoded_bytes:
+        raise ImageTooLargeError(
+            f"The image {name!r} decodes to {header.decoded_bytes / 2**20:,.0f} MB ({' x '.join(map(str, header.size))}"
+            f" x {header.components} x {header.component_bytes} bytes); this server decodes at most "
+            f"{limits.max_decoded_bytes / 2**20:,.0f} MB (--conf max_decoded_mb)."
         )
 
 
@@ -140,7 +158,8 @@ def _read_header(path: str) -> ImageHeader:
     except Exception as error:  # ITK raises bare RuntimeErrors for every header problem
         raise InvalidImageError(f"Could not read the header of {os.path.basename(path)!r}: it is corrupt.") from error
     size = tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
-    return ImageHeader(size, int(io.GetNumberOfComponents()), str(io.GetPixelTypeAsString(io.GetPixelType())))
+    pixel_type = str(io.GetPixelTypeAsString(io.GetPixelType()))
+    return ImageHeader(size, int(io.GetNumberOfComponents()), pixel_type, int(io.GetComponentSize()))
 
 
 def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
@@ -154,18 +173,24 @@ def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
         raise ImageTooLargeError(
             f"The series has {len(names):,} files; this server accepts up to {limits.max_series_files:,}."
         )
-    voxels, rows, columns = 0, 0, 0
+    voxels, rows, columns, sample_bytes = 0, 0, 0, 1
     for name in names:
         path = os.path.join(folder, name)
         if os.path.islink(path) or not os.path.isfile(path) or name.upper() == "DICOMDIR":
             raise InvalidImageError(f"The DICOM series folder holds {name!r}, which is not a plain DICOM file.")
         try:
-            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns", "NumberOfFrames"])
+            tags = ["Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel"]
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
             rows, columns = int(header.Rows), int(header.Columns)
             frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+            samples = int(getattr(header, "SamplesPerPixel", 1) or 1)
+            sample_bytes = max(sample_bytes, samples * max(1, int(getattr(header, "BitsAllocated", 8) or 8) // 8))
         except Exception as error:  # pydicom raises many kinds for broken files
             raise InvalidImageError(f"{name!r} in the DICOM series is not a readable DICOM image.") from error
         voxels += rows * columns * frames
     size = (columns, rows, max(1, voxels // max(1, rows * columns)))
-    _check_size(size, limits, os.path.basename(folder.rstrip(os.sep)) or "series")
-    return ImageHeader(size, 1, "scalar")
+    name = os.path.basename(folder.rstrip(os.sep)) or "series"
+    _check_size(size, limits, name)
+    header = ImageHeader(size, 1, "scalar", sample_bytes)
+    _check_bytes(header, limits, name)
+    return header

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,11 @@ import nibabel
 import numpy as np
 
 from monailabel_app.imaging.image_limits import ImageLimits, InvalidImageError, check_image_file
+
+MAX_CONCURRENT_DECODES = 2
+# Decoding takes about twice an image's decoded size (ITK's buffer, then the array copy), up to 2 GiB each under the
+# default limits: at most two at once in a process, whatever the number of requests in flight.
+_DECODING = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
 
 
 @dataclass
@@ -55,6 +61,11 @@ def read_medical_image(path: str, limits: ImageLimits = ImageLimits()) -> Medica
     if path.lower().endswith((".nii", ".nii.gz")):
         _require_complete_nifti(path)  # first: its message ("truncated") says more than a failed header read
     check_image_file(path, limits)
+    with _DECODING:
+        return _decode(path)
+
+
+def _decode(path: str) -> MedicalImage:
     try:
         image = itk.imread(path)
     except Exception as error:  # ITK raises bare RuntimeErrors for every format problem

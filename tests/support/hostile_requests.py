@@ -54,6 +54,19 @@ def external_mha(target: str = "/etc/hostname") -> bytes:
     )
 
 
+def float64_nrrd_bomb() -> bytes:
+    """A few bytes declaring 1000 x 1000 x 399 float64 voxels: within the voxel limit, 3 GB decoded."""
+    return (
+        b"NRRD0004\ntype: double\ndimension: 3\nsizes: 1000 1000 399\nendian: little\nencoding: gzip\n\n"
+        + gzip.compress(b"\0" * 1000)
+    )
+
+
+def deep_json(levels: int = 985) -> str:
+    """A small JSON object nested `levels` deep (stored info is re-encoded recursively on every datastore write)."""
+    return '{"k":' + '{"a":' * levels + "1" + "}" * levels + "}"
+
+
 def four_d_nifti() -> bytes:
     return gzip.compress(nibabel.Nifti1Image(np.zeros((8, 8, 4, 3), np.int16), np.eye(4)).to_bytes())
 
@@ -151,6 +164,7 @@ CATALOGUE: list[tuple[str, Send]] = [
     ("upload: 4D NIfTI", _infer(OK, image="", file=("4d.nii.gz", io.BytesIO(four_d_nifti())))),
     ("upload: detached NRRD", _infer(OK, image="", file=("detached.nrrd", io.BytesIO(detached_nrrd())))),
     ("upload: external MHA", _infer(OK, image="", file=("external.mha", io.BytesIO(external_mha())))),
+    ("upload: float64 volume bomb", _infer(OK, image="", file=("big.nrrd", io.BytesIO(float64_nrrd_bomb())))),
     ("upload: a .py file", _infer(OK, image="", file=("probe.py", io.BytesIO(b"print('pwned')")))),
     # datastore
     ("PUT image: ../ id", _upload("/datastore/image", "x.png", PNG_BYTES_BAD, image="../x")),
@@ -196,6 +210,23 @@ CATALOGUE: list[tuple[str, Send]] = [
     ("GET image info: unknown", _call("GET", "/datastore/image/info", params={"image": "no-such-image"})),
     ("GET label info: unknown", _call("GET", "/datastore/label/info", params={"label": IMAGE_ID, "tag": "final"})),
     ("GET label: traversal tag", _call("GET", "/datastore/label", params={"label": IMAGE_ID, "tag": ".."})),
+    (
+        "PUT image info: 985 levels deep",
+        _call("PUT", "/datastore/image/info", params={"image": IMAGE_ID}, files={"info": (None, deep_json())}),
+    ),
+    (
+        "PUT image info: active learning's record",
+        _call(
+            "PUT",
+            "/datastore/image/info",
+            params={"image": IMAGE_ID},
+            files={"info": (None, '{"strategy": {"random": {"ts": 99999999999}}}')},
+        ),
+    ),
+    (
+        "PUT label: params deep",
+        _upload("/datastore/label", "l.png", PNG_BYTES_BAD, "label", params=deep_json(), image=IMAGE_ID, tag="final"),
+    ),
     (
         "PUT image info: not JSON",
         _call("PUT", "/datastore/image/info", params={"image": IMAGE_ID}, files={"info": (None, "x")}),

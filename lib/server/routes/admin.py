@@ -125,6 +125,7 @@ def admin_router(context: ServerContext) -> APIRouter:
         if tag == DefaultLabelTag.FINAL.value:
             raise RequestError("Batch results can't be saved as final labels: final labels come from a person.")
         params["label_tag"] = tag
+        params.setdefault("multi_gpu", False)  # MONAI Label's default divides the work by the GPUs, none on a CPU host
         result, detail = AsyncTask.run("batch_infer", request={"model": model, "images": images}, params=params)
         if result is None:
             raise TooManyRequests(detail or "A batch inference is already running.")

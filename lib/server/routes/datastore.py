@@ -10,6 +10,7 @@ call them), with every id, tag and upload checked first and the file work done o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from enum import Enum
@@ -33,6 +34,12 @@ from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import parse_params, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError
 
+# Info keys the server and MONAI Label manage: a client's info (an upload's or a save's params, an info update) can't
+# set them. `strategy` is active learning's record of when an image was handed out; `medreasoner_last_query` the
+# question the next saved label will carry; `saved_*` who saved what, when and from where.
+MANAGED_INFO_KEYS = frozenset(
+    {"name", "ts", "path", "strategy", "versions", "medreasoner_last_query", "saved_at", "saved_from", "saved_by"}
+)
 DATASTORE_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".tif")  # what the folder datastore lists
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".png", ".bin")  # .bin: OHIF's raw labelmap
 CHECKSUM_ALGORITHMS = ("SHA256", "SHA1", "MD5", "SHA512")
@@ -56,6 +63,13 @@ def datastore_router(context: ServerContext) -> APIRouter:
     def store():
         return context.app().datastore()
 
+    def client_info(raw: str, what: str = "params") -> dict:
+        info = parse_params(raw, what)
+        managed = sorted(MANAGED_INFO_KEYS & set(info))
+        if managed:
+            raise RequestError(f"'{what}' can't set {', '.join(managed)}: the server keeps them.")
+        return info
+
     @router.get("/", summary="All images and labels of the datastore")
     def listing(output: Optional[ResultType] = None, user: User = Depends(RBAC(USER))):
         if output == ResultType.all:
@@ -77,7 +91,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
         file: UploadFile = File(...),
         user: User = Depends(RBAC(ANNOTATOR)),
     ):
-        options = parse_params(params)
+        options = client_info(params)
         async with context.admission.slot():
             scratch = new_scratch()
             try:
@@ -121,7 +135,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
     @router.put("/image/info", summary="Add to an image's info")
     def update_image_info(request: Request, image: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))):
         _require_image(store(), image)
-        return store().update_image_info(image, {**parse_params(info, "info"), **saved_by(request, user, context)})
+        return store().update_image_info(image, {**client_info(info, "info"), **saved_by(request, user, context)})
 
     @router.put(
         "/label", summary="Save a label (the earlier one for the tag is kept as a version)", max_body_size=upload_limit
@@ -136,7 +150,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
     ):
         check_id(image)
         tag = check_tag(tag or DefaultLabelTag.FINAL.value)
-        options = parse_params(params)
+        options = client_info(params)
         app = context.app()
         async with context.admission.slot():
             scratch = new_scratch()
@@ -147,10 +161,10 @@ def datastore_router(context: ServerContext) -> APIRouter:
                 path = await save_upload(label, scratch, LABEL_SUFFIXES, upload_limit)
                 checked = await run_in_threadpool(check_label_upload, path, image_uri, context.limits.image)
                 info = {**options, **saved_by(request, user, context)}
-                label_id = await run_in_threadpool(store().save_label, image, str(checked), tag, info)
-                answer = await run_in_threadpool(app.on_save_label, image, label_id) or {}
-                answer.update(image=image, label=label_id)
-                return answer
+                label_id, answer = await run_in_threadpool(
+                    _save_and_record, store(), app, image, str(checked), tag, info
+                )
+                return {**(answer or {}), "image": image, "label": label_id}
             finally:
                 remove_scratch(scratch)
 
@@ -179,14 +193,14 @@ def datastore_router(context: ServerContext) -> APIRouter:
         request: Request, label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
     ):
         _label_file(store(), label, tag)
-        return store().update_label_info(label, tag, {**parse_params(info, "info"), **saved_by(request, user, context)})
+        return store().update_label_info(label, tag, {**client_info(info, "info"), **saved_by(request, user, context)})
 
     @router.put("/updatelabelinfo", include_in_schema=False)
     def update_label_info_old(
         request: Request, label: str, tag: str, params: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
     ):
         _label_file(store(), label, tag)
-        return store().update_label_info(label, tag, {**parse_params(params), **saved_by(request, user, context)})
+        return store().update_label_info(label, tag, {**client_info(params), **saved_by(request, user, context)})
 
     @router.get("/dataset", summary="Every labelled study and its label as one ZIP (admin, authentication on)")
     def download_dataset(limit_cases: Optional[int] = None, user: User = Depends(RBAC(ADMIN))):
@@ -212,6 +226,14 @@ def datastore_router(context: ServerContext) -> APIRouter:
         )
 
     return router
+
+
+def _save_and_record(datastore, app, image_id: str, label_file: str, tag: str, info: dict):
+    """Save, then let the app record the question in it (`on_save_label`), with no other save of this datastore in
+    between: a second Submit at the same moment would otherwise move the label away under the first one's feet."""
+    with datastore.exclusive() if hasattr(datastore, "exclusive") else contextlib.nullcontext():
+        label_id = datastore.save_label(image_id, label_file, tag, info)
+        return label_id, app.on_save_label(image_id, label_id)
 
 
 def _require_image(datastore, image_id: str) -> None:

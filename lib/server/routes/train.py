@@ -17,7 +17,6 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.utils.async_tasks.task import AsyncTask
 
 from lib.server.context import ServerContext
-from lib.server.errors import TooManyRequests
 from lib.server.routes.admin import without_server_keys
 from monailabel_app.core.errors import NotFoundError, RequestError
 
@@ -70,15 +69,7 @@ def _start(context: ServerContext, model: str, options: dict[str, Any], run_sync
     options = without_server_keys(options)
     trainer = trainers[model]
     if hasattr(trainer, "config_for"):
-        trainer.config_for(options)
+        trainer.config_for(options)  # 422 at once for a bad option
     if not context.app().datastore().get_labeled_images():
         raise RequestError("No final labels are saved yet: save at least one (Slicer: Submit Label), then train.")
-    running, _ = AsyncTask.status("train", check_if_running=True)
-    if running:
-        raise TooManyRequests("A retraining is already running; wait for it (GET /train/) or stop it (DELETE /train/).")
-    if hasattr(trainer, "before_run"):
-        trainer.before_run()
-    result, detail = AsyncTask.run("train", request={"model": model, **options}, enqueue=False)
-    if result is None:
-        raise TooManyRequests(detail or "A retraining is already running.")
-    return result
+    return context.app().start_training(model, options)
