@@ -24,13 +24,13 @@ from monailabel.utils.async_tasks.task import AsyncTask
 from lib.activelearning.random import Random
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
-from lib.infers.implicit_query import LAST_QUERY_KEY
 from lib.pacs_datastore import open_pacs_datastore
 from lib.server import scratch
 from lib.server.errors import TooManyRequests
 from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
+from monailabel_app.grounding.records import LAST_QUERY_KEY, AnswerRecord
 from monailabel_app.training.run_records import last_training_stats
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,7 @@ class MedReasonerApp(MONAILabelApp):
                 os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
                 result["file"] = None
             if image_id and asked.get("question"):
-                query = {"question": asked["question"], "slice": asked.get("slice"), "reasoner": asked.get("reasoner")}
-                store.update_image_info(image_id, {LAST_QUERY_KEY: query})
+                store.update_image_info(image_id, {LAST_QUERY_KEY: AnswerRecord.from_result(asked).to_info()})
         except BaseException:
             if result.get("file") and os.path.isfile(result["file"]):
                 os.unlink(result["file"])  # nobody will fetch it: the request failed

@@ -48,7 +48,7 @@ from lib.dicom_seg import (
     segment_names,
 )
 from lib.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
-from lib.infers.implicit_query import LAST_QUERY_KEY
+from monailabel_app.grounding.records import LAST_QUERY_KEY
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
 
 logger = logging.getLogger(__name__)

@@ -61,4 +61,4 @@ class ImplicitQuery(TaskConfig):
         }
 
     def trainer(self) -> Optional[TrainTask]:
-        return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path, self.conf)
+        return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path, self.conf, self.settings)

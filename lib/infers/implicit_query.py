@@ -25,9 +25,6 @@ from monailabel_app.imaging.medical_image import write_label
 logger = logging.getLogger(__name__)
 
 LABEL_NAME = "target"
-LAST_QUERY_KEY = (
-    "medreasoner_last_query"  # image info: the last question asked about an image, for the next saved label
-)
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 LEFTOVER_AGE_S = 3600
@@ -57,6 +54,8 @@ class ImplicitQueryInfer(InferTask):
         result = grounded.to_json()
         result["latencies"]["write_label"] = round(time.perf_counter() - write_started, 4)
         result["label_names"] = {LABEL_NAME: 1}
+        result["window"] = str(req.get("window") or "auto")
+        result["think"] = self.service.settings.think if think is None else think
         identity = self.service.reasoner_identity()  # which model answered: provenance for the saved label
         result["reasoner"] = identity["path"]
         result["reasoner_version"] = {k: identity[k] for k in ("source", "version", "sha256")}

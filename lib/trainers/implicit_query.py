@@ -1,8 +1,10 @@
 """MONAI Label train task `implicit_query`: GRPO on the final labels users saved, then publish the reasoner.
 
 MONAI Label runs it in a subprocess (`POST /train/implicit_query`, body = these options); a second request while one
-runs gets MONAI Label's 429; `DELETE /train/` stops it, and a stopped or failed run publishes nothing. The options
-start from the one-GPU hospital preset (LoRA, small groups); `preset` = `paper` starts from the paper's settings.
+runs gets 429; `DELETE /train/` stops it, and a stopped or failed run publishes nothing. The options shown are the
+one-GPU hospital preset's (`monailabel_app/training/presets/hospital.yaml`); with `preset` = `paper` the run starts
+from the paper's settings, and only options changed from the shown defaults override them. The prompt (template,
+think) and the image frame (pixel bounds) are the server's own, so the reasoner is trained on what it answers.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.data.datastore_samples import final_label_entries
-from monailabel_app.grounding.settings import parse_bool
-from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, REWARD_MODES, GRPOConfig
+from monailabel_app.grounding.settings import GroundingSettings, parse_bool
+from monailabel_app.training.config import HOSPITAL_PRESET, PRESETS, REWARD_MODES, GRPOConfig
 from monailabel_app.training.run_records import last_training_stats, mark_started, mark_stopped
 
 logger = logging.getLogger(__name__)
-PRESETS = {"hospital": HOSPITAL_PRESET, "paper": PAPER_PRESET}
 
 
 def _whole(value: Any) -> int:
@@ -65,10 +66,13 @@ REQUEST_KEYS = frozenset({"model", "client_id", "local_rank", "device", "gpus", 
 
 
 class ImplicitQueryTrainer(TrainTask):
-    def __init__(self, model_dir: str, base_reasoner: Callable[[], str], conf: Dict[str, str]):
+    def __init__(
+        self, model_dir: str, base_reasoner: Callable[[], str], conf: Dict[str, str], settings: GroundingSettings
+    ):
         super().__init__("GRPO retraining of the reasoner from saved final labels (questions kept in label info)")
         self.model_dir = model_dir
         self.base_reasoner = base_reasoner  # the reasoner now served: the last published one, else --conf reasoner
+        self.settings = settings
         self.site_defaults = {k[len("train_") :]: v for k, v in conf.items() if k.startswith("train_")}
 
     def config(self) -> Dict[str, Any]:
@@ -85,18 +89,18 @@ class ImplicitQueryTrainer(TrainTask):
         return options
 
     def _builtin_options(self) -> Dict[str, Any]:
-        preset = HOSPITAL_PRESET
+        preset = HOSPITAL_PRESET  # its file is the one source of these numbers
         return {
             "preset": ["hospital", "paper"],
-            "max_steps": 20,
-            "epochs": 5,  # a few saved labels make short epochs; max_steps bounds the run
+            "max_steps": preset.max_steps,
+            "epochs": preset.epochs,
             "group_size": preset.group_size,
             "prompts_per_step": preset.prompts_per_step,
             "lora": preset.lora,
             "learning_rate": preset.lr,
             "kl_coef": preset.kl_coef,
             "reward_mode": list(REWARD_MODES),
-            "max_response_tokens": 512,
+            "max_response_tokens": preset.max_response_tokens,
             "temperature": preset.temperature,
         }
 
@@ -121,19 +125,25 @@ class ImplicitQueryTrainer(TrainTask):
             except (TypeError, ValueError, OverflowError):
                 problems.append(f"{key}={str(options[key])[:40]!r} is not a valid value")
                 continue
+            if preset_name != "hospital" and value == read(defaults[key]):
+                continue  # left at its shown (hospital) default: the chosen preset's value applies
             low, high = BOUNDS.get(key, (None, None))
             if low is not None and not (
                 isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
             ):
                 problems.append(f"{key}={value!r} is outside {low:g} to {high:g}")
             changes[field] = value
-        if changes.get("reward_mode") not in REWARD_MODES:
+        if changes.get("reward_mode", "soft") not in REWARD_MODES:
             problems.append(f"reward_mode must be one of {', '.join(REWARD_MODES)}")
         if problems:
             raise RequestError("Train options refused: " + "; ".join(problems))
         preset = PRESETS[preset_name]
+        if "prompts_per_step" in changes:
+            changes["mini_batch_prompts"] = changes["prompts_per_step"]  # one optimiser update per step
+        s = self.settings  # the prompt and image frame the server answers with are the ones trained on
+        changes.update(think=s.think, prompt_template=s.template, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
         try:
-            return preset.replace(**changes, mini_batch_prompts=changes["prompts_per_step"], progress_bar=False)
+            return preset.replace(**changes, progress_bar=False)
         except ValueError as error:  # GRPOConfig's own consistency checks
             raise RequestError(str(error)) from None
 

@@ -33,6 +33,7 @@ from transformers import (
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX  # digits split singly, as in Qwen
 
+from monailabel_app.reasoning import model_input
 from monailabel_app.reasoning.identity import TINY_MODEL_MARKER
 from monailabel_app.reasoning.prompt import build_prompt
 
@@ -253,13 +254,8 @@ def _random_prompt(rng: np.random.Generator) -> str:
     return "".join(chr(c) for c in rng.integers(32, 127, size=int(rng.integers(1, 1500))))
 
 
-def _user_turn(processor: Qwen2_5_VLProcessor, prompt: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
 def _greedy_text(model, processor: Qwen2_5_VLProcessor, image: Image.Image, prompt: str, max_new_tokens: int) -> str:
-    inputs = processor(images=[image], text=[_user_turn(processor, prompt)], return_tensors="pt")
+    inputs, _ = model_input.encode(processor, np.asarray(image), prompt)
     with torch.no_grad():
         output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
     return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
@@ -269,7 +265,7 @@ def _answer_example(processor: Qwen2_5_VLProcessor, image: Image.Image, prompt: 
     """Prompt exactly as the reasoner builds it, then the answer and <|im_end|>; labels only on the answer part."""
     answer = answer_text + "<|im_end|>"
     answer_len = len(processor.tokenizer(answer)["input_ids"])
-    inputs = processor(images=[image], text=[_user_turn(processor, prompt) + answer], return_tensors="pt")
+    inputs, _ = model_input.encode(processor, np.asarray(image), prompt, answer=answer)
     labels = torch.full_like(inputs["input_ids"], -100)
     labels[:, -answer_len:] = inputs["input_ids"][:, -answer_len:]
     return inputs, labels

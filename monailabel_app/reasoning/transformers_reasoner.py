@@ -24,7 +24,6 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import (
     AutoConfig,
     AutoProcessor,
@@ -36,6 +35,7 @@ from transformers import (
 
 from monailabel_app.core.errors import UnavailableError
 from monailabel_app.core.frames import ImageFrame
+from monailabel_app.reasoning import model_input
 from monailabel_app.reasoning.reasoner import ReasonerOutput
 
 logger = logging.getLogger(__name__)
@@ -207,28 +207,9 @@ class TransformersReasoner:
                 torch.cuda.empty_cache()
 
     def prepare_inputs(self, image: np.ndarray, prompt: str) -> tuple[BatchFeature, ImageFrame]:
-        """One user turn (image first, then text) plus the generation prompt, on the model's device; and its frame."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(
-            images=[Image.fromarray(image)], text=[text], return_tensors="pt", **self._pixel_bounds_kwargs()
-        )
-        _, grid_h, grid_w = inputs["image_grid_thw"][0].tolist()
-        patch = self.processor.image_processor.patch_size
-        frame = ImageFrame(image.shape[1], image.shape[0], grid_w * patch, grid_h * patch)
+        """The model input (`model_input.encode`) on the model's device, and the frame the model sees the image in."""
+        inputs, frame = model_input.encode(self.processor, image, prompt, self.min_pixels, self.max_pixels)
         return inputs.to(device=self.model.device, dtype=self.model.dtype), frame
-
-    def _pixel_bounds_kwargs(self) -> dict:
-        if self.min_pixels is None and self.max_pixels is None:
-            return {}
-        size = dict(self.processor.image_processor.size)
-        if self.min_pixels is not None:
-            size["shortest_edge"] = self.min_pixels
-        if self.max_pixels is not None:
-            size["longest_edge"] = self.max_pixels
-        return {"size": size}
 
     def generate(self, image: np.ndarray, prompt: str) -> ReasonerOutput:
         """Greedy answer. Sampling flags inherited from the checkpoint's generation_config are switched off."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import AutoProcessor, GenerationConfig
 
+from monailabel_app.reasoning import model_input
 from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
 from monailabel_app.reasoning.reasoner import ReasonerOutput
 from monailabel_app.reasoning.sampling import SamplingSettings
@@ -111,5 +112,4 @@ class VllmReasoner:
         ]
 
     def chat_text(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return model_input.chat_text(self.processor, prompt)

@@ -179,21 +179,10 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
     return overrides
 
 
-PAPER_PRESET = GRPOConfig()
-
-# One GPU in a hospital: LoRA on the language model, small groups, few steps. LoRA adapters start at zero and need a
-# learning rate about ten times the full fine-tuning one to move within a short run.
-HOSPITAL_PRESET = GRPOConfig(
-    group_size=4,
-    prompts_per_step=4,
-    mini_batch_prompts=4,
-    micro_batch_size=2,
-    max_response_tokens=1024,
-    lr=1e-5,
-    epochs=1,
-    max_steps=50,
-    lora=True,
-    zero_stage=2,
-    devices=1,
-    save_every_steps=5,
-)
+# The presets are their files, the one source of truth: `presets/paper.yaml` (the paper's run; the dataclass defaults
+# above are the same values, so a partial file keeps the paper's) and `presets/hospital.yaml` (one GPU, LoRA), which is
+# also what the MONAI Label train task shows as its defaults.
+PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS = {path.stem: GRPOConfig.load(path) for path in sorted(PRESET_DIR.glob("*.yaml"))}
+PAPER_PRESET = PRESETS["paper"]
+HOSPITAL_PRESET = PRESETS["hospital"]

@@ -22,10 +22,10 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import BatchFeature, GenerationConfig
 
 from monailabel_app.core.frames import ImageFrame
+from monailabel_app.reasoning import model_input
 
 
 @dataclass
@@ -74,21 +74,8 @@ def encode_prompt(
     min_pixels: Optional[int] = None,
     max_pixels: Optional[int] = None,
 ) -> EncodedPrompt:
-    """One user turn, image first then text, plus the assistant's generation prompt (DESIGN.md section 2)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    size_kwargs = {}
-    if min_pixels is not None or max_pixels is not None:
-        size = dict(processor.image_processor.size)
-        size.update({"shortest_edge": min_pixels} if min_pixels is not None else {})
-        size.update({"longest_edge": max_pixels} if max_pixels is not None else {})
-        size_kwargs = {"size": size}
-    features = processor(images=[Image.fromarray(image)], text=[text], return_tensors="pt", **size_kwargs)
-    _, grid_h, grid_w = features["image_grid_thw"][0].tolist()
-    patch = processor.image_processor.patch_size
-    return EncodedPrompt(features, ImageFrame(image.shape[1], image.shape[0], grid_w * patch, grid_h * patch))
+    """The prompt exactly as inference builds it (`reasoning.model_input`)."""
+    return EncodedPrompt(*model_input.encode(processor, image, prompt, min_pixels, max_pixels))
 
 
 def ground_truth_in_frame(ground_truth: dict, frame: ImageFrame) -> dict:

@@ -2,7 +2,7 @@
 
 Command line (data: anything `monailabel_app.data.loaders.load_samples` reads, e.g. a U-MRG-14K parquet):
 
-    python -m monailabel_app.train --config configs/grpo_hospital.yaml --data train.parquet \\
+    python -m monailabel_app.train --config hospital --data train.parquet \\
         --model /models/Lingshu-7B --output runs/hospital [--resume] [--set lr=2e-6 --set max_steps=20]
 
 `--config` also takes a preset name, `paper` or `hospital`. Several GPUs on one node: Lightning starts one process
@@ -55,7 +55,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, Strategy
 from monailabel_app.core.json_files import write_json_atomically
 from monailabel_app.data.load_report import LoadReport
 from monailabel_app.data.sample import GroundingSample
-from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET, GRPOConfig, parse_overrides
+from monailabel_app.training.config import PRESETS, GRPOConfig, parse_overrides
 from monailabel_app.training.control import PROGRESS_FILE, TrainingControl
 from monailabel_app.training.export import export_reasoner
 from monailabel_app.training.module import GRPOModule, RewardFunction
@@ -63,7 +63,6 @@ from monailabel_app.training.run_records import RESULT_FILE
 
 logger = logging.getLogger(__name__)
 
-PRESETS = {"paper": PAPER_PRESET, "hospital": HOSPITAL_PRESET}
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 MODEL_DIR = "reasoner"

@@ -1,0 +1,48 @@
+"""What an answer leaves behind: the one definition of the record a result, an image's last query and a saved label
+keep, so every place that stores or reads one (the server, the PACS's DICOM SEG, training data) agrees on its fields.
+
+The record (`AnswerRecord.to_info()`, plain JSON):
+- `question`, `slice` (None for 2D), `window`, `think`: what was asked, and how the picture was rendered for it, so
+  a label trained on later is rendered exactly as the clinician saw it;
+- `reasoner`, `reasoner_version` (`source`, `version`, `sha256`): which model answered;
+- `status`, `reasoning`, `raw_text`, `box`, `points`: what it answered (box and points in the picture's pixels);
+- `answered_at`: when (UTC).
+The server keeps the last record per image under `LAST_QUERY_KEY` in the image's info, and copies it into the info of
+the final label saved next (a question sent with the save wins).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any, Mapping, Optional
+
+LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the record of the last question answered on the image
+
+
+@dataclass
+class AnswerRecord:
+    question: str
+    slice: Optional[int] = None
+    window: Optional[str] = None
+    think: Optional[bool] = None
+    reasoner: Optional[str] = None
+    reasoner_version: Optional[dict] = None
+    status: Optional[str] = None
+    reasoning: Optional[str] = None
+    raw_text: Optional[str] = None
+    box: Optional[list] = None
+    points: Optional[list] = None
+    answered_at: Optional[str] = None
+
+    @classmethod
+    def from_result(cls, result: Mapping[str, Any]) -> "AnswerRecord":
+        """From an inference result's JSON (what the infer task returns)."""
+        known = {spec.name for spec in fields(cls)}
+        values = {key: result.get(key) for key in known if key in result}
+        values.setdefault("answered_at", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return cls(**values)
+
+    def to_info(self) -> dict[str, Any]:
+        """The record as label or image info: the fields that have a value."""
+        return {key: value for key, value in asdict(self).items() if value is not None}

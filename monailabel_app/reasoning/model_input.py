@@ -1,0 +1,66 @@
+"""The one builder of what the reasoner is fed: the chat turn, the image's place in it, and the processor call.
+
+Inference (every backend), GRPO rollouts and the tiny test models all build their input here, so the model is trained
+on byte-identical prompts to those it answers in a clinic: one user turn with the image first and the prompt text
+after it, the checkpoint's own chat template (Qwen2.5-VL's default system turn is added by the template), and the
+generation prompt for the assistant. Pixel bounds (`min_pixels`, `max_pixels`) are Qwen2.5-VL's smart-resize bounds;
+`None` keeps the checkpoint processor's own.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+from transformers import BatchFeature
+
+from monailabel_app.core.frames import ImageFrame
+
+
+def user_turn(prompt: str) -> list[dict]:
+    """The chat messages of one question: the image, then the prompt text."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
+def chat_text(processor, prompt: str) -> str:
+    """The prompt as the model reads it, up to the assistant's generation prompt (image placeholders unexpanded)."""
+    return processor.apply_chat_template(user_turn(prompt), add_generation_prompt=True, tokenize=False)
+
+
+def pixel_bounds(processor, min_pixels: Optional[int], max_pixels: Optional[int]) -> dict:
+    """Processor keyword arguments for the resize bounds; empty when the checkpoint's own apply."""
+    if min_pixels is None and max_pixels is None:
+        return {}
+    size = dict(processor.image_processor.size)
+    if min_pixels is not None:
+        size["shortest_edge"] = min_pixels
+    if max_pixels is not None:
+        size["longest_edge"] = max_pixels
+    return {"size": size}
+
+
+def encode(
+    processor,
+    image: np.ndarray,
+    prompt: str,
+    min_pixels: Optional[int] = None,
+    max_pixels: Optional[int] = None,
+    answer: str = "",
+) -> tuple[BatchFeature, ImageFrame]:
+    """Tensors for one image and prompt (a batch of one) and the frame the model sees the image in.
+
+    `answer` is appended after the generation prompt (teacher forcing for the tiny models); inference and rollouts
+    leave it empty.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+    features = processor(
+        images=[Image.fromarray(image)],
+        text=[chat_text(processor, prompt) + answer],
+        return_tensors="pt",
+        **pixel_bounds(processor, min_pixels, max_pixels),
+    )
+    _, grid_h, grid_w = features["image_grid_thw"][0].tolist()
+    patch = processor.image_processor.patch_size
+    return features, ImageFrame(image.shape[1], image.shape[0], grid_w * patch, grid_h * patch)
