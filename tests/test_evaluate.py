@@ -63,7 +63,7 @@ def segmenter():
 
 @pytest.fixture(scope="module")
 def reasoner(format_tuned_reasoner_dir):
-    return TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu", auto_reload=False)
+    return TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu")
 
 
 class CountingReasoner:

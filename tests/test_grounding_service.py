@@ -18,7 +18,7 @@ from tests.monailabel_server import free_port
 @pytest.fixture(scope="module")
 def endpoint(format_tuned_reasoner_dir):
     port = free_port()
-    reasoner = TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu", auto_reload=False)
+    reasoner = TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu")
     config = uvicorn.Config(create_app(reasoner, "medreasoner", None), host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

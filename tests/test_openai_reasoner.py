@@ -40,7 +40,7 @@ PROMPT = "Where is the lesion?"
 
 @pytest.fixture(scope="module")
 def local_reasoner(format_tuned_reasoner_dir):
-    return TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu", auto_reload=False)
+    return TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -155,22 +155,35 @@ def test_other_vlm_families_are_refused(tmp_path):
 def test_republished_checkpoint_is_picked_up_without_restart(
     tmp_path, tiny_reasoner_dir, format_tuned_reasoner_dir, format_tuned_answer
 ):
+    """The server's one owner of reload (`ReasonerSlot`) swaps in a republished folder and closes the old backend."""
+    from monailabel_app.grounding.reasoner_slot import ReasonerSlot
+
     live = tmp_path / "reasoner"
     shutil.copytree(tiny_reasoner_dir, live)
-    reasoner = TransformersReasoner(live, max_new_tokens=8)
+    built: list[TransformersReasoner] = []
+
+    def build(path: str) -> TransformersReasoner:
+        built.append(TransformersReasoner(path, max_new_tokens=1024))
+        return built[-1]
+
+    slot = ReasonerSlot(build)
     image = random_rgb(4, 200, 260)
-    assert reasoner.generate(image, GROUNDING_PROMPT).text != format_tuned_answer
-    assert reasoner.reload_if_changed() is False
+    first = slot.current(str(live))
+    assert first.generate(image, GROUNDING_PROMPT).text != format_tuned_answer
+    assert slot.current(str(live)) is first and len(built) == 1  # unchanged: not loaded again
 
     # publish the way a trainer does: stage a complete folder, then swap it in by rename
     staging = tmp_path / "reasoner.staging"
     shutil.copytree(format_tuned_reasoner_dir, staging)
     os.rename(live, tmp_path / "reasoner.previous")
-    assert reasoner.generate(image, GROUNDING_PROMPT).text != format_tuned_answer  # mid-swap: keeps serving
+    assert slot.current(str(live)) is first  # mid-swap: keeps serving what it has
     os.rename(staging, live)
 
-    reasoner.max_new_tokens = 1024
-    assert reasoner.generate(image, GROUNDING_PROMPT).text == format_tuned_answer
-    assert reasoner.reload_if_changed() is False
+    second = slot.current(str(live))
+    assert second is not first and first.model is None  # the old one was closed before the new one loaded
+    assert second.generate(image, GROUNDING_PROMPT).text == format_tuned_answer
+    assert slot.current(str(live)) is second
     (live / "VERSION").write_text("2")  # a trainer that rewrites files in place marks the change
-    assert reasoner.reload_if_changed() is True
+    assert slot.current(str(live)) is not second and len(built) == 3
+    slot.close()
+    assert built[-1].model is None

@@ -40,7 +40,7 @@ def test_vllm_answers_a_batch_like_transformers_in_the_same_frames(format_tuned_
         np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
         for seed, size in enumerate([(200, 300), (400, 600), (128, 128)])
     ]
-    local = TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu", auto_reload=False)
+    local = TransformersReasoner(str(format_tuned_reasoner_dir), device="cpu")
     for image, output in zip(images, reasoner.generate_batch(images, [PROMPT] * len(images))):
         assert output.frame == local.prepare_inputs(image, PROMPT)[1]
         assert output.text == DEFAULT_ANSWER_TEXT and output.new_tokens > 10

@@ -335,7 +335,6 @@ def transformers_answers(args: argparse.Namespace, sampling: SamplingSettings) -
         max_new_tokens=sampling.max_tokens,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
-        auto_reload=False,
     )
     if sampling.repetition_penalty is not None:
         reasoner.model.generation_config.repetition_penalty = sampling.repetition_penalty

@@ -14,6 +14,7 @@ from typing import Optional
 
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
+from monailabel_app.grounding.reasoner_slot import ReasonerSlot
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.imaging.image_limits import ImageLimits
 from monailabel_app.imaging.medical_image import read_medical_image
@@ -50,22 +51,20 @@ class GroundingService:
         self.model_dir = model_dir  # where retraining publishes; a published reasoner wins over settings.reasoner
         self._lock = threading.Lock()
         self._pipeline: Optional[GroundingPipeline] = None
-        self._loaded_reasoner: Optional[str] = None
+        self._reasoners = ReasonerSlot(self._build_reasoner)  # the one owner of which reasoner serves
 
     def pipeline(self) -> GroundingPipeline:
+        """The pipeline with the reasoner that should serve now (a retrained one replaces the old on publish)."""
         with self._lock:
-            wanted = self.reasoner_path()
+            reasoner = self._reasoners.current(self.reasoner_path())
             if self._pipeline is None:
-                self._pipeline = self._build(wanted)
-            elif self._loaded_reasoner != wanted:  # the first retrained reasoner was published
-                logger.info(f"Switching to the published reasoner {wanted}")
-                old, self._pipeline.reasoner = self._pipeline.reasoner, None
-                if hasattr(old, "release"):  # free a local model's GPU memory before the new one loads
-                    old.release()
-                del old
-                self._pipeline.reasoner = self._build_reasoner(wanted)
-            self._loaded_reasoner = wanted
-            return self._pipeline  # the reasoner itself reloads a republished checkpoint before generating
+                self._pipeline = self._build(reasoner)
+            self._pipeline.reasoner = reasoner
+            return self._pipeline
+
+    def close(self) -> None:
+        """Frees the models (at shutdown, or in tests)."""
+        self._reasoners.close()
 
     def reasoner_path(self) -> str:
         """An endpoint serves what it serves; local backends serve the last reasoner retraining published, unless
@@ -142,9 +141,8 @@ class GroundingService:
             allow_download=s.allow_download,
         )
 
-    def _build(self, reasoner_path: str) -> GroundingPipeline:
+    def _build(self, reasoner: Reasoner) -> GroundingPipeline:
         s = self.settings
-        reasoner = self._build_reasoner(reasoner_path)
         logger.info(f"Loading segmenter {s.segmenter!r}")
         segmenter = build_segmenter(
             s.segmenter,

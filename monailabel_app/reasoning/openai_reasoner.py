@@ -88,6 +88,10 @@ class OpenAIReasoner:
         )
         self._slots = threading.BoundedSemaphore(max_concurrency)
 
+    def close(self) -> None:
+        """Closes the connections to the endpoint (the model there is the endpoint's to keep)."""
+        self._client.close()
+
     def generate(self, image: np.ndarray, prompt: str) -> ReasonerOutput:
         """The answer text and its frame; raises EndpointError when the endpoint can't give one.
 

@@ -23,3 +23,6 @@ class Reasoner(Protocol):
     """Anything that answers a grounding prompt about an RGB uint8 image (H, W, 3)."""
 
     def generate(self, image: np.ndarray, prompt: str) -> ReasonerOutput: ...
+
+    def close(self) -> None:
+        """Frees what the backend holds (GPU memory, an engine, connections) now; the object is not used after."""

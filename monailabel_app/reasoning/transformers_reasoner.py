@@ -8,8 +8,8 @@ Why this shape:
 - Only Qwen2.5-VL checkpoints are accepted: they answer in absolute pixels of the resized image, which is what the
   answer contract assumes; Qwen2-VL and Qwen3-VL use other coordinate conventions.
 - One lock around the model: MONAI Label may call `generate` from several request threads.
-- A retrained reasoner published into the same folder (atomic rename, or rewritten files) is picked up on the next
-  request: every request compares a cheap stat-based version of the folder with the loaded one.
+- It serves the checkpoint it loaded; whether a republished one should replace it is decided in one place, the
+  server's `grounding.reasoner_slot` (which uses `checkpoint_version` here), which then `close()`s this one.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ DEFAULT_REASONER_ID = "zzzyzh/MedReasoner-Soft-7B"
 SUPPORTED_MODEL_TYPE = "qwen2_5_vl"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Files whose change means "a new checkpoint was published here" (VERSION is optional: a trainer may touch it).
-# Any of them changing, or the folder being swapped in by rename (new inode), triggers a reload.
+# Any of them changing, or the folder being swapped in by rename (new inode), is a new checkpoint.
 _VERSION_FILES = ("VERSION", "config.json", "generation_config.json", "model.safetensors.index.json")
 
 
@@ -160,7 +160,6 @@ class TransformersReasoner:
         min_pixels: Optional[int] = None,
         max_pixels: Optional[int] = None,
         allow_download: bool = False,
-        auto_reload: bool = True,
     ) -> None:
         self.model_id_or_path = str(model_id_or_path)
         self.device = device
@@ -169,37 +168,14 @@ class TransformersReasoner:
         self.min_pixels = min_pixels
         self.max_pixels = max_pixels
         self.allow_download = allow_download
-        self.auto_reload = auto_reload
         self._lock = threading.RLock()
         self.model: Optional[Qwen2_5_VLForConditionalGeneration] = None
         self.processor = None
-        self._version: Optional[tuple] = None
-        self._load()
-
-    def _load(self) -> None:
-        version = checkpoint_version(self.model_id_or_path)
         self.model, self.processor = load_qwen_vl(self.model_id_or_path, self.device, self.dtype, self.allow_download)
-        self._version = version
 
-    def reload_if_changed(self) -> bool:
-        """Reloads when the checkpoint folder was republished; returns whether it did.
-
-        The old model is released before the new one loads, so a single GPU never holds two 7B copies. If the load
-        fails the error propagates and the next request tries again.
-        """
-        with self._lock:
-            current = checkpoint_version(self.model_id_or_path)
-            # a local folder that is missing for a moment (mid-swap) keeps the loaded model
-            if self.model is not None and (current == self._version or current is None):
-                return False
-            logger.info("reasoner checkpoint %s changed: reloading", self.model_id_or_path)
-            self.release()
-            self._load()
-            return True
-
-    def release(self) -> None:
+    def close(self) -> None:
         """Frees the weights now (GPU memory included), not whenever the garbage collector gets to them: a 7B copy
-        left behind would share the GPU with the next one."""
+        left behind would share the GPU with the next one. Waits for a generation in progress."""
         with self._lock:
             self.model = self.processor = None
             gc.collect()
@@ -243,8 +219,6 @@ class TransformersReasoner:
 
     def _generate(self, image: np.ndarray, prompt: str, **generation_kwargs) -> list[ReasonerOutput]:
         with self._lock:
-            if self.auto_reload:
-                self.reload_if_changed()
             started = time.perf_counter()
             clock = _FirstScoresClock()
             inputs, frame = self.prepare_inputs(image, prompt)

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -110,6 +111,22 @@ class VllmReasoner:
             )
             for result, (_picture, frame) in zip(results, resized)
         ]
+
+    def close(self) -> None:
+        """Frees the engine and its GPU memory now (vLLM keeps both until the engine and its distributed state are torn
+        down), so a republished reasoner can load on the same GPU."""
+        with self._lock:
+            engine, self.engine = getattr(self, "engine", None), None
+            del engine
+            gc.collect()
+            try:
+                from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+                cleanup_dist_env_and_memory()
+            except ImportError:  # an older or newer vLLM without it: the collection above is what is left
+                pass
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def chat_text(self, prompt: str) -> str:
         return model_input.chat_text(self.processor, prompt)

@@ -25,7 +25,6 @@ def mean_greedy_reward(reasoner_path: str, samples: Sequence[GroundingSample], c
         max_new_tokens=config.max_response_tokens,
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
-        auto_reload=False,
     )
     scores = []
     try:
@@ -35,5 +34,5 @@ def mean_greedy_reward(reasoner_path: str, samples: Sequence[GroundingSample], c
             truth = ground_truth_in_frame(sample.ground_truth, answer.frame)
             scores.append(compute_reward(answer.text, truth, config.reward_mode)["score"])
     finally:
-        reasoner.release()  # training loads the same checkpoint next, on the same GPU
+        reasoner.close()  # training loads the same checkpoint next, on the same GPU
     return round(fmean(scores), 4)
