@@ -124,9 +124,6 @@ class OpenAIReasoner:
         except (httpx.HTTPError, ValueError, AttributeError) as error:
             raise EndpointError(f"cannot list the models of {self.base_url}: {error}") from error
 
-    def close(self) -> None:
-        self._client.close()
-
     def _post_with_retries(self, body: dict) -> dict:
         problem, retry_after = "", None
         for attempt in range(self.retries + 1):
