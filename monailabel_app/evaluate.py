@@ -1,6 +1,6 @@
-"""`python -m monailabel_app.evaluate`: the command line of `monailabel_app.evaluation.run`."""
+"""`python -m monailabel_app.evaluate`: the evaluation's command line (`monailabel_app.evaluation.cli`)."""
 
-from monailabel_app.evaluation.run import main
+from monailabel_app.evaluation.cli import main
 
 if __name__ == "__main__":
     main()

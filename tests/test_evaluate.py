@@ -16,6 +16,7 @@ from PIL import Image
 from monailabel_app.data.loaders import load_samples
 from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from monailabel_app.evaluation.answers import AnswersFile, ReasonerAnswers
+from monailabel_app.evaluation.cli import main
 from monailabel_app.evaluation.metrics import box_iou_metric
 from monailabel_app.evaluation.reference_parser import parse_reference_answer
 from monailabel_app.evaluation.report import (
@@ -26,7 +27,8 @@ from monailabel_app.evaluation.report import (
     markdown_report,
     summarise,
 )
-from monailabel_app.evaluation.run import RESULTS_FILE, RUN_FILE, RunMismatchError, RunOptions, main, run_evaluation
+from monailabel_app.evaluation.run import RunOptions, run_evaluation
+from monailabel_app.evaluation.run_folder import RESULTS_FILE, RUN_FILE, RunMismatchError
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.segmentation.factory import build_segmenter
@@ -290,3 +292,9 @@ def test_dice_is_averaged_over_the_samples_with_a_ground_truth_mask():
     report_input = {"run": {}, "loading": "", "samples": 3, "failed": 0, "failure_reasons": {}, **summary}
     report = markdown_report({**report_input, "metric_names": ["iou", "pdice", "dice_joint"]}, chart=False)
     assert "| n | n (Dice) | IoU | pDice | Dice (joint) |" in report and "| 3 | 2 | 30.00 | 0.00 | 60.00 |" in report
+
+
+def test_the_command_lines_choices_are_the_modules():
+    from monailabel_app.evaluation import answers, cli, scoring
+
+    assert cli.ANSWER_FRAMES == answers.ANSWER_FRAMES and cli.PARSERS == scoring.PARSERS

@@ -21,7 +21,9 @@ from PIL import Image
 from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
 from monailabel_app.evaluation.answers import EndpointUnreachableError, ReasonerAnswers
-from monailabel_app.evaluation.run import RESULTS_FILE, RunOptions, main, run_evaluation
+from monailabel_app.evaluation.cli import main
+from monailabel_app.evaluation.run import RunOptions, run_evaluation
+from monailabel_app.evaluation.run_folder import RESULTS_FILE
 from monailabel_app.reasoning.endpoint_server import create_app
 from monailabel_app.reasoning.openai_reasoner import EndpointError, OpenAIReasoner
 from monailabel_app.reasoning.qwen_frame import resize_to_model_frame

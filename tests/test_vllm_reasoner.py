@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
-from monailabel_app.evaluation.run import main
+from monailabel_app.evaluation.cli import main
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
