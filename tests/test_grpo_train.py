@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from monailabel_app.data.umrg_parquet import UmrgParquet, write_umrg_parquet
 from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
+from monailabel_app.training.cli import main
 from monailabel_app.training.control import TrainingControl
-from monailabel_app.training.run import main, train_reasoner
+from monailabel_app.training.run import train_reasoner
 from tests.support.grpo_toys import answer_opens_a_tag, tiny_config, toy_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -91,14 +92,43 @@ def test_the_trained_reasoner_loads_for_inference(tiny_reasoner_dir, tmp_path):
     assert (Path(result["model_dir"]) / "tiny_model.json").exists()  # still flagged as a toy
 
 
-def test_command_line_trains_with_overrides_and_reports_failure(tiny_reasoner_dir, tmp_path, monkeypatch):
-    loader = types.ModuleType("monailabel_app.data.loaders")
-    loader.load_samples = lambda path, report: iter(toy_samples(2))  # the real one reads U-MRG-14K parquet lazily
-    monkeypatch.setitem(sys.modules, "monailabel_app.data.loaders", loader)
+def test_command_line_trains_lazily_from_parquet_and_says_what_is_wrong(tiny_reasoner_dir, tmp_path, capsys):
+    data = write_umrg_parquet(toy_samples(3), tmp_path / "train.parquet", row_group_rows=2)
     config_file = tiny_config().save(tmp_path / "tiny.yaml")
-    common = ["--config", str(config_file), "--data", "train.parquet", "--set", "max_steps=1", "--set", "lr=2e-4"]
+    common = ["--config", str(config_file), "--data", str(data), "--set", "max_steps=1", "--set", "lr=2e-4"]
     assert main([*common, "--model", str(tiny_reasoner_dir), "--output", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "result.json").read_text())["steps_done"] == 1
     assert "lr: 0.0002" in (tmp_path / "run" / "grpo_config.yaml").read_text()
-    assert main([*common, "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "bad")]) == 1
+
+    assert main([*common, "--model", str(tmp_path / "missing"), "--output", str(tmp_path / "bad")]) == 2
     assert json.loads((tmp_path / "bad" / "result.json").read_text())["status"] == "failed"
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: Reasoner model") and "--model " in last_line
+    assert (
+        main(
+            [
+                "--config",
+                "hospital",
+                "--set",
+                "group_size=1",
+                "--data",
+                str(data),
+                "--model",
+                "x",
+                "--output",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 2
+    )
+    assert "group_size must be at least 2" in capsys.readouterr().err
+
+
+def test_a_parquet_is_read_one_sample_at_a_time(tmp_path):
+    from monailabel_app.data.load_report import LoadReport
+
+    data = write_umrg_parquet(toy_samples(5), tmp_path / "train.parquet", row_group_rows=2)
+    report = LoadReport()
+    rows = UmrgParquet(data).usable(report)
+    assert len(rows) == 5 and not isinstance(rows, list)
+    assert rows[3].sample_id == toy_samples(5)[3].sample_id and np.array_equal(rows[3].image, toy_samples(5)[3].image)

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Iterator, Optional
 
+from monailabel_app.core.errors import RequestError
 from monailabel_app.data.labelled_images import labelled_image_samples
 from monailabel_app.data.load_report import INVALID_RECORD, LoadReport, SkippedSample, build_or_skip
 from monailabel_app.data.metadata import categories, find_value, parse_ground_truth
@@ -32,9 +33,9 @@ def read_index(folder: Path) -> list:
     except FileNotFoundError:
         raise FileNotFoundError(f"{index_path} does not exist: a folder data set needs an {INDEX_FILE}.") from None
     except ValueError as error:
-        raise ValueError(f"{index_path} is not valid JSON: {error}") from None
+        raise RequestError(f"{index_path} is not valid JSON: {error}") from None
     if not isinstance(records, list):
-        raise ValueError(f"{index_path} must hold a JSON list of sample records, not a {type(records).__name__}.")
+        raise RequestError(f"{index_path} must hold a JSON list of sample records, not a {type(records).__name__}.")
     return records
 
 

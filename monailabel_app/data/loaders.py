@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
+from monailabel_app.core.errors import RequestError
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.folder_samples import INDEX_FILE, folder_samples
 from monailabel_app.data.load_report import LoadReport
@@ -47,5 +48,7 @@ def load_samples(
         raise FileNotFoundError(f"Data source not found: {path}")
     parquet_files = sorted(p.name for p in path.glob("*.parquet")) if path.is_dir() else []
     if parquet_files:
-        raise ValueError(f"{path} holds {', '.join(parquet_files)}: pass one of them, e.g. {path / parquet_files[0]}.")
-    raise ValueError(f"{path} is neither a .parquet file nor a folder with an {INDEX_FILE}.")
+        raise RequestError(
+            f"{path} holds {', '.join(parquet_files)}: pass one of them, e.g. {path / parquet_files[0]}."
+        )
+    raise RequestError(f"{path} is neither a .parquet file nor a folder with an {INDEX_FILE}.")

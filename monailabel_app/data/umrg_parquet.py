@@ -21,13 +21,14 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from monailabel_app.core.errors import RequestError
 from monailabel_app.data.ground_truth import ground_truth_from_mask
 from monailabel_app.data.load_report import (
     EMPTY_MASK,
@@ -86,7 +87,7 @@ class UmrgParquet:
         try:
             self._file = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as error:
-            raise ValueError(f"{self.path} is not a readable parquet file: {error}") from None
+            raise RequestError(f"{self.path} is not a readable parquet file: {error}") from None
         row_counts = [self._file.metadata.row_group(g).num_rows for g in range(self._file.num_row_groups)]
         self._row_group_starts = np.cumsum([0, *row_counts])
         self._cached_group: tuple[int, list[dict]] = (-1, [])
@@ -103,6 +104,16 @@ class UmrgParquet:
                 sample_id = self._sample_id(row, row_index)
                 yield from build_or_skip(report, sample_id, lambda: [self._row_sample(row, sample_id)])
                 row_index += 1
+
+    def usable(self, report: Optional[LoadReport] = None) -> "UsableRows":
+        """The usable rows as a sequence that decodes a sample only when it is read (training shuffles by index):
+        one pass finds which rows are usable, keeping none of their pixels, so a 14K-sample set costs no 27 GB."""
+        report = report if report is not None else LoadReport()
+        usable = []
+        for index in range(len(self)):
+            if build_or_skip(report, f"{self.path.stem}:{index}", lambda: [self.sample(index)]):
+                usable.append(index)
+        return UsableRows(self, usable)
 
     def sample(self, index: int) -> GroundingSample:
         """Row `index`; raises `SkippedSample` if it is unusable. Caches one row group, so read in group order."""
@@ -255,3 +266,18 @@ def write_umrg_parquet(samples: Iterable[GroundingSample], path: Path | str, row
         if rows:
             writer.write_table(pa.Table.from_pylist(rows, schema=UMRG_SCHEMA))
     return path
+
+
+class UsableRows(Sequence[GroundingSample]):
+    """A parquet's usable rows, decoded on access."""
+
+    def __init__(self, parquet: UmrgParquet, rows: list[int]):
+        self.parquet, self.rows = parquet, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, position):
+        if isinstance(position, slice):
+            return [self[i] for i in range(*position.indices(len(self)))]
+        return self.parquet.sample(self.rows[position])

@@ -71,7 +71,8 @@ def _unavailable_message(model_id_or_path: str, reason: str) -> str:
     return (
         f"Reasoner model '{model_id_or_path}' is not available ({reason}). On a machine with internet access run "
         f"`hf download {hub_id} --local-dir {local_dir}` (older huggingface_hub: `huggingface-cli download ...`), "
-        f"copy the folder to this machine and start the app with `--conf reasoner {local_dir}`. "
+        f"copy the folder to this machine and name it: the server's `--conf reasoner {local_dir}`, the command lines' "
+        f"`--model {local_dir}`. "
         "For a toy model that needs no download: `python -m monailabel_app.demo.tiny_models DIR --format-tuned`."
     )
 

@@ -22,11 +22,17 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from monailabel_app.core.errors import RequestError
+
 KL_ESTIMATORS = ("k1", "k2", "k3")
 REWARD_MODES = ("soft", "hard")
 PRECISIONS = ("auto", "bf16-mixed", "bf16-true", "16-mixed", "32-true")
 # Qwen2.5-VL's language-model projections; LoRA is applied to these inside the language model only (see grpo_module).
 QWEN_LM_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class ConfigError(RequestError):
+    """A GRPO setting that can't be used; the message names every one."""
 
 
 @dataclass
@@ -87,7 +93,7 @@ class GRPOConfig:
         return min(all_epochs, self.max_steps) if self.max_steps > 0 else all_epochs
 
     def validate(self) -> None:
-        """Raises ValueError naming every inconsistent setting at once."""
+        """Raises ConfigError naming every inconsistent setting at once."""
         problems = []
         if self.group_size < 2:
             problems.append("group_size must be at least 2: a group of one has no baseline")
@@ -121,7 +127,7 @@ class GRPOConfig:
         if self.save_every_steps < 1 or self.num_nodes < 1 or self.devices == 0 or self.devices < -1:
             problems.append("save_every_steps and num_nodes must be positive; devices -1 or positive")
         if problems:
-            raise ValueError("Invalid GRPO config: " + "; ".join(problems))
+            raise ConfigError("Invalid GRPO config: " + "; ".join(problems))
 
     def replace(self, **changes: Any) -> "GRPOConfig":
         return dataclasses.replace(self, **changes)
@@ -134,7 +140,7 @@ class GRPOConfig:
         known = {spec.name for spec in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown GRPO config keys {unknown}; known keys: {sorted(known)}")
+            raise ConfigError(f"Unknown GRPO config keys {unknown}; known keys: {sorted(known)}")
         defaults = cls.__dataclass_fields__
         return cls(**{name: _as_float_if_float_field(value, defaults[name].default) for name, value in values.items()})
 
@@ -145,7 +151,7 @@ class GRPOConfig:
         text = path.read_text(encoding="utf-8")
         values = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         if not isinstance(values, dict):
-            raise ValueError(f"{path} must hold a mapping of GRPO settings")
+            raise ConfigError(f"{path} must hold a mapping of GRPO settings")
         return cls.from_dict(values)
 
     def save(self, path: str | Path) -> Path:
@@ -164,7 +170,7 @@ def _as_float_if_float_field(value: Any, default: Any) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"expected a number, got {value!r}") from None
+            raise ConfigError(f"expected a number, got {value!r}") from None
     return value
 
 
@@ -174,7 +180,7 @@ def parse_overrides(assignments: list[str]) -> dict[str, Any]:
     for assignment in assignments:
         key, separator, value = assignment.partition("=")
         if not separator or not key.strip():
-            raise ValueError(f"expected key=value, got {assignment!r}")
+            raise ConfigError(f"expected key=value, got {assignment!r}")
         overrides[key.strip()] = yaml.safe_load(value)
     return overrides
 

@@ -95,7 +95,7 @@ class GRPOModule(pl.LightningModule):
             raise ValueError("GRPO needs at least one training sample")
         self.config = config
         self.model_path = str(model_path)
-        self.samples = list(samples)
+        self.samples = samples if isinstance(samples, Sequence) else list(samples)  # a lazy sequence stays lazy
         self.reward_fn = reward_fn or partial(compute_reward, mode=config.reward_mode)
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints carry only trained weights (see the module docstring)

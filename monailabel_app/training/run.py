@@ -34,10 +34,7 @@ a plain single-process strategy (pass `strategy=` to use another, e.g. in tests)
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -53,7 +50,6 @@ from lightning.pytorch.loggers.tensorboard import _TENSORBOARD_AVAILABLE
 from lightning.pytorch.strategies import DeepSpeedStrategy, Strategy
 
 from monailabel_app.core.json_files import write_json_atomically
-from monailabel_app.data.load_report import LoadReport
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.training.config import PRESETS, GRPOConfig, parse_overrides
 from monailabel_app.training.control import PROGRESS_FILE, TrainingControl
@@ -168,7 +164,7 @@ def train_reasoner(
     last_checkpoint = output_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
     resumed_from = str(last_checkpoint) if resume and last_checkpoint.exists() else None
     try:
-        samples = list(samples)  # `load_samples` yields them lazily
+        samples = samples if isinstance(samples, Sequence) else list(samples)  # an iterator is read once, here
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
         config = config.replace(precision=resolve_precision(config.precision, accelerator))
         total = config.total_steps(len(samples))
@@ -225,49 +221,3 @@ def write_failure(output_dir: Path, error: BaseException, started: float) -> Non
 def load_config(name_or_path: str, overrides: Sequence[str] = ()) -> GRPOConfig:
     base = PRESETS[name_or_path] if name_or_path in PRESETS else GRPOConfig.load(name_or_path)
     return GRPOConfig.from_dict(base.to_dict() | parse_overrides(list(overrides)))
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="GRPO training of the MedReasoner grounding reasoner.")
-    parser.add_argument("--config", required=True, help="YAML/JSON config file, or a preset: paper | hospital")
-    parser.add_argument("--data", required=True, help="training data (read by grounding_data.load_samples)")
-    parser.add_argument("--model", required=True, help="Qwen2.5-VL checkpoint folder to start from")
-    parser.add_argument("--output", required=True, help="run folder: checkpoints, logs, progress, the trained model")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoints/last.ckpt if present")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--stop-file", help="create this file to stop after the current step")
-    parser.add_argument("--allow-download", action="store_true", help="let a hub id download the model")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-
-    output_dir, started, report = Path(args.output), time.perf_counter(), LoadReport()
-    try:
-        from monailabel_app.data.loaders import load_samples  # the data loader is only needed on this path
-
-        config, samples = load_config(args.config, args.overrides), load_samples(args.data, report)
-    except Exception as error:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_failure(output_dir, error, started)
-        logger.exception("could not read the config or the data")
-        return 1
-    try:
-        result = train_reasoner(
-            samples,
-            config,
-            args.model,
-            output_dir,
-            resume=args.resume,
-            stop_file=args.stop_file,
-            allow_download=args.allow_download,
-        )
-    except Exception:
-        logger.exception("GRPO training failed; see %s", output_dir / RESULT_FILE)
-        return 1
-    finally:
-        logger.info("training data: %s", report.summary())
-    print(json.dumps({k: v for k, v in result.items() if k != "reward_curve"}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
