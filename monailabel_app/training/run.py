@@ -1,11 +1,10 @@
-"""GRPO training of the grounding reasoner: a function for programs, a command line for research runs.
-
-Command line (data: anything `monailabel_app.data.loaders.load_samples` reads, e.g. a U-MRG-14K parquet):
+"""GRPO training of the grounding reasoner: `train_reasoner` for programs; `python -m monailabel_app.train`
+(`training/cli.py`) runs it from the command line:
 
     python -m monailabel_app.train --config hospital --data train.parquet \\
         --model /models/Lingshu-7B --output runs/hospital [--resume] [--set lr=2e-6 --set max_steps=20]
 
-`--config` also takes a preset name, `paper` or `hospital`. Several GPUs on one node: Lightning starts one process
+Several GPUs on one node: Lightning starts one process
 per GPU itself (`devices: -1` uses all visible ones); several nodes: run the same command on every node under a
 cluster launcher that sets the usual variables (SLURM, or MASTER_ADDR / NODE_RANK / WORLD_SIZE) with `num_nodes`.
 
