@@ -56,7 +56,7 @@ def lesion_samples(count: int = 24, pictures: int = len(PICTURES)) -> list[Groun
                 ground_truth=ground_truth_from_mask(mask),
                 mask=mask,
                 modality=MODALITIES[(index // 3) % len(MODALITIES)],
-                super_category=supercategory,
+                supercategory=supercategory,
                 category=f"{supercategory} lesion {index % 2}",
             )
         )
@@ -80,7 +80,7 @@ def write_folder_dataset(samples: list[GroundingSample], folder: Path) -> Path:
                 "mask": mask_path,
                 "question": sample.question,
                 "modality": sample.modality,
-                "super_category": sample.super_category,
+                "supercategory": sample.supercategory,
                 "category": sample.category,
             }
         )

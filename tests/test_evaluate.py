@@ -264,7 +264,7 @@ def test_a_monai_label_datastore_final_labels_are_evaluated(samples, tmp_path):
     for sample in chosen:
         label_file = tmp_path / f"{sample.sample_id}_label.png"
         Image.fromarray(sample.mask.astype(np.uint8)).save(label_file)
-        info = {"question": sample.question, "super_category": sample.super_category, "modality": sample.modality}
+        info = {"question": sample.question, "supercategory": sample.supercategory, "modality": sample.modality}
         datastore.save_label(sample.sample_id, str(label_file), "final", info)
         truth = sample.ground_truth
         records.append({"id": sample.sample_id, "output": answer_text(truth["bbox_2d"], *truth["point_2d"])})
@@ -273,7 +273,7 @@ def test_a_monai_label_datastore_final_labels_are_evaluated(samples, tmp_path):
     arguments = ["--datastore", str(studies), "--backend", "answers", "--answers", str(answers), "--segmenter", "none"]
     metrics = main([*arguments, "--output", str(tmp_path / "run"), "--no-progress", "--overlays", "0"])
     assert metrics["samples"] == 2 and metrics["overall"]["iou"] == pytest.approx(100.0)
-    assert set(metrics["supercategory"]) == {samples[0].super_category, samples[6].super_category}
+    assert set(metrics["supercategory"]) == {samples[0].supercategory, samples[6].supercategory}
 
 
 def test_dice_is_averaged_over_the_samples_with_a_ground_truth_mask():

@@ -16,7 +16,7 @@ def sample_with_truth(truth: dict) -> GroundingSample:
 
 
 def test_the_reasoners_own_answer_as_truth_scores_full_marks_and_a_far_box_less(format_tuned_reasoner_dir):
-    config = HOSPITAL_PRESET.replace(max_response_tokens=120)
+    config = HOSPITAL_PRESET.replace(max_new_tokens=120)
     own = {"bbox_2d": [30, 40, 90, 100], "point_2d": [[50, 60], [70, 80]]}  # DEFAULT_ANSWER_TEXT's box and points
     far = {"bbox_2d": [100, 5, 130, 20], "point_2d": [[110, 10], [120, 15]]}
     assert mean_greedy_reward(str(format_tuned_reasoner_dir), [sample_with_truth(own)], config) == 4.0

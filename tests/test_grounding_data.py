@@ -42,7 +42,7 @@ def synthetic_samples(count: int) -> list[GroundingSample]:
         rng = np.random.default_rng(i)
         image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
         mask = Lesion(cx=10 + i % 20, cy=12 + i % 15, rx=4 + i % 6, ry=3 + i % 4).mask(height, width)
-        modality, super_category, category = CATEGORIES[i % len(CATEGORIES)]
+        modality, supercategory, category = CATEGORIES[i % len(CATEGORIES)]
         samples.append(
             GroundingSample(
                 sample_id=f"case-{i:03d}",
@@ -51,7 +51,7 @@ def synthetic_samples(count: int) -> list[GroundingSample]:
                 ground_truth=ground_truth_from_mask(mask),
                 mask=mask,
                 modality=modality,
-                super_category=super_category,
+                supercategory=supercategory,
                 category=category,
             )
         )
@@ -84,9 +84,9 @@ def test_umrg_parquet_round_trip(tmp_path):
         assert sample.ground_truth == original.ground_truth
         assert (sample.image == original.image).all() and sample.image.dtype == np.uint8
         assert sample.mask.dtype == bool and (sample.mask == original.mask).all()
-        assert (sample.modality, sample.super_category, sample.category) == (
+        assert (sample.modality, sample.supercategory, sample.category) == (
             original.modality,
-            original.super_category,
+            original.supercategory,
             original.category,
         )
         assert sample.extra["data_source"] == "umrg"
@@ -162,7 +162,7 @@ def test_umrg_reader_tolerates_other_encodings(tmp_path):
     pq.write_table(pa.Table.from_pylist([plain]), tmp_path / "plain.parquet")
     [sample] = load_samples(tmp_path / "plain.parquet")
     assert sample.question == "Is something wrong here?" and sample.sample_id == "x"
-    assert (sample.modality, sample.super_category, sample.category) == ("X-ray", "Thorax", "nodule")
+    assert (sample.modality, sample.supercategory, sample.category) == ("X-ray", "Thorax", "nodule")
     assert sample.image.shape == (48, 64, 3) and sample.image.dtype == np.uint8 and sample.image.max() == 255
     assert sample.ground_truth == ground_truth_from_mask(mask)
     assert sample.extra["extra_info"]["healthy"] is False
@@ -234,7 +234,7 @@ def test_folder_layout(tmp_path):
             "mask": "xray_mask.png",
             "question": "Why the fever?",
             "modality": "X-ray",
-            "super_category": "Thorax",
+            "supercategory": "Thorax",
             "category": "opacity",
         },
         {"id": "b", "image": "images/endo.png", "question": "What bleeds?", **given, "window": "minmax"},

@@ -12,7 +12,7 @@ def test_paper_preset_has_the_papers_values():
     paper = PAPER_PRESET
     assert (paper.group_size, paper.prompts_per_step, paper.mini_batch_prompts) == (16, 128, 64)
     assert paper.updates_per_step == 2
-    assert (paper.temperature, paper.max_response_tokens, paper.clip_eps) == (1.0, 2048, 0.2)
+    assert (paper.temperature, paper.max_new_tokens, paper.clip_eps) == (1.0, 2048, 0.2)
     assert (paper.kl_coef, paper.kl_estimator, paper.lr, paper.weight_decay) == (0.01, "k3", 1e-6, 0.01)
     assert (paper.grad_clip, paper.epochs, paper.reward_mode) == (1.0, 5, "soft")
     assert paper.gradient_checkpointing and not paper.lora

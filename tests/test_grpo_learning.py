@@ -74,7 +74,7 @@ def test_validity_mask_keeps_the_first_end_token_only():
 def test_grpo_raises_a_toy_format_reward(tiny_reasoner_dir, tmp_path):
     """Seeded: about a third of a random tiny policy's answers open a tag at first; GRPO pushes that to most."""
     config = tiny_config(
-        group_size=8, max_response_tokens=16, lr=5e-3, epochs=12, max_steps=24, save_every_steps=100, seed=1
+        group_size=8, max_new_tokens=16, lr=5e-3, epochs=12, max_steps=24, save_every_steps=100, seed=1
     )
     result = train_reasoner(toy_samples(8), config, tiny_reasoner_dir, tmp_path, reward_fn=answer_opens_a_tag)
     curve = result["reward_curve"]

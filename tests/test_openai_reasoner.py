@@ -141,7 +141,7 @@ def test_the_server_lists_its_model_and_refuses_what_it_cannot_serve(served_url,
 
 def test_a_request_states_its_sampling_and_sends_the_frame_sized_image(api_key):
     with ScriptedEndpoint(lambda body, n: "ok") as endpoint:
-        sampling = SamplingSettings(max_tokens=64, seed=3)
+        sampling = SamplingSettings(max_new_tokens=64, seed=3)
         answer = OpenAIReasoner(endpoint.url, "m", api_key_env=API_KEY_ENV, sampling=sampling).generate(
             picture(130, 250), PROMPT
         )

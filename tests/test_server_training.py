@@ -26,7 +26,7 @@ pytestmark = pytest.mark.server
 QUESTION = "Which finding would explain this patient's pleuritic chest pain?"
 # Sampled at temperature 1, the tiny format-tuned reasoner's answers differ now and then within a group, so rewards
 # (and gradients) do too; a random-weight reasoner would score 0 everywhere and learn nothing.
-TRAIN_OPTIONS = {"max_steps": 2, "group_size": 4, "prompts_per_step": 2, "max_response_tokens": 120}
+TRAIN_OPTIONS = {"max_steps": 2, "group_size": 4, "prompts_per_step": 2, "max_new_tokens": 120}
 TRAIN_OPTIONS.update(learning_rate=0.001, temperature=1.0)
 
 

@@ -74,7 +74,7 @@ def test_a_saved_label_trains_on_the_input_the_server_answered(tmp_path, site_se
     config = ImplicitQueryTrainer(str(tmp_path / "model"), service.reasoner_path, {}, site_settings).config_for({})
     (sample,) = datastore_samples([{"image": str(ct), "label": label_path, "label_info": info}])
     processor = AutoProcessor.from_pretrained(site_settings.reasoner)
-    prompt = build_prompt(sample.question, config.think, config.prompt_template)
+    prompt = build_prompt(sample.question, config.think, config.template)
     trained = encode_prompt(processor, sample.image, prompt, config.min_pixels, config.max_pixels).features
     assert torch.equal(trained["input_ids"], served["input_ids"].cpu())
     assert torch.equal(trained["image_grid_thw"], served["image_grid_thw"].cpu())
@@ -84,10 +84,10 @@ def test_a_saved_label_trains_on_the_input_the_server_answered(tmp_path, site_se
 def test_the_train_task_shows_the_hospital_preset_and_paper_means_the_papers(tmp_path, site_settings):
     trainer = ImplicitQueryTrainer(str(tmp_path), lambda: "base", {}, site_settings)
     shown = trainer.config()
-    assert (shown["max_steps"], shown["epochs"], shown["max_response_tokens"]) == (
+    assert (shown["max_steps"], shown["epochs"], shown["max_new_tokens"]) == (
         HOSPITAL_PRESET.max_steps,
         HOSPITAL_PRESET.epochs,
-        HOSPITAL_PRESET.max_response_tokens,
+        HOSPITAL_PRESET.max_new_tokens,
     )
     as_slicer_sends = {k: v[0] if isinstance(v, list) else v for k, v in shown.items()}  # every option, defaults too
     paper = trainer.config_for({**as_slicer_sends, "preset": "paper"})
@@ -100,5 +100,5 @@ def test_the_train_task_shows_the_hospital_preset_and_paper_means_the_papers(tmp
     changed = trainer.config_for({**as_slicer_sends, "preset": "paper", "max_steps": 7})
     assert changed.max_steps == 7 and changed.group_size == PAPER_PRESET.group_size
     hospital = trainer.config_for({})
-    assert hospital.think is False and hospital.prompt_template == site_settings.template
+    assert hospital.think is False and hospital.template == site_settings.template
     assert (hospital.min_pixels, hospital.max_pixels) == (site_settings.min_pixels, site_settings.max_pixels)

@@ -34,7 +34,10 @@ def test_without_vllm_or_a_gpu_the_backend_names_the_alternatives(tmp_path):
 @pytest.mark.skipif(not VLLM_CAN_RUN, reason="needs the vllm package and a CUDA GPU")
 def test_vllm_answers_a_batch_like_transformers_in_the_same_frames(format_tuned_reasoner_dir):
     reasoner = VllmReasoner(
-        str(format_tuned_reasoner_dir), SamplingSettings(max_tokens=128), max_model_len=2048, gpu_memory_utilization=0.3
+        str(format_tuned_reasoner_dir),
+        SamplingSettings(max_new_tokens=128),
+        max_model_len=2048,
+        gpu_memory_utilization=0.3,
     )
     images = [
         np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)

@@ -45,7 +45,7 @@ OPTIONS: Dict[str, tuple[str, Callable[[Any], Any]]] = {
     "learning_rate": ("lr", float),
     "kl_coef": ("kl_coef", float),
     "reward_mode": ("reward_mode", str),
-    "max_response_tokens": ("max_response_tokens", _whole),
+    "max_new_tokens": ("max_new_tokens", _whole),
     "temperature": ("temperature", float),
 }
 
@@ -58,7 +58,7 @@ BOUNDS: Dict[str, tuple[float, float]] = {
     "prompts_per_step": (1, 1_024),
     "learning_rate": (1e-9, 1e-2),
     "kl_coef": (0.0, 10.0),
-    "max_response_tokens": (16, 8_192),
+    "max_new_tokens": (16, 8_192),
     "temperature": (0.05, 5.0),
 }
 # Keys MONAI Label and its clients add to a train request besides the options.
@@ -100,7 +100,7 @@ class ImplicitQueryTrainer(TrainTask):
             "learning_rate": preset.lr,
             "kl_coef": preset.kl_coef,
             "reward_mode": list(REWARD_MODES),
-            "max_response_tokens": preset.max_response_tokens,
+            "max_new_tokens": preset.max_new_tokens,
             "temperature": preset.temperature,
         }
 
@@ -141,7 +141,7 @@ class ImplicitQueryTrainer(TrainTask):
         if "prompts_per_step" in changes:
             changes["mini_batch_prompts"] = changes["prompts_per_step"]  # one optimiser update per step
         s = self.settings  # the prompt and image frame the server answers with are the ones trained on
-        changes.update(think=s.think, prompt_template=s.template, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
+        changes.update(think=s.think, template=s.template, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
         try:
             return preset.replace(**changes, progress_bar=False)
         except ValueError as error:  # GRPOConfig's own consistency checks

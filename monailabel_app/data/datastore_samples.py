@@ -9,7 +9,7 @@ keyed by the entry's label path. MONAI Label stores the `params` sent when a lab
   absent, empty or negative every slice with labelled voxels becomes a sample (see `labelled_images`);
 - "window" (optional): the display window ("auto", "lung", "40,400", ...) the picture is rendered with, as at inference;
 - "label_value" (optional): which value of a multi-label map is the target (default: every non-zero voxel);
-- "modality", "super_category", "category" (optional): for per-category metrics.
+- "modality", "supercategory", "category" (optional): for per-category metrics.
 """
 
 from __future__ import annotations

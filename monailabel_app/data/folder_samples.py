@@ -3,7 +3,7 @@
 `index.json` is a list of records:
     {"id": "case-1", "image": "images/case-1.png", "mask": "masks/case-1.png", "question": "...",
      "bbox_2d": [x1, y1, x2, y2], "point_2d": [[x, y], [x, y]],
-     "modality": "X-ray", "super_category": "...", "category": "...",
+     "modality": "X-ray", "supercategory": "...", "category": "...",
      "slice": 12, "window": "lung", "label_value": 2}
 Only "image" and "question" are required, plus a mask or both "bbox_2d" and "point_2d". Paths are relative to the
 folder (absolute paths work too). Without a given box and points the ground truth is computed from the mask. Images

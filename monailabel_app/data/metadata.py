@@ -31,10 +31,10 @@ def find_value(record: Optional[Mapping], *names: str) -> Any:
 
 
 def categories(*records: Optional[Mapping]) -> dict:
-    """modality, super_category and category from the first record that has each; "unknown" otherwise."""
+    """modality, supercategory and category from the first record that has each; "unknown" otherwise."""
     wanted = {
         "modality": ("modality", "image_modality"),
-        "super_category": ("super_category", "supercategory"),
+        "supercategory": ("supercategory",),
         "category": ("category",),
     }
     found = {}

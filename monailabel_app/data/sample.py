@@ -19,6 +19,6 @@ class GroundingSample:
     ground_truth: dict
     mask: Optional[np.ndarray] = None  # bool (H, W) when known: Dice needs it, rewards don't
     modality: str = "unknown"
-    super_category: str = "unknown"
+    supercategory: str = "unknown"
     category: str = "unknown"
     extra: dict = field(default_factory=dict)

@@ -8,7 +8,7 @@ Columns read (DESIGN.md section 6), tolerant of how Hugging Face `datasets` and 
 - `prompt`: a chat list; the question is extracted from its first user turn (`extract_question`).
 - `reward_model`: a dict whose `ground_truth` is the JSON string {"bbox_2d", "point_2d"}. When it is missing or
   malformed the ground truth is computed from the mask instead.
-- `extra_info`: a dict, read with normalised keys (`sample_metadata`): "id" (else "sample_id", else "index", else
+- `extra_info`: a dict, read with normalised keys (`data.metadata`): "id" (else "sample_id", else "index", else
   "<file stem>:<row>") for the sample id; "modality"/"image_modality", "supercategory"/"super_category", "category".
   Top-level columns of those names are used when `extra_info` lacks them. The whole `extra_info` and `data_source`
   are kept in `GroundingSample.extra`.
@@ -243,7 +243,7 @@ def _umrg_row(sample: GroundingSample, index: int) -> dict:
             "id": sample.sample_id,
             "index": index,
             "modality": sample.modality,
-            "supercategory": sample.super_category,
+            "supercategory": sample.supercategory,
             "category": sample.category,
         },
     }

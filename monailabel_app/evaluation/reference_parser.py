@@ -17,46 +17,35 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from monailabel_app.reasoning.answer_parser import think_block
+from monailabel_app.reasoning.answer_parser import ParsedAnswer, think_block
 
 REFERENCE_ANSWER_PATTERN = (
     r"<answer>\s*({.*?})\s*</answer>"  # the reference's regex (DOTALL), matched by `answer_object_text`
 )
 
 
-@dataclass
-class ReferenceAnswer:
-    """Box and points exactly as the model wrote them (its own frame), or the reason the sample fails."""
-
-    ok: bool
-    think: Optional[str] = None
-    box: Optional[tuple[float, float, float, float]] = None
-    points: Optional[list[tuple[float, float]]] = None
-    reason: Optional[str] = None
-    warnings: list[str] = field(default_factory=list)  # always empty: nothing is repaired; kept for one line format
-
-
-def parse_reference_answer(text: Any) -> ReferenceAnswer:
+def parse_reference_answer(text: Any) -> ParsedAnswer:
+    """Box and points exactly as the model wrote them (its own frame; never reordered or clamped, and `warnings` stays
+    empty: nothing is repaired), or the reason the sample fails."""
     if not isinstance(text, str):
-        return ReferenceAnswer(ok=False, reason="the model returned no text")
+        return ParsedAnswer(ok=False, reason="the model returned no text")
     think = think_block(text)
     answer_text = answer_object_text(text)
     if answer_text is None:
-        return ReferenceAnswer(ok=False, think=think, reason="no <answer>{...}</answer> block")
+        return ParsedAnswer(ok=False, think=think, reason="no <answer>{...}</answer> block")
     try:
         answer, _end = json.JSONDecoder().raw_decode(answer_text.strip().replace("'", '"'))
     except (ValueError, RecursionError):
-        return ReferenceAnswer(ok=False, think=think, reason="the <answer> object is not JSON")
+        return ParsedAnswer(ok=False, think=think, reason="the <answer> object is not JSON")
     box = _numbers(answer.get("bbox"), 4)
     points = [_numbers(answer.get("points_1"), 2), _numbers(answer.get("points_2"), 2)]
     if box is None:
-        return ReferenceAnswer(ok=False, think=think, reason="'bbox' is not a list of 4 numbers")
+        return ParsedAnswer(ok=False, think=think, reason="'bbox' is not a list of 4 numbers")
     if None in points:
-        return ReferenceAnswer(ok=False, think=think, reason="'points_1'/'points_2' are not two [x, y] points")
-    return ReferenceAnswer(ok=True, think=think, box=tuple(box), points=[tuple(p) for p in points])
+        return ParsedAnswer(ok=False, think=think, reason="'points_1'/'points_2' are not two [x, y] points")
+    return ParsedAnswer(ok=True, think=think, box=tuple(box), points=[tuple(p) for p in points])
 
 
 def answer_object_text(text: str) -> Optional[str]:

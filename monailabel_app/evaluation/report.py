@@ -145,10 +145,10 @@ def _sampling_text(sampling: Optional[Mapping[str, Any]]) -> str:
     if not sampling:
         return "decoding unknown"
     if sampling.get("temperature") == 0:
-        text = f"greedy decoding, at most {sampling.get('max_tokens')} new tokens"
+        text = f"greedy decoding, at most {sampling.get('max_new_tokens')} new tokens"
     else:
         text = f"sampling at temperature {sampling.get('temperature')}, top_p {sampling.get('top_p')}, "
-        text += f"at most {sampling.get('max_tokens')} new tokens, seed {sampling.get('seed')}"
+        text += f"at most {sampling.get('max_new_tokens')} new tokens, seed {sampling.get('seed')}"
     penalty = sampling.get("repetition_penalty")
     return text + (f", repetition penalty {penalty}" if penalty else ", the checkpoint's repetition penalty")
 

@@ -23,7 +23,7 @@ import numpy as np
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.evaluation.answers import ModelAnswer
 from monailabel_app.evaluation.metrics import PROMPT_SETTINGS, sample_metrics
-from monailabel_app.evaluation.reference_parser import ReferenceAnswer, parse_reference_answer
+from monailabel_app.evaluation.reference_parser import parse_reference_answer
 from monailabel_app.grounding.pipeline import STATUS_NO_GROUNDING, STATUS_OK
 from monailabel_app.reasoning.answer_parser import ParsedAnswer, parse_answer
 from monailabel_app.segmentation.segmenter import Segmenter
@@ -37,10 +37,10 @@ class ScoredSample:
     masks: dict[str, Optional[np.ndarray]] = field(default_factory=dict)  # per prompt setting, when segmented
 
 
-def parse_for_evaluation(answer: ModelAnswer, parser: str) -> ReferenceAnswer | ParsedAnswer:
+def parse_for_evaluation(answer: ModelAnswer, parser: str) -> ParsedAnswer:
     """Both kinds have the same fields (ok, think, box, points, reason, warnings); coordinates in the model frame."""
     if answer.text is None:
-        return ReferenceAnswer(ok=False, reason=answer.error or "no answer")
+        return ParsedAnswer(ok=False, reason=answer.error or "no answer")
     if parser == "paper":
         return parse_reference_answer(answer.text)
     if parser == "app":
@@ -63,7 +63,7 @@ def score_sample(
         "id": sample.sample_id,
         "question": sample.question,
         "modality": sample.modality,
-        "supercategory": sample.super_category,
+        "supercategory": sample.supercategory,
         "category": sample.category,
         "status": STATUS_OK if parsed.ok else STATUS_NO_GROUNDING,
         "raw_output": answer.text,

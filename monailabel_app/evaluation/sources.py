@@ -39,7 +39,7 @@ def sampling_settings(args: argparse.Namespace) -> SamplingSettings:
     return SamplingSettings(
         temperature=args.temperature,
         top_p=args.top_p,
-        max_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         repetition_penalty=args.repetition_penalty,
     )
@@ -85,7 +85,7 @@ def transformers_answers(args: argparse.Namespace, sampling: SamplingSettings) -
     reasoner = TransformersReasoner(
         args.model,
         device=args.device,
-        max_new_tokens=sampling.max_tokens,
+        max_new_tokens=sampling.max_new_tokens,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
     )
@@ -100,7 +100,7 @@ def transformers_answers(args: argparse.Namespace, sampling: SamplingSettings) -
         reasoner,
         temperature=sampling.temperature,
         top_p=sampling.top_p,
-        max_new_tokens=sampling.max_tokens,
+        max_new_tokens=sampling.max_new_tokens,
     )
     return ReasonerAnswers(reasoner, generate=sample_one)
 

@@ -124,7 +124,7 @@ class GroundingService:
     def _build_reasoner(self, path: str) -> Reasoner:
         s = self.settings
         logger.info(f"Loading reasoner {path!r} with the {s.reasoner_backend} backend")
-        sampling = SamplingSettings(max_tokens=s.max_new_tokens)  # greedy
+        sampling = SamplingSettings(max_new_tokens=s.max_new_tokens)  # greedy
         if s.reasoner_backend != "openai":
             describe_reasoner(path, "loading", compute_digest=True)  # the weights' digest, remembered for results
         if s.reasoner_backend == "openai":

@@ -17,12 +17,12 @@ from typing import Optional
 class SamplingSettings:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    max_tokens: int = 1024
+    max_new_tokens: int = 1024  # sent as the API's `max_tokens`
     seed: Optional[int] = None
     repetition_penalty: Optional[float] = None  # None: the checkpoint's generation_config value
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_tokens < 1:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
             raise ValueError(f"invalid sampling settings: {self}")
 
     @property
@@ -31,7 +31,7 @@ class SamplingSettings:
 
     def chat_completion_fields(self) -> dict:
         """The OpenAI chat-completions fields: temperature, top_p and max_tokens always; seed and penalty when set."""
-        fields = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+        fields = {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_new_tokens}
         if self.seed is not None:
             fields["seed"] = self.seed
         if self.repetition_penalty is not None:

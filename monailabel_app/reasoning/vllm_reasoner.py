@@ -76,7 +76,7 @@ class VllmReasoner:
         self.sampling_params = vllm.SamplingParams(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
+            max_tokens=sampling.max_new_tokens,
             repetition_penalty=penalty,
             seed=sampling.seed,
         )

@@ -44,9 +44,9 @@ class GRPOConfig:
     passes_per_step: int = 1  # PPO epochs over one rollout batch
     micro_batch_size: int = 1  # sequences per forward/backward
     temperature: float = 1.0  # pure temperature sampling (no top-p/top-k, so log-probs match the sampler)
-    max_response_tokens: int = 2048
+    max_new_tokens: int = 2048
     think: bool = True  # prompt asks for <think> before <answer>
-    prompt_template: Optional[str] = None  # template file with one {question}; built-in when empty
+    template: Optional[str] = None  # template file with one {question}; built-in when empty
     min_pixels: Optional[int] = None  # reasoner image bounds; the checkpoint processor's own when empty
     max_pixels: Optional[int] = None
     reward_mode: str = "soft"  # soft (the released model) | hard
@@ -104,8 +104,8 @@ class GRPOConfig:
                 f"prompts_per_step ({self.prompts_per_step}) must be a multiple of mini_batch_prompts "
                 f"({self.mini_batch_prompts})"
             )
-        if self.micro_batch_size < 1 or self.max_response_tokens < 1:
-            problems.append("micro_batch_size and max_response_tokens must be positive")
+        if self.micro_batch_size < 1 or self.max_new_tokens < 1:
+            problems.append("micro_batch_size and max_new_tokens must be positive")
         if self.temperature <= 0:
             problems.append("temperature must be > 0 (GRPO needs sampled, varied answers)")
         if self.reward_mode not in REWARD_MODES:

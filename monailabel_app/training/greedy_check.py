@@ -22,14 +22,14 @@ MAX_CHECK_SAMPLES = 32  # bounds the check's time on a site with many labels
 def mean_greedy_reward(reasoner_path: str, samples: Sequence[GroundingSample], config: GRPOConfig) -> float:
     reasoner = TransformersReasoner(
         reasoner_path,
-        max_new_tokens=config.max_response_tokens,
+        max_new_tokens=config.max_new_tokens,
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
     )
     scores = []
     try:
         for sample in samples[:MAX_CHECK_SAMPLES]:
-            prompt = build_prompt(sample.question, config.think, config.prompt_template)
+            prompt = build_prompt(sample.question, config.think, config.template)
             answer = reasoner.generate(sample.image, prompt)
             truth = ground_truth_in_frame(sample.ground_truth, answer.frame)
             scores.append(compute_reward(answer.text, truth, config.reward_mode)["score"])

@@ -114,7 +114,7 @@ class GRPOModule(pl.LightningModule):
         self.generation_config = sampling_config(
             model.generation_config,
             config.temperature,
-            config.max_response_tokens,
+            config.max_new_tokens,
             config.group_size,
             self.suppressed_token_ids,
         )
@@ -187,7 +187,7 @@ class GRPOModule(pl.LightningModule):
 
     def _rollout(self, sample: GroundingSample) -> GroupRollout:
         """Sample a group of answers for one prompt and score them against the ground truth in the model's frame."""
-        prompt_text = build_prompt(sample.question, self.config.think, self.config.prompt_template)
+        prompt_text = build_prompt(sample.question, self.config.think, self.config.template)
         prompt = encode_prompt(
             self.processor, sample.image, prompt_text, self.config.min_pixels, self.config.max_pixels
         )

@@ -45,7 +45,7 @@ def tiny_config(**changes) -> GRPOConfig:
         prompts_per_step=2,
         mini_batch_prompts=2,
         micro_batch_size=4,
-        max_response_tokens=8,
+        max_new_tokens=8,
         think=False,
         lr=1e-3,
         epochs=1,
