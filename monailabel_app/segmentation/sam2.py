@@ -22,7 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from monailabel_app.segmentation.factory import CHECKPOINT_OPTION, SegmenterUnavailableError, load_weights, require_file
+from monailabel_app.segmentation.checkpoints import (
+    CHECKPOINT_OPTION,
+    SegmenterUnavailableError,
+    load_weights,
+    require_file,
+)
 from monailabel_app.segmentation.sam import SamSegmenter
 
 SAM2_CONFIG_OPTION = "sam2_config"  # explicit SAM2.1 size for `build_sam2` when the file name does not tell it
