@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Installs everything if needed (scripts/install.sh), then runs the test suite. Extra arguments go to pytest.
+# Installs everything if needed (scripts/install.sh, then requirements-test.txt), checks the code (ruff, the import
+# contract in .importlinter), then runs the test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+STAMP=.venv/.tests-installed-$(sha256sum requirements-test.txt | cut -c1-16)
+if [ ! -f "$STAMP" ]; then
+  PIP_DISABLE_PIP_VERSION_CHECK=1 .venv/bin/python -m pip install -q -r requirements-test.txt
+  rm -f .venv/.tests-installed-* && touch "$STAMP"
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+.venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

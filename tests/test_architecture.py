@@ -1,0 +1,61 @@
+"""The house rules, checked: imports point down the layers (`.importlinter`, run by `scripts/test.sh` too), and
+serving loads no training code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parents[1]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def scratch_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "copy"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for package in ("monailabel_app", "lib"):
+        shutil.copytree(APP_DIR / package, root / package, ignore=ignore)
+    shutil.copy(APP_DIR / ".importlinter", root / ".importlinter")
+    return root
+
+
+def test_the_layer_contract_holds_and_catches_an_upward_import(tmp_path):
+    root = scratch_copy(tmp_path)
+    assert lint_imports(root).returncode == 0  # the copy as it is keeps every contract
+    frames = root / "monailabel_app" / "core" / "frames.py"
+    frames.write_text(frames.read_text() + "\nfrom monailabel_app.training import config  # an upward import\n")
+    broken = lint_imports(root)
+    assert (
+        broken.returncode != 0
+        and "monailabel_app.core is not allowed to import monailabel_app.training" in broken.stdout
+    )
+
+
+def test_serving_loads_no_training_code():
+    """The app as MONAI Label loads it (main.py, its task configs) and the server's routes: no GRPO stack."""
+    probe = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("main", "main.py")
+main = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(main)
+import lib.server.asgi
+loaded = sorted(n for n in sys.modules if n.split(".")[0] in ("lightning", "lightning_fabric", "deepspeed", "peft")
+                or n.startswith("monailabel_app.training.") and n.rsplit(".", 1)[1] not in ("config", "run_records"))
+print(loaded)
+"""
+    env = {**os.environ, "PYTHONPATH": str(APP_DIR)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=APP_DIR, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
