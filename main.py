@@ -24,7 +24,7 @@ from monailabel.utils.async_tasks.task import AsyncTask
 from lib.activelearning.random import Random
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
-from lib.pacs_datastore import open_pacs_datastore
+from lib.pacs.datastore import open_pacs_datastore
 from lib.server import scratch
 from lib.server.errors import TooManyRequests
 from lib.server.identifiers import check_id, check_tag, is_inside
@@ -92,7 +92,7 @@ class MedReasonerApp(MONAILabelApp):
         )
 
     def init_remote_datastore(self) -> Datastore:
-        """A DICOMweb PACS gets lib/pacs_datastore.py (modalities, whole series, the question in the SEG)."""
+        """A DICOMweb PACS gets lib/pacs/datastore.py (modalities, whole series, the question in the SEG)."""
         if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
             return super().init_remote_datastore()
         return open_pacs_datastore(self.studies, self.conf, APP_VERSION)

@@ -18,8 +18,8 @@ from dicomweb_client import DICOMwebClient
 from monailabel.client import MONAILabelClient
 from pydicom import dcmread
 
-from lib.dicomweb import PacsSettings, pacs_client
-from lib.pacs_datastore import PacsDatastore, open_pacs_datastore
+from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
+from lib.pacs.dicomweb import PacsSettings, pacs_client
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.demo.sample_studies import write_png, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image

@@ -1,6 +1,6 @@
 """MedReasoner GRPO rewards: every branch of both modes against hand-computed values.
 
-Shorthand in the comments (DESIGN.md section 4):
+Shorthand in the comments (docs/method.md §4):
   L(v) = 0.1 + 0.9 ln(1 + 3v) / ln 4            (smooth_log)
   E(v, c) = 0.1 + 0.9 (s(v) - s(2)) / (s(0) - s(2) + 1e-8), s(v) = 1 / (1 + e^(3(v - c)))   (smooth_exp)
   P(r, a, b) = round(clip(0.7 r + 0.3 r (a + b) / 2, 0, 1), 4)   (penalize)

@@ -40,7 +40,7 @@ from monailabel.endpoints import train as monailabel_train
 from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
 
-from lib.dicomweb import PacsSettings
+from lib.pacs.dicomweb import PacsSettings
 from lib.server.admission import Admission
 from lib.server.auth import auth_router, verified_user
 from lib.server.context import ServerContext

@@ -1,4 +1,4 @@
-"""Reward ground truth from a binary mask: the tight box and two key points (DESIGN.md section 6).
+"""Reward ground truth from a binary mask: the tight box and two key points (docs/method.md §6).
 
 Conventions (U-MRG's generation code is not public, so these are our choices):
 - Coordinates are pixel indices (x = column, y = row) and the box is inclusive: [x_min, y_min, x_max, y_max] are

@@ -1,6 +1,6 @@
 """U-MRG-14K parquet files (`train.parquet`, `test.parquet`): reading them lazily, and writing small ones for tests.
 
-Columns read (DESIGN.md section 6), tolerant of how Hugging Face `datasets` and verl write them:
+Columns read (docs/method.md §6), tolerant of how Hugging Face `datasets` and verl write them:
 - `images`, `masks`: a list holding one image; an image is PNG/JPEG bytes or a dict {"bytes": ..., "path": ...}
   (`path` relative to the parquet's folder is used when `bytes` is empty). Masks are 0/255 PNGs: pixels above
   half the mask's maximum are foreground. 16-bit pictures are stretched to 8 bits like `windowing`'s "auto"; grey

@@ -1,4 +1,4 @@
-"""The paper's evaluation metrics (DESIGN.md section 7), as in PRIS-CV/MedReasoner `eval/utils.py` and
+"""The paper's evaluation metrics (docs/method.md §7), as in PRIS-CV/MedReasoner `eval/utils.py` and
 `eval/statistic.py`: box IoU, point-pair pDice, mask Dice per prompt setting, and their means x100.
 
 A failure (no parsable box, points or mask) scores 0 and stays in every mean, as in the paper. Differences from the

@@ -38,7 +38,7 @@ METRIC_LABELS = {
 GROUP_TITLES = {"supercategory": "Super-category", "category": "Category", "modality": "Modality"}
 CHART_METRICS = ("iou", "pdice", "dice_joint")
 NO_ANSWER = "no answer from the model (request failed or answer missing)"
-# DESIGN.md section 7: MedSAM2 as segmenter, joint prompt; IoU / pDice / Dice.
+# docs/method.md §7: MedSAM2 as segmenter, joint prompt; IoU / pDice / Dice.
 PAPER_REFERENCE = {
     "MedReasoner-7B": (32.42, 26.55, 37.78),
     "Qwen2.5-VL-72B": (18.32, 12.39, 29.71),

@@ -1,6 +1,6 @@
 """Turns the reasoner's raw text into one box and two points, or a reason why it can't. Never raises.
 
-What is accepted, deliberately (DESIGN.md section 2 lists what models emit):
+What is accepted, deliberately (docs/method.md §2: what models emit):
 - the answer is the first `<answer>…</answer>` block (a missing closing tag is tolerated, since generation may stop at
   the token limit); only when the text has no `<answer>` tag at all, the first JSON object in the whole text is used, so
   baselines that answer with bare or fenced JSON can still be scored;

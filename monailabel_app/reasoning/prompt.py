@@ -1,4 +1,4 @@
-"""The grounding prompt: a swappable template file with one `{question}` slot (DESIGN.md section 2).
+"""The grounding prompt: a swappable template file with one `{question}` slot (docs/method.md §2).
 
 Plain text substitution, not str.format, so a template may hold JSON braces as they are.
 """

@@ -1,6 +1,6 @@
 """Every GRPO training setting in one dataclass, with the paper's run and a one-GPU hospital retraining as presets.
 
-The defaults are the paper's values (DESIGN.md section 5, checked against the released verl run script), so a config
+The defaults are the paper's values (docs/method.md §5, checked against the released verl run script), so a config
 file only needs the keys it changes. Files are YAML or JSON; unknown keys are an error, because a typo that silently
 falls back to a default would waste a GPU-week.
 

@@ -1,4 +1,4 @@
-"""GRPO for the grounding reasoner as a LightningModule (DESIGN.md sections 4 and 5).
+"""GRPO for the grounding reasoner as a LightningModule (docs/method.md §4 and §5).
 
 One training step = one rollout batch: for each prompt, sample a group of answers, score them with the reward,
 normalise rewards within the group into advantages, then take `updates_per_step` optimiser updates on PPO's clipped

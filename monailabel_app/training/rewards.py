@@ -1,4 +1,4 @@
-"""MedReasoner's GRPO rewards (DESIGN.md section 4), "soft" (the released model) and "hard".
+"""MedReasoner's GRPO rewards (docs/method.md §4), "soft" (the released model) and "hard".
 
 Reproduces the released reward, PRIS-CV/MedReasoner `verl/utils/reward_score/med_grounding.py`, to its rounding:
 the policy was optimised against that function, so retraining must see the same numbers. That includes its strict
@@ -10,11 +10,11 @@ parsing (first <think>, first <answer>, every ' turned into ", `json.loads`; not
 - Box terms and point terms are each all-or-nothing: an arithmetic error in any of them (a zero-height box in the
   hard scale term, the log of a negative area of an inverted box, float overflow) zeroes that whole group, the
   soft IoU term included.
-- Box and point-align distances are divided by (GT diagonal + 1e-5); DESIGN.md writes just the diagonal.
+- Box and point-align distances are divided by (GT diagonal + 1e-5); a plain reading says just the diagonal.
 - The lens area's case boundaries are widened by 1e-5 (disjoint if d >= r1 + r2 - 1e-5, nested if
-  d <= |r1 - r2| + 1e-5) on top of the +1e-5 radius; DESIGN.md calls it exact. Invisible after rounding.
+  d <= |r1 - r2| + 1e-5) on top of the +1e-5 radius; a plain reading says exact. Invisible after rounding.
 - The answer is the whole first <answer> block, not the first {...} inside it (that is the evaluation script's
-  parser, DESIGN.md section 2): code fences or trailing text make it "not JSON" (0.2).
+  parser, docs/method.md §2): code fences or trailing text make it "not JSON" (0.2).
 - "Inside" (the validity factors) is the closed box: a point on the edge is inside.
 
 Deliberate differences from the reference (they only touch inputs where it crashes or returns NaN):

@@ -6,7 +6,7 @@ What it changes, and why:
 - downloads a series whole or not at all (into a hidden folder, renamed when complete): a PACS that goes away
   mid-transfer leaves nothing behind that a later request would take for the series;
 - refuses a series with missing slices or mixed orientation (422) instead of stacking it into a wrong volume;
-- stores final labels as DICOM SEG with the question recorded (`lib/dicom_seg.py`): the one sent with the save, else
+- stores final labels as DICOM SEG with the question recorded (`dicom_seg.py`): the one sent with the save, else
   the last one asked about the series (Slicer and OHIF send none); checks the label's grid, and saves nothing
   locally unless the PACS confirmed the SEG;
 - rebuilds training labels from the PACS's SEGs on the image grid with the question in the label info, so a fresh
@@ -37,7 +37,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lib.datastore.atomic_file import AtomicDatastoreFile
 from lib.datastore.gate import IdentifierGate
-from lib.dicom_seg import (
+from lib.pacs.dicom_seg import (
     EmptyLabelError,
     SegConversionError,
     dcmqi_tool,
@@ -47,7 +47,7 @@ from lib.dicom_seg import (
     seg_to_label,
     segment_names,
 )
-from lib.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
+from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
 from monailabel_app.grounding.records import LAST_QUERY_KEY
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
 

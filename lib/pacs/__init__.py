@@ -1,0 +1,1 @@
+"""The PACS side: a DICOMweb datastore that fetches whole series and stores labels as DICOM SEG with the question."""
