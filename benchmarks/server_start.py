@@ -1,0 +1,112 @@
+"""How fast the server starts: seconds to `/info` for this app and for a bare MONAI Label app (no models) measured in
+the same run, and seconds to the first answer.
+
+    .venv/bin/python benchmarks/server_start.py [--repeats 3]
+
+Both servers are `monailabel start_server` on 127.0.0.1 with the same studies; each start is timed from the process's
+launch to the first 200 from `/info/` (then the first good question, for this app: models load on first use). Starts
+alternate between the two apps; the medians are printed and written to `benchmarks/results/server_start.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monailabel_app.demo.sample_studies import write_sample_studies  # noqa: E402
+from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
+from tests.monailabel_server import MONAILABEL, MonaiLabelServer, free_port  # noqa: E402
+from tests.support.hostile_requests import good_request  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results" / "server_start.json"
+BARE_APP = '''
+from monailabel.interfaces.app import MONAILabelApp
+
+
+class BareApp(MONAILabelApp):
+    def __init__(self, app_dir, studies, conf):
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="bare", description="no models")
+'''
+
+
+def wait_for_info(url: str, process: subprocess.Popen, started: float, timeout_s: float = 300) -> float:
+    while time.perf_counter() - started < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if requests.get(f"{url}/info/", timeout=5).status_code == 200:
+                return time.perf_counter() - started
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("no /info/ answer")
+
+
+def bare_start(app_dir: Path, studies: Path) -> float:
+    port = free_port()
+    command = [str(MONAILABEL), "start_server", "--app", str(app_dir), "--studies", str(studies)]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    env = {"PATH": "/usr/bin:/bin", "MONAILABEL_PYEXE": sys.executable, "PYTHONPATH": str(app_dir)}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=app_dir)
+    try:
+        return wait_for_info(f"http://127.0.0.1:{port}", process, started)
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def app_start(studies: Path, reasoner: Path, logs: Path) -> tuple[float, float]:
+    server = MonaiLabelServer(studies, {"models": "implicit_query", "reasoner": str(reasoner)}, logs / "app.log")
+    started = time.perf_counter()
+    try:
+        server.start()
+        to_info = time.perf_counter() - started
+        assert good_request(requests.Session(), server.url).status_code == 200
+        return to_info, time.perf_counter() - started
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="start-bench-"))
+    studies = scratch / "studies"
+    write_sample_studies(studies)
+    bare = scratch / "bare_app"
+    bare.mkdir()
+    (bare / "main.py").write_text(BARE_APP)
+    reasoner = build_tiny_reasoner(scratch / "reasoner", seed=0, format_tuned=True)
+    bare_info, app_info, app_answer = [], [], []
+    for _ in range(args.repeats):
+        bare_info.append(bare_start(bare, studies))
+        info, answer = app_start(studies, reasoner, scratch)
+        app_info.append(info)
+        app_answer.append(answer)
+    report = {
+        "repeats": args.repeats,
+        "bare_monailabel_to_info_s": round(statistics.median(bare_info), 2),
+        "this_app_to_info_s": round(statistics.median(app_info), 2),
+        "ratio": round(statistics.median(app_info) / statistics.median(bare_info), 2),
+        "this_app_to_first_answer_s": round(statistics.median(app_answer), 2),
+        "all": {"bare": [round(v, 2) for v in bare_info], "app": [round(v, 2) for v in app_info]},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
