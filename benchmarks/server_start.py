@@ -29,14 +29,14 @@ from tests.monailabel_server import MONAILABEL, MonaiLabelServer, free_port  # n
 from tests.support.hostile_requests import good_request  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "server_start.json"
-BARE_APP = '''
+BARE_APP = """
 from monailabel.interfaces.app import MONAILabelApp
 
 
 class BareApp(MONAILabelApp):
     def __init__(self, app_dir, studies, conf):
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="bare", description="no models")
-'''
+"""
 
 
 def wait_for_info(url: str, process: subprocess.Popen, started: float, timeout_s: float = 300) -> float:

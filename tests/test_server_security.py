@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +31,11 @@ from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, good_request
 pytestmark = pytest.mark.server
 
 APP_SKIP = (".git", ".venv", "__pycache__", "logs", ".pytest_cache", ".hypothesis", "model", "benchmarks/results")
-TEMP_SKIP = ("pytest-of-root", f"pytest-of-{os.environ.get('USER', 'root')}")
+TEMP = Path(tempfile.gettempdir()).resolve()
+# pytest's own folders; other tools' scratch folders on a shared machine; this checkout when it lies in the temp folder
+TEMP_SKIP = ("pytest-of-*", "bash_tool_*") + (
+    (os.path.relpath(APP_DIR.resolve(), TEMP),) if APP_DIR.resolve().is_relative_to(TEMP) else ()
+)
 SERVED_SAFELY = {"raw: /ohif/../../etc/passwd": lambda r: b"root:" not in r.content}  # the viewer's page, not the file
 UPLOAD_LIMIT_MB = 4
 
