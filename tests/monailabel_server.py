@@ -32,6 +32,7 @@ class MonaiLabelServer:
         env: Mapping[str, str] = (),
         hardened: bool = True,
         probe_headers: Mapping[str, str] = (),
+        own_temp: bool = False,
     ):
         self.studies = studies if str(studies).startswith("http") else Path(studies)  # a folder or a DICOMweb URL
         self.conf = dict(conf)
@@ -40,6 +41,11 @@ class MonaiLabelServer:
         self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
         self.hardened = hardened  # False: MONAI Label's own ASGI app, which this app must refuse to serve behind
         self.probe_headers = dict(probe_headers)  # with authentication on, /info/ needs a token
+        # own_temp: the server's temp folder (TMPDIR) is one of its own, so a test can tell every temporary file it
+        # makes from those of anything else running on the machine
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="server-tmp-")) if own_temp else None
+        if self.temp_dir is not None:
+            self.extra_env["TMPDIR"] = str(self.temp_dir)
         self.log_path = Path(log_path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -5,7 +5,6 @@ datastore created, changed or removed. Figures (counts, memory) are printed by `
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 import requests
@@ -15,7 +14,7 @@ from tests.monailabel_server import APP_DIR, MonaiLabelServer
 from tests.support.file_trees import snapshot
 from tests.support.hostile_requests import CATALOGUE, good_request
 from tests.support.storm import load, storm
-from tests.test_server_security import APP_SKIP, TEMP_SKIP, scratch_left, settle
+from tests.test_server_security import APP_SKIP, scratch_left, settle
 
 pytestmark = pytest.mark.server
 
@@ -29,7 +28,7 @@ def server(format_tuned_reasoner_dir, tmp_path_factory):
     studies = tmp_path_factory.mktemp("studies")
     write_sample_studies(studies)
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
-    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
+    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log", own_temp=True).start()
     session = requests.Session()
     good_request(session, running.url)
     for _, send in CATALOGUE:  # warm: every code path once, so only the storm's own effects are compared
@@ -39,7 +38,7 @@ def server(format_tuned_reasoner_dir, tmp_path_factory):
 
 
 def test_a_storm_of_bad_requests_gets_only_4xx_and_changes_nothing_outside(server):
-    temp_before = snapshot(tempfile.gettempdir(), TEMP_SKIP)
+    temp_before = snapshot(server.temp_dir)
     app_before = snapshot(APP_DIR, APP_SKIP)
     outcome = storm(server.url, STORM_REQUESTS, STORM_THREADS)
     assert outcome.errors == []  # no dropped or refused connection
@@ -50,7 +49,7 @@ def test_a_storm_of_bad_requests_gets_only_4xx_and_changes_nothing_outside(serve
     assert outcome.statuses[("good", 200)] == outcome.count("good") == STORM_REQUESTS // 10
     assert good_request(requests.Session(), server.url).status_code == 200
     unchanged = dict(created=[], removed=[], changed=[])
-    assert settle(lambda: snapshot(tempfile.gettempdir(), TEMP_SKIP), temp_before) == unchanged
+    assert settle(lambda: snapshot(server.temp_dir), temp_before) == unchanged
     assert settle(lambda: snapshot(APP_DIR, APP_SKIP), app_before) == unchanged
     assert scratch_left(server) == []
 

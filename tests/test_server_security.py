@@ -12,16 +12,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
-from lib.server.scratch import SCRATCH_ROOT
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import APP_DIR, MonaiLabelServer
@@ -31,11 +28,6 @@ from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, good_request
 pytestmark = pytest.mark.server
 
 APP_SKIP = (".git", ".venv", "__pycache__", "logs", ".pytest_cache", ".hypothesis", "model", "benchmarks/results")
-TEMP = Path(tempfile.gettempdir()).resolve()
-# pytest's own folders; other tools' scratch folders on a shared machine; this checkout when it lies in the temp folder
-TEMP_SKIP = ("pytest-of-*", "bash_tool_*") + (
-    (os.path.relpath(APP_DIR.resolve(), TEMP),) if APP_DIR.resolve().is_relative_to(TEMP) else ()
-)
 SERVED_SAFELY = {"raw: /ohif/../../etc/passwd": lambda r: b"root:" not in r.content}  # the viewer's page, not the file
 UPLOAD_LIMIT_MB = 4
 
@@ -51,7 +43,7 @@ def studies(tmp_path_factory):
 def server(studies, format_tuned_reasoner_dir, tmp_path_factory):
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
     conf.update(max_upload_mb=str(UPLOAD_LIMIT_MB), keep_versions="3")
-    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
+    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log", own_temp=True).start()
     good_request(requests.Session(), running.url)  # warm: models loaded, the server's own folders made
     yield running
     running.stop()
@@ -75,7 +67,7 @@ def settle(take, before, timeout_s=10):
 
 def scratch_left(server, timeout_s=10) -> list:
     """The request folders still there once the last answer's clean-up has run (it runs just after sending)."""
-    scratch = SCRATCH_ROOT / str(server.process.pid)
+    scratch = server.temp_dir / "medreasoner-requests" / str(server.process.pid)
     deadline = time.monotonic() + timeout_s
     while scratch.exists() and list(scratch.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -83,7 +75,7 @@ def scratch_left(server, timeout_s=10) -> list:
 
 
 def test_every_hostile_request_is_a_clear_4xx_and_touches_nothing_outside(server, studies):
-    temp_before = snapshot(tempfile.gettempdir(), TEMP_SKIP)
+    temp_before = snapshot(server.temp_dir)
     app_before = snapshot(APP_DIR, APP_SKIP)
     studies_before = snapshot(studies)
     session = requests.Session()  # keep-alive, as a viewer: a dropped connection would show here
@@ -96,9 +88,7 @@ def test_every_hostile_request_is_a_clear_4xx_and_touches_nothing_outside(server
         if response.status_code != 413:  # FastAPI's own 413 body is plain text
             assert response.json()["detail"], name  # a message, not an empty refusal
     assert_serves(server)
-    assert settle(lambda: snapshot(tempfile.gettempdir(), TEMP_SKIP), temp_before) == dict(
-        created=[], removed=[], changed=[]
-    )
+    assert settle(lambda: snapshot(server.temp_dir), temp_before) == dict(created=[], removed=[], changed=[])
     assert differences(app_before, snapshot(APP_DIR, APP_SKIP)) == dict(created=[], removed=[], changed=[])
     changed = differences(studies_before, snapshot(studies))
     assert changed["created"] == changed["removed"] == [] and set(changed["changed"]) <= {"datastore_v2.json"}
