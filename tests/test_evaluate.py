@@ -13,26 +13,23 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from monailabel_app.data.folder_samples import write_folder_dataset
 from monailabel_app.data.loaders import load_samples
 from monailabel_app.data.umrg_parquet import write_umrg_parquet
 from monailabel_app.evaluation.answers import AnswersFile, ReasonerAnswers
 from monailabel_app.evaluation.cli import main
 from monailabel_app.evaluation.metrics import box_iou_metric
+from monailabel_app.evaluation.overlays import OVERLAY_DIR
 from monailabel_app.evaluation.reference_parser import parse_reference_answer
-from monailabel_app.evaluation.report import (
-    CHART_FILE,
-    METRICS_FILE,
-    OVERLAY_DIR,
-    REPORT_FILE,
-    markdown_report,
-    summarise,
-)
+from monailabel_app.evaluation.report import CHART_FILES, HTML_FILE, METRICS_FILE, REPORT_FILE, report_blocks
+from monailabel_app.evaluation.report_document import render_markdown
 from monailabel_app.evaluation.run import RunOptions, run_evaluation
 from monailabel_app.evaluation.run_folder import RESULTS_FILE, RUN_FILE, RunMismatchError
+from monailabel_app.evaluation.summary import summarise
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.segmentation.factory import build_segmenter
-from tests.grounding_datasets import lesion_samples, write_folder_dataset
+from tests.grounding_datasets import lesion_samples
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -88,11 +85,16 @@ def reasoner_run(parquet_path, reasoner, segmenter, tmp_path_factory):
     """The reference run of this module: every sample answered by the reasoner, Dice from LiteMedSAM."""
     output = tmp_path_factory.mktemp("reasoner_run")
     counting = CountingReasoner(reasoner)
-    options = RunOptions(overlays=3, progress=False)
+    options = RunOptions(overlays=1, progress=False)
     metrics = run_evaluation(
-        load_samples(parquet_path), ReasonerAnswers(counting), segmenter, output, run_settings(parquet_path), options
+        opener(parquet_path), ReasonerAnswers(counting), segmenter, output, run_settings(parquet_path), options
     )
     return output, metrics, counting.calls
+
+
+def opener(path: Path):
+    """What run_evaluation reads samples from: the data afresh at each call."""
+    return lambda report: load_samples(path, report)
 
 
 def lines_of(output: Path) -> list[dict]:
@@ -117,11 +119,15 @@ def test_a_run_writes_every_file_and_its_totals_are_the_means_of_its_lines(reaso
     assert metrics["overall"]["dice_joint"] > 20  # the reasoner's fixed box lands on some lesions
     assert json.loads((output / METRICS_FILE).read_text()) == metrics
     report = (output / REPORT_FILE).read_text()
-    assert "## Per super-category" in report and "| Thorax |" in report and f"({CHART_FILE})" in report
-    assert Image.open(output / CHART_FILE).size[0] > 100
-    overlays = sorted((output / OVERLAY_DIR).iterdir())
-    assert [path.name for path in overlays] == ["0000_case-000.png", "0001_case-001.png", "0002_case-002.png"]
-    assert Image.open(overlays[0]).mode in ("RGB", "RGBA")
+    chart = CHART_FILES["supercategory"]
+    assert "## Per super-category" in report and "| Thorax |" in report and f"({chart})" in report
+    assert Image.open(output / chart).size[0] > 100
+    by_id = {line["id"]: line["metrics"]["dice_joint"] for line in lines}
+    drawn = {path.name.split("_", 1)[0]: path.name.split("_", 1)[1][:-4] for path in (output / OVERLAY_DIR).iterdir()}
+    assert set(drawn) == {"worst-1", "median-1", "best-1"}
+    assert by_id[drawn["worst-1"]] == min(by_id.values()) and by_id[drawn["best-1"]] == max(by_id.values())
+    assert min(by_id.values()) <= by_id[drawn["median-1"]] <= max(by_id.values())
+    assert Image.open(output / OVERLAY_DIR / f"worst-1_{drawn['worst-1']}.png").mode in ("RGB", "RGBA")
 
 
 def test_resume_skips_finished_samples_and_redoes_failed_requests(
@@ -136,7 +142,7 @@ def test_resume_skips_finished_samples_and_redoes_failed_requests(
     counting = CountingReasoner(reasoner)
     options = RunOptions(overlays=0, progress=False)
     resumed = run_evaluation(
-        load_samples(parquet_path), ReasonerAnswers(counting), segmenter, tmp_path, run_settings(parquet_path), options
+        opener(parquet_path), ReasonerAnswers(counting), segmenter, tmp_path, run_settings(parquet_path), options
     )
     assert counting.calls == len(lines) - 10
     assert [line["id"] for line in lines_of(tmp_path)] == [line["id"] for line in lines]
@@ -148,7 +154,7 @@ def test_an_answers_file_run_reproduces_the_metrics(reasoner_run, parquet_path, 
     answers = AnswersFile(output / RESULTS_FILE)
     options = RunOptions(overlays=0, progress=False)
     settings = run_settings(parquet_path, backend="answers")
-    replayed = run_evaluation(load_samples(parquet_path), answers, segmenter, tmp_path, settings, options)
+    replayed = run_evaluation(opener(parquet_path), answers, segmenter, tmp_path, settings, options)
     assert {key: replayed[key] for key in SUMMARY_KEYS} == {key: metrics[key] for key in SUMMARY_KEYS}
 
 
@@ -159,7 +165,8 @@ def test_the_command_line_scores_a_folder_data_set_like_the_parquet(reasoner_run
     assert folder_metrics["metric_names"] == ["iou", "pdice"] and folder_metrics["samples"] == metrics["samples"]
     for name in ("iou", "pdice"):
         assert folder_metrics["overall"][name] == pytest.approx(metrics["overall"][name])
-    assert (tmp_path / REPORT_FILE).is_file() and len(list((tmp_path / OVERLAY_DIR).iterdir())) == 20
+    assert (tmp_path / REPORT_FILE).is_file() and (tmp_path / HTML_FILE).is_file()
+    assert len(list((tmp_path / OVERLAY_DIR).iterdir())) == 9  # the 3 worst, 3 median and 3 best (the default)
 
 
 def test_the_command_line_runs_the_reasoner_and_litemedsam_end_to_end(
@@ -184,7 +191,7 @@ def test_other_settings_in_the_same_folder_are_refused_until_restart(reasoner_ru
         main([*arguments, "--parser", "app"])
     assert main([*arguments, "--parser", "app", "--restart"])["run"]["parser"] == "app"
     with pytest.raises(RunMismatchError):
-        run_evaluation([], AnswersFile(answers), None, tmp_path, {"parser": "paper"})
+        run_evaluation(lambda report: [], AnswersFile(answers), None, tmp_path, {"parser": "paper"})
 
 
 def answer_text(box, p1, p2, fenced: bool = False) -> str:
@@ -207,7 +214,14 @@ def test_failures_count_as_zero_and_the_paper_parser_is_stricter_than_the_app(sa
     answers_path = tmp_path / "results.json"
     answers_path.write_text(json.dumps([{"id": s.sample_id, "output": text} for s, text in zip(chosen, outputs)]))
     paper, app = (
-        run_evaluation(chosen, AnswersFile(answers_path), None, tmp_path / name, {}, RunOptions(name, progress=False))
+        run_evaluation(
+            lambda report: chosen,
+            AnswersFile(answers_path),
+            None,
+            tmp_path / name,
+            {},
+            RunOptions(name, progress=False),
+        )
         for name in ("paper", "app")
     )
     assert paper["samples"] == app["samples"] == 6
@@ -289,9 +303,10 @@ def test_dice_is_averaged_over_the_samples_with_a_ground_truth_mask():
     assert summary["overall"]["iou"] == pytest.approx(30.0) and summary["overall"]["count"] == 3
     assert summary["overall"]["dice_joint"] == pytest.approx(60.0) and summary["overall"]["dice_count"] == 2
     assert summary["supercategory"]["Thorax"]["dice_box"] == pytest.approx(80.0)
-    report_input = {"run": {}, "loading": "", "samples": 3, "failed": 0, "failure_reasons": {}, **summary}
-    report = markdown_report({**report_input, "metric_names": ["iou", "pdice", "dice_joint"]}, chart=False)
-    assert "| n | n (Dice) | IoU | pDice | Dice (joint) |" in report and "| 3 | 2 | 30.00 | 0.00 | 60.00 |" in report
+    report_input = {"run": {}, "loading": "", "samples": 3, "failed": 0, "failure_rate": 0.0, "failure_reasons": {}}
+    metrics = {**report_input, **summary, "metric_names": ["iou", "pdice", "dice_joint"], "intervals": "95%"}
+    report = render_markdown(report_blocks(metrics, charts=False))
+    assert "| IoU | 30.00 |" in report and "| Dice (joint) | 60.00 | 40.0 – 80.0 | 2 |" in report
 
 
 def test_the_command_lines_choices_are_the_modules():

@@ -11,9 +11,14 @@ Answers (`--backend`): `transformers` or `vllm` (a local checkpoint), `openai` (
 our `results.jsonl` or the paper's `results.json`): every source is scored by the same code.
 
 The output folder gets `results.jsonl` (one line per sample, written as soon as it is scored), `run.json`,
-`metrics.json`, `report.md`, `supercategory.png` and `overlays/`. Running the same command again resumes: finished
-samples are skipped, samples whose answer could not be had (a failed request) are redone, and the totals are computed
-from all lines. A different configuration in the same folder is refused (`--restart` starts over).
+`metrics.json`, `report.md` and `report.html` (the same report, self-contained), charts and `overlays/`. Running the
+same command again resumes: finished samples are skipped, samples whose answer could not be had (a failed request)
+are redone, and the totals are computed from all lines. A different configuration in the same folder is refused
+(`--restart` starts over); a folder another run is writing to is refused while that run lives.
+
+    python -m monailabel_app.evaluate compare runs/before runs/after --output runs/before-vs-after
+
+compares two runs on their common samples (`evaluation.compare`).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ def describe_run(args: argparse.Namespace) -> dict:
         "sampling": _sampling(args).to_json() if generated else None,
         "min_pixels": args.min_pixels,
         "max_pixels": args.max_pixels,
+        "limit": args.limit,
     }
 
 
@@ -78,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--output", required=True, help="folder for results.jsonl, metrics.json, report.md, ...")
     data.add_argument("--limit", type=int, default=None, help="only the first N samples")
     data.add_argument("--restart", action="store_true", help="delete earlier results in --output instead of resuming")
-    data.add_argument("--overlays", type=int, default=20, help="overlay pictures for the first N samples")
+    data.add_argument(
+        "--overlays", type=int, default=3, help="overlay pictures of the N worst, median and best samples"
+    )
     data.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     answers = parser.add_argument_group("answers")
@@ -139,6 +147,11 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        from monailabel_app.evaluation.compare_cli import main as compare_main
+
+        return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
@@ -149,9 +162,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def _run(args: argparse.Namespace) -> dict:
-    from monailabel_app.data.load_report import LoadReport
     from monailabel_app.data.loaders import load_samples
-    from monailabel_app.evaluation.report import METRICS_FILE, REPORT_FILE
+    from monailabel_app.evaluation.output_lock import output_lock
+    from monailabel_app.evaluation.report import HTML_FILE, METRICS_FILE, REPORT_FILE
     from monailabel_app.evaluation.run import RunOptions, run_evaluation
     from monailabel_app.evaluation.run_folder import claim_output_dir, clear_output
     from monailabel_app.evaluation.sources import build_answer_source, data_source
@@ -159,33 +172,36 @@ def _run(args: argparse.Namespace) -> dict:
     from monailabel_app.segmentation.factory import build_segmenter
 
     output_dir, run = Path(args.output), describe_run(args)
-    if args.restart:
-        clear_output(output_dir)
-    claim_output_dir(output_dir, run)  # before loading models: a mismatch should fail fast
-    source, total = data_source(args)
-    segmenter = None
-    if args.segmenter != "none":
-        segmenter = build_segmenter(args.segmenter, args.segmenter_checkpoint, str(resolve_device(args.device)))
-    answers = build_answer_source(args)
-    load_report = LoadReport()
-    options = RunOptions(
-        parser=args.parser,
-        think=args.think,
-        template=args.template,
-        batch_size=max(args.batch_size, args.concurrency if args.backend == "openai" else 1),
-        overlays=args.overlays,
-        limit=args.limit,
-        progress=args.progress,
-    )
-    samples = load_samples(source, load_report)
-    metrics = run_evaluation(samples, answers, segmenter, output_dir, run, options, total, load_report)
+    with output_lock(output_dir):  # held from --restart to the last report line
+        if args.restart:
+            clear_output(output_dir)
+        claim_output_dir(output_dir, run)  # before loading models: a mismatch should fail fast
+        source, total = data_source(args)
+        segmenter = None
+        if args.segmenter != "none":
+            segmenter = build_segmenter(args.segmenter, args.segmenter_checkpoint, str(resolve_device(args.device)))
+        answers = build_answer_source(args)
+        options = RunOptions(
+            parser=args.parser,
+            think=args.think,
+            template=args.template,
+            batch_size=max(args.batch_size, args.concurrency if args.backend == "openai" else 1),
+            overlays=args.overlays,
+            limit=args.limit,
+            progress=args.progress,
+        )
+        metrics = run_evaluation(
+            lambda report: load_samples(source, report), answers, segmenter, output_dir, run, options, total
+        )
     print(summary_line(metrics), file=sys.stderr)
-    print(f"wrote {output_dir / REPORT_FILE} and {output_dir / METRICS_FILE}", file=sys.stderr)
+    print(
+        f"wrote {output_dir / REPORT_FILE}, {output_dir / HTML_FILE} and {output_dir / METRICS_FILE}", file=sys.stderr
+    )
     return metrics
 
 
 def summary_line(metrics: Mapping[str, Any]) -> str:
-    from monailabel_app.evaluation.report import METRIC_LABELS
+    from monailabel_app.evaluation.figures import METRIC_LABELS
 
     overall = metrics["overall"]
     scores = "  ".join(f"{METRIC_LABELS[name]} {overall[name]:.2f}" for name in metrics["metric_names"])

@@ -82,14 +82,14 @@ def sample_metrics(
     return result
 
 
-def _metric_value(record: Mapping[str, Any], name: str) -> float:
+def metric_value(record: Mapping[str, Any], name: str) -> float:
     """A record's metric, with a missing, None or NaN value counted as a failure (0)."""
     value = record.get(name)
     return 0.0 if value is None or math.isnan(value) else float(value)
 
 
 def _means_x100(records: Sequence[Mapping[str, Any]], metric_names: Sequence[str]) -> dict[str, float]:
-    means = {name: 100.0 * float(np.mean([_metric_value(r, name) for r in records])) for name in metric_names}
+    means = {name: 100.0 * float(np.mean([metric_value(r, name) for r in records])) for name in metric_names}
     return {**means, "count": len(records)}
 
 

@@ -1,133 +1,121 @@
-"""What an evaluation run writes besides `results.jsonl`: metrics.json, report.md, the per-super-category bar chart,
-and overlay pictures (ground truth vs prediction, box and points) for the first samples.
+"""What an evaluation run writes besides `results.jsonl`: metrics.json, report.md and report.html (the same report;
+the HTML is one self-contained file), and the charts.
 
-Totals are computed from the result lines alone, so a resumed run, or one re-scored from an answers file, reports
-exactly what its lines say. Means are x100 and a failed sample counts as 0 in every one of them (the paper's rule).
-Dice is averaged over the samples that have a ground-truth mask (all of them for U-MRG and datastore labels).
-Matplotlib is driven through its object API with the Agg canvas: no global backend switch, no display needed.
+The report gives the paper's means with 95% bootstrap intervals (overall, per super-category, modality and category),
+the distribution of per-sample values, the failure rate and its reasons, latency percentiles, the worst, median and
+best samples drawn with their question and reasoning, and the paper's figures only where the run is comparable.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import textwrap
-from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
-
-from monailabel_app.data.sample import GroundingSample
-from monailabel_app.evaluation.metrics import GROUP_KEYS, PROMPT_SETTINGS, aggregate
-from monailabel_app.evaluation.scoring import ScoredSample
-from monailabel_app.grounding.pipeline import STATUS_OK
-
-BOX_POINT_METRICS = ("iou", "pdice")
-DICE_METRICS = tuple(f"dice_{setting}" for setting in PROMPT_SETTINGS)
-METRIC_LABELS = {
-    "iou": "IoU",
-    "pdice": "pDice",
-    "dice_points": "Dice (points)",
-    "dice_box": "Dice (box)",
-    "dice_joint": "Dice (joint)",
-}
-GROUP_TITLES = {"supercategory": "Super-category", "category": "Category", "modality": "Modality"}
-CHART_METRICS = ("iou", "pdice", "dice_joint")
-NO_ANSWER = "no answer from the model (request failed or answer missing)"
-# docs/method.md §7: MedSAM2 as segmenter, joint prompt; IoU / pDice / Dice.
-PAPER_REFERENCE = {
-    "MedReasoner-7B": (32.42, 26.55, 37.78),
-    "Qwen2.5-VL-72B": (18.32, 12.39, 29.71),
-    "Lingshu-7B (before RL)": (8.19, 3.73, 16.48),
-}
+from monailabel_app.evaluation.figures import METRIC_LABELS, distribution_histograms, group_bars
+from monailabel_app.evaluation.overlays import OVERLAY_DIR, ChosenOverlay, ranking_metric
+from monailabel_app.evaluation.paper_reference import PAPER_FIGURES, comparability
+from monailabel_app.evaluation.report_document import (
+    Block,
+    Bullets,
+    Heading,
+    Paragraph,
+    Picture,
+    Pictures,
+    Table,
+    render_html,
+    render_markdown,
+)
+from monailabel_app.evaluation.summary import build_metrics, metric_values
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
-CHART_FILE = "supercategory.png"
-OVERLAY_DIR = "overlays"
+HTML_FILE = "report.html"
+CHART_FILES = {"supercategory": "supercategory.png", "modality": "modality.png"}
+DISTRIBUTION_FILE = "distributions.png"
+REPORT_FILES = (METRICS_FILE, REPORT_FILE, HTML_FILE, *CHART_FILES.values(), DISTRIBUTION_FILE)
+GROUP_TITLES = {"supercategory": "Super-category", "category": "Category", "modality": "Modality"}
+DISTRIBUTION_METRICS = ("iou", "pdice", "dice_joint")
+PDICE_NOTE = (
+    "pDice is the paper's point score: 2·I/U of the two circles around the predicted and the true key points, not a "
+    "Dice of masks, so one sample's value runs from 0 to 200 (x100) rather than to 100, and a mean above 100 is "
+    "possible. It is kept unclipped to match the published evaluation."
+)
+LATENCY_LABELS = {
+    "reasoner_s": "reasoner (prefill + decode), s",
+    "prefill_s": "prefill, s",
+    "decode_s": "decode, s",
+    "segment_s": "segmenter (three prompts), s",
+    "new_tokens": "new tokens",
+}
 
 
-def summarise(lines: Sequence[Mapping[str, Any]]) -> dict:
-    """{"overall": {...}, "supercategory": {label: {...}}, "category": ..., "modality": ...} of means x100 and counts;
-    Dice entries (and "dice_count") where some sample had a ground-truth mask."""
-    records = [{**line["metrics"], **{key: line.get(key) for key in GROUP_KEYS}} for line in lines]
-    summary = aggregate(records, BOX_POINT_METRICS)
-    with_dice = [record for record in records if "dice_joint" in record]
-    if with_dice:
-        dice = aggregate(with_dice, DICE_METRICS)
-        _add_dice(summary["overall"], dice["overall"])
-        for key in GROUP_KEYS:
-            for label, entry in dice[key].items():
-                _add_dice(summary[key][label], entry)
-    return summary
-
-
-def _add_dice(entry: dict, dice_entry: Mapping[str, Any]) -> None:
-    entry.update({name: dice_entry[name] for name in DICE_METRICS}, dice_count=dice_entry["count"])
-
-
-def failure_reasons(lines: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """How many samples failed for each kind of reason (the reason text up to its first colon)."""
-    kinds = Counter(
-        NO_ANSWER if line.get("answer_error") else str(line.get("reason") or "unknown").split(":")[0][:120]
-        for line in lines
-        if line["status"] != STATUS_OK
-    )
-    return dict(kinds.most_common())
-
-
-def write_reports(output_dir: Path, lines: Sequence[Mapping[str, Any]], run: Mapping[str, Any], loading: str) -> dict:
-    """Writes metrics.json, report.md and the bar chart; returns what metrics.json holds."""
+def write_reports(
+    output_dir: Path,
+    lines: Sequence[Mapping[str, Any]],
+    run: Mapping[str, Any],
+    loading: str,
+    session: Optional[Mapping[str, Any]] = None,
+    overlays: Sequence[ChosenOverlay] = (),
+) -> dict:
+    """Writes metrics.json, the charts, report.md and report.html; returns what metrics.json holds."""
     output_dir = Path(output_dir)
-    summary = summarise(lines)
-    grounded = sum(line["status"] == STATUS_OK for line in lines)
-    metric_names = [name for name in (*BOX_POINT_METRICS, *DICE_METRICS) if name in summary["overall"]]
-    metrics = {
-        "run": dict(run),
-        "loading": loading,
-        "samples": len(lines),
-        "grounded": grounded,
-        "failed": len(lines) - grounded,
-        "failure_reasons": failure_reasons(lines),
-        "scale": "means x100; a failed sample counts as 0 in every mean",
-        "metric_names": metric_names,
-        **summary,
-    }
+    metrics = build_metrics(lines, run, loading, session or {})
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    if lines:
-        write_chart(output_dir / CHART_FILE, summary["supercategory"], metric_names)
-    (output_dir / REPORT_FILE).write_text(markdown_report(metrics, chart=bool(lines)), encoding="utf-8")
+    charts = bool(lines)
+    if charts:
+        for key, name in CHART_FILES.items():
+            group_bars(output_dir / name, f"Per {GROUP_TITLES[key].lower()}", metrics[key], metrics["metric_names"])
+        shown = [name for name in DISTRIBUTION_METRICS if name in metrics["metric_names"]]
+        per_sample = {name: [100 * v for v in metric_values((x["metrics"] for x in lines), name)] for name in shown}
+        distribution_histograms(output_dir / DISTRIBUTION_FILE, per_sample)
+    blocks = report_blocks(metrics, overlays, charts)
+    (output_dir / REPORT_FILE).write_text(render_markdown(blocks), encoding="utf-8")
+    (output_dir / HTML_FILE).write_text(render_html(blocks, _title(metrics["run"]), output_dir), encoding="utf-8")
     return metrics
 
 
-def markdown_report(metrics: Mapping[str, Any], chart: bool = True) -> str:
+def _title(run: Mapping[str, Any]) -> str:
+    return f"Evaluation: {run.get('model') or run.get('answers') or run.get('backend')}"
+
+
+def report_blocks(
+    metrics: Mapping[str, Any], overlays: Sequence[ChosenOverlay] = (), charts: bool = True
+) -> list[Block]:
     run, names = metrics["run"], metrics["metric_names"]
-    failed, total = metrics["failed"], metrics["samples"]
-    share = f" ({100 * failed / total:.1f}%)" if total else ""
-    out = [
-        f"# Evaluation: {run.get('model') or run.get('answers') or run.get('backend')}",
-        "",
-        f"- Data: `{run.get('data')}`: {total} samples scored ({metrics['loading']})",
-        f"- Answers: {_answers_line(run)}",
-        f"- Parser: `{run.get('parser')}`; segmenter: `{run.get('segmenter')}`; think: {_yes_no(run.get('think'))}",
-        f"- Failures (no usable box and points; each counts as 0 in every mean): {failed} of {total}{share}",
+    blocks: list[Block] = [Heading(_title(run), 1), Bullets(_run_facts(metrics))]
+    blocks += [Paragraph(f"Means are x100 over every sample; a failed sample counts as 0. {metrics['intervals']}.")]
+    blocks += [Heading("Overall"), _overall_table(metrics["overall"], names), Paragraph(PDICE_NOTE)]
+    blocks += _failure_blocks(metrics)
+    blocks += _distribution_blocks(metrics, charts)
+    for key in ("supercategory", "modality", "category"):
+        blocks += [Heading(f"Per {GROUP_TITLES[key].lower()}"), _group_table(GROUP_TITLES[key], metrics[key], names)]
+        if charts and key in CHART_FILES:
+            blocks.append(Picture(CHART_FILES[key], f"Per {GROUP_TITLES[key].lower()}"))
+    blocks += _latency_blocks(metrics.get("latency", {}))
+    blocks += _overlay_blocks(overlays, metrics)
+    blocks += _paper_blocks(metrics)
+    return blocks
+
+
+def _run_facts(metrics: Mapping[str, Any]) -> list[str]:
+    run = metrics["run"]
+    facts = [
+        f"Data: `{run.get('data')}`: {metrics['samples']} samples scored ({metrics['loading']})",
+        f"Answers: {_answers_line(run)}",
+        f"Parser: `{run.get('parser')}`; segmenter: `{run.get('segmenter')}`; think: {_yes_no(run.get('think'))}",
     ]
-    out += [f"  - {reason}: {count}" for reason, count in metrics["failure_reasons"].items()]
-    out += ["", "All values are means x100 over every sample.", "", "## Overall", ""]
-    out += _table(None, {"all": metrics["overall"]}, names)
-    for key in GROUP_KEYS:
-        out += ["", f"## Per {GROUP_TITLES[key].lower()}", ""]
-        out += _table(GROUP_TITLES[key], metrics[key], names)
-        if key == "supercategory" and chart:
-            out += ["", f"![Per super-category]({CHART_FILE})"]
-    out += ["", "## Paper reference (MedSAM2 segmenter, joint prompt; IoU / pDice / Dice)", ""]
-    out += [f"- {model}: {iou} / {pdice} / {dice}" for model, (iou, pdice, dice) in PAPER_REFERENCE.items()]
-    out += ["", f"Overlays of the first samples (green: ground truth, red: prediction) are in `{OVERLAY_DIR}/`.", ""]
-    return "\n".join(out)
+    if run.get("limit") is not None:
+        facts.append(f"Only the first {run['limit']} samples of the data (`--limit`)")
+    session = metrics.get("session") or {}
+    if session:
+        rate = f", {session['samples_per_s']:.2f} samples/s" if session.get("samples_per_s") else ""
+        facts.append(
+            f"This session scored {session.get('scored', 0)} samples in {session.get('seconds', 0):.1f} s{rate}; "
+            f"{session.get('already_scored', 0)} were scored by an earlier session of this run"
+        )
+    return facts
 
 
 def _yes_no(flag: Any) -> str:
@@ -153,85 +141,141 @@ def _sampling_text(sampling: Optional[Mapping[str, Any]]) -> str:
     return text + (f", repetition penalty {penalty}" if penalty else ", the checkpoint's repetition penalty")
 
 
-def _table(title: Optional[str], entries: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
-    show_dice_count = any(entry.get("dice_count", entry["count"]) != entry["count"] for entry in entries.values())
-    header = ([title] if title else []) + ["n"] + (["n (Dice)"] if show_dice_count else [])
-    header += [METRIC_LABELS[name] for name in names]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+def _interval_text(entry: Mapping[str, Any], name: str, count_key: str = "count") -> str:
+    interval = (entry.get("ci95") or {}).get(name)
+    if interval is None or entry.get(count_key, entry.get("count", 0)) < 2:
+        return "n too small"
+    return f"{interval[0]:.1f} – {interval[1]:.1f}"
+
+
+def _count_for(name: str) -> str:
+    return "dice_count" if name.startswith("dice_") else "count"
+
+
+def _overall_table(entry: Mapping[str, Any], names: Sequence[str]) -> Table:
+    rows = [
+        [
+            METRIC_LABELS[name],
+            f"{entry[name]:.2f}",
+            _interval_text(entry, name, _count_for(name)),
+            str(entry.get(_count_for(name), entry["count"])),
+        ]
+        for name in names
+    ]
+    return Table(["Metric", "Mean", "95% interval", "n"], rows)
+
+
+def _group_table(title: str, entries: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> Table:
+    rows = []
     for label, entry in entries.items():
-        cells = ([_cell_text(label)] if title else []) + [str(entry["count"])]
-        cells += [str(entry.get("dice_count", 0))] if show_dice_count else []
-        cells += [f"{entry[name]:.2f}" if name in entry else "" for name in names]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
+        cells = [str(label), str(entry["count"])]
+        for name in names:
+            if name not in entry:
+                cells.append("")
+                continue
+            interval = _interval_text(entry, name, _count_for(name))
+            cells.append(f"{entry[name]:.2f} ({interval})" if interval != "n too small" else f"{entry[name]:.2f}")
+        rows.append(cells)
+    return Table([title, "n", *(f"{METRIC_LABELS[name]} (95% interval)" for name in names)], rows)
 
 
-def _cell_text(text: str) -> str:
-    return str(text).replace("|", "\\|")
+def _failure_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    failed, total = metrics["failed"], metrics["samples"]
+    share = f" ({100 * metrics['failure_rate']:.1f}%)" if total else ""
+    blocks: list[Block] = [
+        Heading("Failures"),
+        Paragraph(f"{failed} of {total} answers{share} gave no usable box and points; each counts as 0 in every mean."),
+    ]
+    if metrics["failure_reasons"]:
+        rows = [
+            [reason, str(count), f"{100 * count / total:.1f}%"] for reason, count in metrics["failure_reasons"].items()
+        ]
+        blocks.append(Table(["Reason", "Samples", "Share of all"], rows))
+    return blocks
 
 
-def write_chart(path: Path, per_supercategory: Mapping[str, Mapping[str, Any]], metric_names: Sequence[str]) -> None:
-    """Horizontal grouped bars: one group per super-category, one bar per headline metric (x100)."""
-    shown = [name for name in CHART_METRICS if name in metric_names]
-    labels = list(per_supercategory)
-    figure = Figure(figsize=(8, 1.2 + 0.45 * len(labels) * max(1, len(shown)) / 2))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    height = 0.8 / max(1, len(shown))
-    rows = np.arange(len(labels))
-    for index, name in enumerate(shown):
-        values = [per_supercategory[label].get(name, 0.0) for label in labels]
-        axes.barh(rows + index * height, values, height, label=METRIC_LABELS[name])
-    tick_labels = [f"{label} (n={per_supercategory[label]['count']})" for label in labels]
-    axes.set_yticks(rows + height * (len(shown) - 1) / 2, tick_labels)
-    axes.invert_yaxis()
-    axes.set_xlim(0, 100)
-    axes.set_xlabel("mean x100 (failures count as 0)")
-    axes.set_title("Per super-category")
-    axes.legend(loc="lower right", fontsize="small")
-    axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+def _distribution_blocks(metrics: Mapping[str, Any], charts: bool) -> list[Block]:
+    distributions = metrics.get("distributions") or {}
+    if not distributions:
+        return []
+    rows = []
+    for name, entry in distributions.items():
+        points = entry["quantiles"]
+        rows.append(
+            [
+                METRIC_LABELS[name],
+                *(f"{points[key]:.1f}" for key in ("p10", "p25", "p50", "p75", "p90")),
+                f"{entry['mean']:.2f}",
+                f"{100 * entry['zero_share']:.1f}%",
+            ]
+        )
+    blocks: list[Block] = [
+        Heading("Distribution per sample"),
+        Paragraph("Quantiles of the per-sample values (x100): a mean can hide many zeros and a few good answers."),
+        Table(["Metric", "10%", "25%", "median", "75%", "90%", "mean", "samples at 0"], rows),
+    ]
+    if charts:
+        blocks.append(Picture(DISTRIBUTION_FILE, "Per-sample values"))
+    return blocks
 
 
-def overlay_path(output_dir: Path, position: int, sample_id: str) -> Path:
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id)[:80]
-    return Path(output_dir) / OVERLAY_DIR / f"{position:04d}_{safe}.png"
+def _latency_blocks(latency: Mapping[str, Any]) -> list[Block]:
+    blocks: list[Block] = [Heading("Latency")]
+    if not latency:
+        return blocks + [Paragraph("No timings were recorded (an answers file without timings).")]
+    rows = []
+    for key, label in LATENCY_LABELS.items():
+        if key in latency:
+            entry = latency[key]
+            digits = 0 if key == "new_tokens" else 3
+            rows.append([label, *(f"{entry[p]:.{digits}f}" for p in ("p50", "p90", "p99", "max")), str(entry["count"])])
+    return blocks + [Table(["Per sample", "p50", "p90", "p99", "max", "n"], rows)]
 
 
-def write_overlay(path: Path, sample: GroundingSample, scored: ScoredSample) -> None:
-    """The picture with the ground truth (green: mask, box, points) and the joint-prompt prediction (red)."""
-    line = scored.line
-    height, width = sample.image.shape[:2]
-    figure = Figure(figsize=(6, 6 * height / width + 1.0))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.imshow(sample.image)
-    for mask, colour in ((sample.mask, (0.0, 0.8, 0.0)), (scored.masks.get("joint"), (0.9, 0.1, 0.1))):
-        if mask is not None and np.asarray(mask).any():
-            tint = np.zeros((height, width, 4))
-            tint[np.asarray(mask, dtype=bool)] = (*colour, 0.35)
-            axes.imshow(tint)
-    truth = line["ground_truth"]
-    _draw_box_and_points(axes, truth["bbox_2d"], truth["point_2d"], "limegreen", "-", "o", "ground truth")
-    prediction = line["prediction"]
-    if prediction["box"] is not None:
-        _draw_box_and_points(axes, prediction["box"], prediction["points"], "red", "--", "x", "prediction")
-    axes.set_xlim(-0.5, width - 0.5)
-    axes.set_ylim(height - 0.5, -0.5)
-    axes.axis("off")
-    axes.legend(loc="lower right", fontsize="x-small")
-    scores = " · ".join(f"{METRIC_LABELS[k]} {100 * v:.1f}" for k, v in line["metrics"].items() if k in CHART_METRICS)
-    status = scores if line["status"] == STATUS_OK else f"no grounding: {str(line['reason'])[:70]}"
-    question = textwrap.shorten(line["question"], 160)
-    axes.set_title(f"{line['id']} · {status}\n" + "\n".join(textwrap.wrap(question, 80)), fontsize="small")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+def _overlay_blocks(overlays: Sequence[ChosenOverlay], metrics: Mapping[str, Any]) -> list[Block]:
+    drawn = [item for item in overlays if item.path]
+    if not drawn:
+        return []
+    metric = METRIC_LABELS[ranking_metric([item.line for item in drawn])]
+    blocks: list[Block] = [
+        Heading("Worst, median and best samples"),
+        Paragraph(
+            f"Ranked by {metric}. Green: ground truth (mask, box, points); red: the prediction (joint-prompt mask, "
+            f"box, points). Under each picture: the question and the model's reasoning. Files in `{OVERLAY_DIR}/`."
+        ),
+    ]
+    for kind in ("worst", "median", "best"):
+        pictures = [Picture(item.path, _overlay_caption(item)) for item in drawn if item.kind == kind]
+        if pictures:
+            blocks += [Heading(kind.capitalize(), 3), Pictures(pictures)]
+    return blocks
 
 
-def _draw_box_and_points(axes, box, points, colour: str, style: str, marker: str, label: str) -> None:
-    x1, y1, x2, y2 = box
-    axes.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linestyle=style, linewidth=1.5))
-    xs, ys = zip(*points)
-    axes.plot(xs, ys, linestyle="none", marker=marker, color=colour, markersize=8, label=label)
+def _overlay_caption(item: ChosenOverlay) -> str:
+    line = item.line
+    reasoning = textwrap.shorten(str(line.get("think") or "(none)"), 300, placeholder=" ...")
+    return f"{item.kind} #{item.rank}: {line['id']}. Question: {line.get('question')} Reasoning: {reasoning}"
+
+
+def _paper_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    reasons = comparability(metrics)
+    blocks: list[Block] = [
+        Heading("The paper's figures"),
+        Paragraph(
+            "Published with MedSAM2 as segmenter and the joint prompt on U-MRG-14K's test split. A figure is shown "
+            "only where this run is measured the same way: IoU and pDice depend on the reasoner, the split and the "
+            "frame; Dice also on the segmenter."
+        ),
+    ]
+    comparable = [name for name, why in reasons.items() if not why and name in metrics["metric_names"]]
+    if comparable:
+        header = ["Model", *(METRIC_LABELS[name] for name in comparable)]
+        rows = [[model, *(f"{figures[name]:.2f}" for name in comparable)] for model, figures in PAPER_FIGURES.items()]
+        rows.append(["this run", *(f"{metrics['overall'][name]:.2f}" for name in comparable)])
+        blocks.append(Table(header, rows))
+    missing = {name: why for name, why in reasons.items() if why}
+    if missing:
+        blocks.append(
+            Bullets([f"{METRIC_LABELS[name]}: not shown, because {'; '.join(why)}" for name, why in missing.items()])
+        )
+    return blocks

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from monailabel_app.core.errors import RequestError
-from monailabel_app.evaluation.report import CHART_FILE, METRICS_FILE, OVERLAY_DIR, REPORT_FILE
+from monailabel_app.evaluation.overlays import OVERLAY_DIR
+from monailabel_app.evaluation.report import REPORT_FILES
 
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
@@ -57,10 +58,14 @@ def read_result_lines(path: Path) -> list[dict]:
 
 
 def keep_finished_lines(path: Path) -> list[dict]:
-    """The lines a resumed run keeps: complete ones whose answer was had. The file is rewritten without the others
-    (a cut-short line, a failed request), so their samples are scored again and appear once."""
-    lines = read_result_lines(path)
-    finished = [line for line in lines if not line.get("answer_error")]
+    """The lines a resumed run keeps: complete ones whose answer was had, one per sample id (the first). The file is
+    rewritten without the others (a cut-short line, a failed request, a repeated id), so their samples are scored
+    again and appear once."""
+    finished, seen = [], set()
+    for line in read_result_lines(path):
+        if not line.get("answer_error") and line["id"] not in seen:
+            seen.add(line["id"])
+            finished.append(line)
     if path.exists() and len(path.read_text(encoding="utf-8").splitlines()) != len(finished):
         temporary = path.with_suffix(".tmp")
         temporary.write_text("".join(json.dumps(line) + "\n" for line in finished), encoding="utf-8")
@@ -86,6 +91,6 @@ def claim_output_dir(output_dir: Path, run: Mapping[str, Any]) -> None:
 
 def clear_output(output_dir: Path) -> None:
     """Deletes what an evaluation writes (and nothing else) from `output_dir`."""
-    for name in (RESULTS_FILE, RUN_FILE, METRICS_FILE, REPORT_FILE, CHART_FILE):
+    for name in (RESULTS_FILE, RUN_FILE, *REPORT_FILES):
         (output_dir / name).unlink(missing_ok=True)
     shutil.rmtree(output_dir / OVERLAY_DIR, ignore_errors=True)
