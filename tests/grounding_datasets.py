@@ -1,5 +1,5 @@
-"""Test support: small generated grounding data sets, as GroundingSamples and as a folder with index.json (write a
-U-MRG parquet of them with `umrg_parquet.write_umrg_parquet`).
+"""Test support: small generated grounding data sets, as GroundingSamples (write them as a folder with
+`folder_samples.write_folder_dataset`, as a U-MRG parquet with `umrg_parquet.write_umrg_parquet`).
 
 Several questions share each picture (as in U-MRG, where a picture carries more than one target question), so a
 segmenter's embedding cache makes the Dice runs cheap: one image encoding per picture.
@@ -7,11 +7,7 @@ segmenter's embedding cache makes the Dice runs cheap: one image encoding per pi
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-from PIL import Image
 
 from monailabel_app.data.ground_truth import ground_truth_from_mask
 from monailabel_app.data.sample import GroundingSample
@@ -61,28 +57,3 @@ def lesion_samples(count: int = 24, pictures: int = len(PICTURES)) -> list[Groun
             )
         )
     return samples
-
-
-def write_folder_dataset(samples: list[GroundingSample], folder: Path) -> Path:
-    """The folder layout: PNG pictures and 0/255 masks beside an index.json (ground truth computed from the masks)."""
-    folder = Path(folder)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    (folder / "masks").mkdir(exist_ok=True)
-    records = []
-    for sample in samples:
-        image_path, mask_path = f"images/{sample.sample_id}.png", f"masks/{sample.sample_id}.png"
-        Image.fromarray(sample.image).save(folder / image_path)
-        Image.fromarray(sample.mask.astype(np.uint8) * 255).save(folder / mask_path)
-        records.append(
-            {
-                "id": sample.sample_id,
-                "image": image_path,
-                "mask": mask_path,
-                "question": sample.question,
-                "modality": sample.modality,
-                "supercategory": sample.supercategory,
-                "category": sample.category,
-            }
-        )
-    (folder / "index.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
-    return folder

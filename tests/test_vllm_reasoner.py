@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from monailabel_app.data.folder_samples import write_folder_dataset
 from monailabel_app.demo.tiny_models import DEFAULT_ANSWER_TEXT
 from monailabel_app.evaluation.cli import main
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
-from tests.grounding_datasets import lesion_samples, write_folder_dataset
+from tests.grounding_datasets import lesion_samples
 
 VLLM_CAN_RUN = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 PROMPT = "Where is the lesion?"

@@ -5,16 +5,21 @@
      "bbox_2d": [x1, y1, x2, y2], "point_2d": [[x, y], [x, y]],
      "modality": "X-ray", "supercategory": "...", "category": "...",
      "slice": 12, "window": "lung", "label_value": 2}
-Only "image" and "question" are required, plus a mask or both "bbox_2d" and "point_2d". Paths are relative to the
+`write_folder_dataset` writes samples in this layout (PNG pictures and 0/255 masks). Only "image" and "question" are
+required, plus a mask or both "bbox_2d" and "point_2d". Paths are relative to the
 folder (absolute paths work too). Without a given box and points the ground truth is computed from the mask. Images
 may be 2D pictures or volumes; "slice", "window" and "label_value" work as in `labelled_images`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+from PIL import Image
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.data.labelled_images import labelled_image_samples
@@ -25,9 +30,9 @@ from monailabel_app.data.sample import GroundingSample
 INDEX_FILE = "index.json"
 
 
-def read_index(folder: Path) -> list:
+def read_index(folder: Path, name: str = INDEX_FILE) -> list:
     """The records of `folder/index.json`; a missing or malformed index stops the load (nothing could be read)."""
-    index_path = Path(folder) / INDEX_FILE
+    index_path = Path(folder) / name
     try:
         records = json.loads(index_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -39,14 +44,28 @@ def read_index(folder: Path) -> list:
     return records
 
 
+def read_questions_csv(path: Path) -> list[dict]:
+    """The same records from a CSV file with a header row (columns as the index.json keys; empty cells are absent):
+    the questions file a site keeps in a spreadsheet."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise RequestError(f"{path} is not a readable CSV file: {error}") from None
+    return [{key: value for key, value in row.items() if key and value not in (None, "")} for row in rows]
+
+
 def folder_samples(folder: Path, report: Optional[LoadReport] = None) -> Iterator[GroundingSample]:
     """Reads the index now (so a broken one fails at the call), the images lazily."""
     folder = Path(folder)
     records = read_index(folder)
-    return _samples(folder, records, report if report is not None else LoadReport())
+    return records_samples(folder, records, report if report is not None else LoadReport())
 
 
-def _samples(folder: Path, records: list, report: LoadReport) -> Iterator[GroundingSample]:
+def records_samples(folder: Path, records: list, report: LoadReport) -> Iterator[GroundingSample]:
+    """Samples of index records whose relative paths are relative to `folder`."""
     for position, record in enumerate(records):
         record_id = find_value(record, "id")
         sample_id = str(position if record_id is None else record_id)
@@ -71,3 +90,29 @@ def _record_samples(folder: Path, sample_id: str, record: object) -> list[Ground
         ground_truth=parse_ground_truth(record),
         categories=categories(record),
     )
+
+
+def write_folder_dataset(samples: Iterable[GroundingSample], folder: Path) -> Path:
+    """Samples as PNG pictures and 0/255 masks beside an index.json (the reader computes the ground truth from the
+    masks). Sample ids become file names, so they must be plain (letters, digits, `-`, `_`, `.`)."""
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(exist_ok=True)
+    records = []
+    for sample in samples:
+        image_path, mask_path = f"images/{sample.sample_id}.png", f"masks/{sample.sample_id}.png"
+        Image.fromarray(sample.image).save(folder / image_path)
+        Image.fromarray(np.asarray(sample.mask, dtype=np.uint8) * 255).save(folder / mask_path)
+        records.append(
+            {
+                "id": sample.sample_id,
+                "image": image_path,
+                "mask": mask_path,
+                "question": sample.question,
+                "modality": sample.modality,
+                "supercategory": sample.supercategory,
+                "category": sample.category,
+            }
+        )
+    (folder / INDEX_FILE).write_text(json.dumps(records, indent=1), encoding="utf-8")
+    return folder
