@@ -117,6 +117,8 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
     )
     link = server.model_dir / "reasoner"
     assert link.is_symlink() and (link / "config.json").is_file()
+    assert stats["held_out"] == 0 and stats["publish_check"]["status"] == "skipped"  # 2 labels: too few to hold out
+    assert "needs at least 30" in stats["publish_check"]["reason"]
     assert stats["mean_reward_first"] > 0  # the groups' rewards were real figures, not all zero
     # the tuned toy answers in format, so its greedy reward is its fixed answer's score against these labels: > 0
     assert 0 < stats["greedy_reward_before"] <= 4 and 0 <= stats["greedy_reward_after"] <= 4

@@ -17,10 +17,10 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.core.statistics import CONFIDENCE, RESAMPLES, SEED, TIE_TOLERANCE, paired_test
 from monailabel_app.evaluation.metrics import metric_value
 from monailabel_app.evaluation.overlays import ranking_metric
 from monailabel_app.evaluation.run_folder import RESULTS_FILE, RESUME_KEYS, RUN_FILE, read_result_lines
-from monailabel_app.evaluation.statistics import CONFIDENCE, RESAMPLES, SEED, TIE_TOLERANCE, paired_test
 from monailabel_app.evaluation.summary import BOX_POINT_METRICS, DICE_METRICS
 
 COMPARE_GROUPS = ("supercategory", "modality")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from monailabel_app.core.statistics import RESAMPLES
 from monailabel_app.evaluation.compare import FEW_PAIRS, verdict
 from monailabel_app.evaluation.figures import METRIC_LABELS, difference_bars
 from monailabel_app.evaluation.report import GROUP_TITLES
@@ -20,7 +21,6 @@ from monailabel_app.evaluation.report_document import (
     render_html,
     render_markdown,
 )
-from monailabel_app.evaluation.statistics import RESAMPLES
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"

@@ -158,7 +158,7 @@ def difference_bars(path: Path, tests: Mapping[str, Mapping[str, Any]], label_a:
     axes.set_yticks(np.arange(len(names)), [METRIC_LABELS.get(name, name) for name in names])
     axes.invert_yaxis()
     axes.axvline(0, color="black", linewidth=0.8)
-    span = float(max(np.abs(values) + np.maximum(low, high), default=1.0)) + 5
+    span = float(max(np.abs(values) + np.maximum(low, high), default=1.0)) * 1.25 + 5  # room for the value labels
     axes.set_xlim(-span, span)
     axes.set_xlabel(f"mean per-sample difference x100: {label_b} minus {label_a} (95% bootstrap interval)")
     figure.tight_layout()

@@ -14,8 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from monailabel_app.core.statistics import CONFIDENCE, RESAMPLES, SEED, bootstrap_interval, quantiles
 from monailabel_app.evaluation.metrics import GROUP_KEYS, PROMPT_SETTINGS, aggregate, metric_value
-from monailabel_app.evaluation.statistics import CONFIDENCE, RESAMPLES, SEED, bootstrap_interval, quantiles
 from monailabel_app.grounding.pipeline import STATUS_OK
 
 BOX_POINT_METRICS = ("iou", "pdice")

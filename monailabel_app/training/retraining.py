@@ -2,8 +2,10 @@
 
 Framework-free: the MONAI Label train task hands in plain datastore entries ({"image", "label", "label_info"}); the
 question lives in the label's info under "question" (see `datastore_samples`). A run that fails or is stopped
-publishes nothing; the figures of the last run, with the mean greedy reward on the labels before and after
-(`greedy_check`), are kept in `train_stats.json` for the train task's `stats()`.
+publishes nothing, and so does a completed run whose reasoner is worse than the one it started from on held-out labels
+(`publish_check`, when the site has enough labels to tell). The figures of the last run, with the mean greedy reward
+on the labels before and after (`greedy_check`) and the publish check, are kept in `train_stats.json` for the train
+task's `stats()`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from monailabel_app.data.loaders import load_samples
 from monailabel_app.reasoning.model_store import prune_oldest, publish_reasoner
 from monailabel_app.training.config import GRPOConfig
 from monailabel_app.training.greedy_check import mean_greedy_reward
+from monailabel_app.training.publish_check import MIN_HELD_OUT, check_before_publish, skipped, split_held_out
 from monailabel_app.training.run import train_reasoner
 from monailabel_app.training.run_records import RUNS_DIR, remove_unfinished_runs, write_training_stats
 
@@ -33,8 +36,10 @@ def retrain_reasoner(
     model_dir: str | Path,
     config: GRPOConfig,
     stop_file: Optional[str] = None,
+    min_held_out: int = MIN_HELD_OUT,
 ) -> dict:
-    """Train from `base_reasoner` on `entries`; publish into `model_dir` when the run completes. Returns the stats."""
+    """Train from `base_reasoner` on `entries`; publish into `model_dir` when the run completes and the publish check
+    (with at least `min_held_out` held-out labels; 0 turns it off) does not refuse it. Returns the stats."""
     model_dir = Path(model_dir)
     remove_unfinished_runs(model_dir)  # a run stopped from outside (its process killed) could not clean up itself
     run_name = time.strftime("%Y%m%d-%H%M%S")
@@ -49,14 +54,26 @@ def retrain_reasoner(
             raise NoTrainingDataError(
                 f"No usable training samples among {len(entries)} saved labels: {report.summary()}"
             )
-        config = fit_to_samples(config, len(samples), stats)
-        stats["greedy_reward_before"] = mean_greedy_reward(str(base_reasoner), samples, config)
-        result = train_reasoner(samples, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
+        training, held_out = split_held_out(samples, min_held_out)
+        stats["held_out"] = len(held_out)
+        config = fit_to_samples(config, len(training), stats)
+        stats["greedy_reward_before"] = mean_greedy_reward(str(base_reasoner), training, config)
+        result = train_reasoner(training, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
         stats.update({k: result.get(k) for k in ("status", "steps_done", "total_steps", "seconds")})
         stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
         if result.get("status") == "completed":
-            stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], samples, config)
-            stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name, str(base_reasoner)))
+            stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], training, config)
+            check = (
+                check_before_publish(str(base_reasoner), result["model_dir"], held_out, config)
+                if held_out
+                else skipped(samples, min_held_out)
+            )
+            stats["publish_check"] = check
+            if check["status"] == "refused":
+                stats["published"] = None
+                stats["note"] = "not published: worse than the reasoner it started from on held-out labels"
+            else:
+                stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name, str(base_reasoner)))
         prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
         return stats
     except BaseException as error:
