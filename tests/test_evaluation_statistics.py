@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from monailabel_app.evaluation.compare import verdict
-from monailabel_app.evaluation.statistics import (
+from monailabel_app.core.statistics import (
     bootstrap_interval,
     paired_bootstrap_p,
     paired_test,
     quantiles,
     signed_rank_test,
 )
+from monailabel_app.evaluation.compare import verdict
 
 
 def loop_bootstrap_means(values, resamples, seed, centre=0.0):

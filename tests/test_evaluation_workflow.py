@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from monailabel_app.core.statistics import paired_test
 from monailabel_app.data.convert import main as convert_main
 from monailabel_app.data.loaders import load_samples
 from monailabel_app.demo.sample_dataset import SIMULATED_MODELS, write_sample_dataset
@@ -27,7 +28,6 @@ from monailabel_app.evaluation.paper_reference import comparability
 from monailabel_app.evaluation.report import HTML_FILE, REPORT_FILE, report_blocks
 from monailabel_app.evaluation.report_document import render_markdown
 from monailabel_app.evaluation.run_folder import RESULTS_FILE
-from monailabel_app.evaluation.statistics import paired_test
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,6 +85,8 @@ def test_the_careful_model_beats_the_hasty_one_and_the_comparison_says_so(two_ru
     assert json.loads((tmp_path / COMPARE_JSON).read_text()) == compared
     markdown = (tmp_path / COMPARE_MD).read_text()
     assert "| IoU | 12 |" in markdown and "## Samples that changed most" in markdown
+    iou_row = next(row for row in markdown.splitlines() if row.startswith("| IoU |"))
+    assert f"| {compared['tests']['iou']['wilcoxon_p']:.3g} |" in iou_row  # Wilcoxon's p is exact, never floored
     assert "data:image/png;base64," in (tmp_path / COMPARE_HTML).read_text()
 
 

@@ -141,8 +141,8 @@ def simulated_answer(sample: GroundingSample, noise: float, broken_share: float,
     side = "left" if (box[0] + box[2]) / 2 < width / 2 else "right"
     level = "upper" if (box[1] + box[3]) / 2 < height / 2 else "lower"
     reasoning = (
-        f"The question points to a {sample.supercategory.lower()} cause. On this {sample.modality} image the most "
-        f"conspicuous focal abnormality is an oval region in the {level} {side} part, which fits a "
+        f"The question points to a cause in the {sample.supercategory.lower()}. On this {sample.modality} image "
+        f"the most conspicuous focal abnormality is an oval region in the {level} {side} part, which fits a "
         f"{sample.category.lower()}; it is the most likely target."
     )
     answer = {

@@ -88,8 +88,8 @@ def _tests_table(comparison: Mapping[str, Any]) -> Table:
                 f"{100 * test['mean_b']:.2f}",
                 f"{100 * test['mean_difference']:+.2f}",
                 f"{100 * interval[0]:+.2f} – {100 * interval[1]:+.2f}" if interval else "",
-                _p_text(test["bootstrap_p"]),
-                _p_text(test["wilcoxon_p"]),
+                _bootstrap_p_text(test["bootstrap_p"]),
+                f"{test['wilcoxon_p']:.3g}",
                 f"{test['wins']} / {test['ties']} / {test['losses']}",
                 verdict(test),
             ]
@@ -98,7 +98,7 @@ def _tests_table(comparison: Mapping[str, Any]) -> Table:
     return Table([*header, "Reading"], rows)
 
 
-def _p_text(p_value: float) -> str:
+def _bootstrap_p_text(p_value: float) -> str:
     """A bootstrap p-value can't go below 1 / (resamples + 1): say "<" there rather than print that floor."""
     return f"< {1 / (RESAMPLES + 1) * 1.0001:.2g}" if p_value <= 1 / (RESAMPLES + 1) else f"{p_value:.3g}"
 
