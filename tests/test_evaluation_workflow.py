@@ -62,7 +62,7 @@ def test_the_sample_data_command_writes_both_forms_and_two_simulated_models(data
     command = [sys.executable, "-m", "monailabel_app.demo.sample_dataset", str(tmp_path), "--pictures", "2"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "wrote 6 samples" in done.stdout and (tmp_path / "test.parquet").is_file()
+    assert "wrote 6 samples" in done.stdout and (tmp_path / "synthetic.parquet").is_file()
     from_parquet, from_folder = list(load_samples(dataset["parquet"])), list(load_samples(dataset["folder"]))
     assert len(from_parquet) == 12 and [s.sample_id for s in from_parquet] == [s.sample_id for s in from_folder]
     assert [s.ground_truth for s in from_parquet] == [s.ground_truth for s in from_folder]
@@ -197,6 +197,9 @@ def test_repeated_ids_are_removed_and_counted_and_a_resume_tallies_only_new_work
         results.write(json.dumps(result_lines(output)[0]) + "\n")
     resumed = evaluate(repeated, dataset["answers-careful"], output, "--limit", "100")
     assert resumed["samples"] == 12 and resumed["session"]["scored"] == 0 and len(result_lines(output)) == 12
+    narrower = evaluate(repeated, dataset["answers-careful"], output, "--limit", "4")  # the report covers 4, not 12
+    assert narrower["samples"] == 4 and narrower["session"]["already_scored"] == 4
+    assert [line["id"] for line in result_lines(output)][:4] == [record["id"] for record in records[:4]]
 
 
 def test_a_sites_questions_file_and_a_datastores_labels_become_a_umrg_parquet(dataset, tmp_path):
@@ -252,7 +255,7 @@ def test_the_documented_sequence_runs_offline_from_a_shell(tmp_path):
             "-m",
             "monailabel_app.evaluate",
             "--data",
-            "data/test.parquet",
+            "data/synthetic.parquet",
             "--backend",
             "answers",
             "--answers",
@@ -266,7 +269,7 @@ def test_the_documented_sequence_runs_offline_from_a_shell(tmp_path):
             "-m",
             "monailabel_app.evaluate",
             "--data",
-            "data/test.parquet",
+            "data/synthetic.parquet",
             "--backend",
             "answers",
             "--answers",
@@ -283,3 +286,53 @@ def test_the_documented_sequence_runs_offline_from_a_shell(tmp_path):
         done = subprocess.run([sys.executable, *step], cwd=tmp_path, env=environment, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
     assert "Wilcoxon p=" in done.stderr and (tmp_path / "runs/careful-vs-hasty" / COMPARE_HTML).is_file()
+
+
+def write_run(folder: Path, lines: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    (folder / RESULTS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def result_line(sample_id: str, metrics: dict, status: str = "ok", answer_error=None) -> dict:
+    return {"id": sample_id, "status": status, "metrics": metrics, "answer_error": answer_error, "supercategory": "T"}
+
+
+def test_compare_ranks_by_a_metric_both_runs_have_and_leaves_out_failed_requests(tmp_path):
+    with_dice = [result_line(f"s{n}", {"iou": 0.1 * n, "pdice": 0.0, "dice_joint": 0.9}) for n in range(6)]
+    without_dice = [result_line(f"s{n}", {"iou": 0.1 * n + (0.3 if n == 2 else 0), "pdice": 0.0}) for n in range(5)]
+    without_dice.append(result_line("s5", {"iou": 0.0, "pdice": 0.0}, "no_grounding", "endpoint timed out"))
+    a, b = write_run(tmp_path / "a", with_dice), write_run(tmp_path / "b", without_dice)
+    compared = evaluate_main(["compare", str(a), str(b), "--output", str(tmp_path / "ab")])
+    assert compared["metric_names"] == ["iou", "pdice"] and compared["ranking_metric"] == "iou"
+    assert compared["paired"] == 5 and compared["unanswered"] == 1  # s5's request failed in B: not the model's fault
+    assert [change["id"] for change in compared["most_changed"]] == ["s2"]
+    assert "1 samples whose answer could not be had" in (tmp_path / "ab" / COMPARE_MD).read_text()
+
+
+def test_a_dollar_sign_in_a_question_or_reasoning_never_costs_the_report(dataset, tmp_path):
+    """Matplotlib reads "$...$" as TeX; a model's text is no TeX."""
+    samples = list(load_samples(dataset["parquet"]))
+    answers = tmp_path / "answers.jsonl"
+    text = '<think>costs $_$ and $\\frac{a}$</think><answer>{"bbox": [1, 1, 40, 40], "points_1": [5, 5], "points_2": [9, 9]}</answer>'
+    answers.write_text("".join(json.dumps({"id": s.sample_id, "output": text}) + "\n" for s in samples))
+    metrics = evaluate(dataset["parquet"], answers, tmp_path / "run", "--overlays", "1")
+    assert metrics["samples"] == 12 and len(list((tmp_path / "run" / OVERLAY_DIR).iterdir())) == 3
+    assert "$\\frac{a}$" in (tmp_path / "run" / HTML_FILE).read_text()
+
+
+def test_a_csv_questions_file_may_give_the_box_and_points_instead_of_a_mask(dataset, tmp_path):
+    sample = next(iter(load_samples(dataset["folder"])))
+    questions = tmp_path / "questions.csv"
+    Image.fromarray(sample.image).save(tmp_path / "picture.png")
+    truth = sample.ground_truth
+    with open(questions, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "image", "question", "bbox_2d", "point_2d"])
+        writer.writerow(
+            ["q1", "picture.png", sample.question, json.dumps(truth["bbox_2d"]), json.dumps(truth["point_2d"])]
+        )
+    converted = list(
+        load_samples(convert_main(["--questions", str(questions), "--output", str(tmp_path / "q.parquet")]))
+    )
+    assert len(converted) == 1 and converted[0].ground_truth == truth and converted[0].mask is None

@@ -2,7 +2,7 @@
 GRPO trainer read it exactly as they read the published data set.
 
     # a folder of images and masks, and a questions file (CSV or index.json) naming them
-    python -m monailabel_app.data.convert --questions site/questions.csv --output site/test.parquet
+    python -m monailabel_app.data.convert --questions site/questions.csv --output site/questions.parquet
     # the final labels clinicians saved in a MONAI Label datastore, with the question saved with each
     python -m monailabel_app.data.convert --datastore /data/studies --output site/labels.parquet
 

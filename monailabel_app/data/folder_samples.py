@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
@@ -28,6 +29,8 @@ from monailabel_app.data.metadata import categories, find_value, parse_ground_tr
 from monailabel_app.data.sample import GroundingSample
 
 INDEX_FILE = "index.json"
+JSON_CELLS = ("bbox_2d", "point_2d")  # a CSV cell holding a box or points is JSON text: "[10, 20, 50, 60]"
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 def read_index(folder: Path, name: str = INDEX_FILE) -> list:
@@ -45,8 +48,8 @@ def read_index(folder: Path, name: str = INDEX_FILE) -> list:
 
 
 def read_questions_csv(path: Path) -> list[dict]:
-    """The same records from a CSV file with a header row (columns as the index.json keys; empty cells are absent):
-    the questions file a site keeps in a spreadsheet."""
+    """The same records from a CSV file with a header row (columns as the index.json keys; empty cells are absent; a
+    box or points cell is JSON text): the questions file a site keeps in a spreadsheet."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.DictReader(handle))
@@ -54,7 +57,15 @@ def read_questions_csv(path: Path) -> list[dict]:
         raise FileNotFoundError(f"{path} does not exist") from None
     except (csv.Error, UnicodeDecodeError) as error:
         raise RequestError(f"{path} is not a readable CSV file: {error}") from None
-    return [{key: value for key, value in row.items() if key and value not in (None, "")} for row in rows]
+    records = [{key: value for key, value in row.items() if key and value not in (None, "")} for row in rows]
+    for record in records:
+        for key in JSON_CELLS:
+            if key in record:
+                try:
+                    record[key] = json.loads(record[key])
+                except ValueError:
+                    pass  # left as text: the sample is skipped with the reason when it is loaded
+    return records
 
 
 def folder_samples(folder: Path, report: Optional[LoadReport] = None) -> Iterator[GroundingSample]:
@@ -100,6 +111,10 @@ def write_folder_dataset(samples: Iterable[GroundingSample], folder: Path) -> Pa
     (folder / "masks").mkdir(exist_ok=True)
     records = []
     for sample in samples:
+        if not SAFE_ID.fullmatch(sample.sample_id):
+            raise ValueError(f"sample id {sample.sample_id!r} can't be a file name (letters, digits, '.', '-', '_')")
+        if sample.mask is None:
+            raise ValueError(f"sample {sample.sample_id!r} has no mask: the folder layout stores one per sample")
         image_path, mask_path = f"images/{sample.sample_id}.png", f"masks/{sample.sample_id}.png"
         Image.fromarray(sample.image).save(folder / image_path)
         Image.fromarray(np.asarray(sample.mask, dtype=np.uint8) * 255).save(folder / mask_path)

@@ -4,7 +4,7 @@ comparison tools offline (no patient data, nothing downloaded):
     python -m monailabel_app.demo.sample_dataset data/sample
 
 writes
-- `test.parquet`: the samples in U-MRG's parquet format (what `--data` takes for the published test split);
+- `synthetic.parquet`: the samples in U-MRG's parquet format (what `--data` takes, as for the published split);
 - `folder/`: the same samples as PNG pictures, 0/255 masks and an `index.json` (the layout a site's own data takes);
 - `answers-careful.jsonl`, `answers-hasty.jsonl`: answers in the released model's output format (`<think>` reasoning,
   `<answer>` with a box and two points) from two *simulated* models, made from the ground truth with noise: "careful"
@@ -169,7 +169,7 @@ def write_sample_dataset(folder: Path, pictures: int = 12, questions_per_picture
     folder.mkdir(parents=True, exist_ok=True)
     samples = synthetic_samples(pictures, questions_per_picture, seed)
     written = {
-        "parquet": write_umrg_parquet(samples, folder / "test.parquet"),
+        "parquet": write_umrg_parquet(samples, folder / "synthetic.parquet"),
         "folder": write_folder_dataset(samples, folder / "folder"),
     }
     for model in SIMULATED_MODELS:
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         description="Write a small synthetic U-MRG-format data set and two simulated models' answers to it.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("folder", help="where to write test.parquet, folder/ and the answers files")
+    parser.add_argument("folder", help="where to write synthetic.parquet, folder/ and the answers files")
     parser.add_argument("--pictures", type=int, default=12, help="pictures (one lesion each)")
     parser.add_argument("--questions-per-picture", type=int, default=3, choices=(1, 2, 3))
     parser.add_argument("--seed", type=int, default=0)

@@ -4,7 +4,9 @@ reasoning, ...) do better than A, by how much, and is the difference more than c
 Samples are paired by id. Per metric: both means, the mean per-sample difference B - A with its bootstrap interval, a
 paired bootstrap p-value and the Wilcoxon signed-rank p-value (`statistics.paired_test`), and wins / ties / losses.
 Per super-category and modality: the same counts and mean differences. And the samples whose score changed most,
-with both answers' status, so a reviewer can look at them. Failures count as 0, as in the runs' own means.
+with both answers' status, so a reviewer can look at them. A failed answer (no usable box) counts as 0, as in the
+runs' own means; a sample whose answer could not be had at all in either run (a failed request, not the model's
+failure) is left out and counted, so the two means here can differ slightly from the runs' own reports.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import numpy as np
 from monailabel_app.core.errors import RequestError
 from monailabel_app.core.statistics import CONFIDENCE, RESAMPLES, SEED, TIE_TOLERANCE, paired_test
 from monailabel_app.evaluation.metrics import metric_value
-from monailabel_app.evaluation.overlays import ranking_metric
 from monailabel_app.evaluation.run_folder import RESULTS_FILE, RESUME_KEYS, RUN_FILE, read_result_lines
 from monailabel_app.evaluation.summary import BOX_POINT_METRICS, DICE_METRICS
 
@@ -32,7 +33,8 @@ FEW_PAIRS = 10  # below this, bootstrap intervals and p-values are unreliable: t
 class RunResults:
     folder: Path
     run: dict  # run.json
-    lines: dict[str, dict]  # result lines by sample id, in file order
+    lines: dict[str, dict]  # result lines by sample id, in file order (answers had)
+    unanswered: set[str]  # ids whose answer could not be had (a failed request)
 
     @property
     def label(self) -> str:
@@ -50,21 +52,27 @@ def read_run(folder: Path | str) -> RunResults:
     except (OSError, ValueError):
         run = {}
     by_id: dict[str, dict] = {}
+    unanswered: set[str] = set()
     for line in lines:
-        if not line.get("answer_error"):
+        if line.get("answer_error"):
+            unanswered.add(str(line["id"]))
+        else:
             by_id.setdefault(str(line["id"]), line)
-    return RunResults(folder, run if isinstance(run, dict) else {}, by_id)
+    return RunResults(folder, run if isinstance(run, dict) else {}, by_id, unanswered - set(by_id))
 
 
 def compare_runs(a: RunResults, b: RunResults, most_changed: int = MOST_CHANGED) -> dict:
     """What compare.json holds (see the module docstring)."""
     common = [sample_id for sample_id in a.lines if sample_id in b.lines]
+    unanswered = (a.unanswered & (set(b.lines) | b.unanswered)) | (b.unanswered & set(a.lines))
     if not common:
+        if unanswered:
+            raise RequestError(f"{a.folder} and {b.folder}: no sample has an answer in both runs (failed requests).")
         raise RequestError(f"{a.folder} and {b.folder} have no sample in common: they scored different data.")
     pairs = [(a.lines[sample_id], b.lines[sample_id]) for sample_id in common]
     names = _shared_metrics(pairs)
     tests = {name: paired_test(*_paired_values(pairs, name)).to_json() for name in names}
-    ranking = ranking_metric([line for line, _ in pairs])
+    ranking = "dice_joint" if "dice_joint" in names else "iou"  # a metric both runs have
     return {
         "run_a": {"folder": str(a.folder), "label": a.label, "run": a.run},
         "run_b": {"folder": str(b.folder), "label": b.label, "run": b.run},
@@ -74,6 +82,7 @@ def compare_runs(a: RunResults, b: RunResults, most_changed: int = MOST_CHANGED)
         "paired": len(common),
         "only_a": len(a.lines) - len(common),
         "only_b": len(b.lines) - len(common),
+        "unanswered": len(unanswered),
         "method": (
             f"B minus A per sample; {round(100 * CONFIDENCE)}% percentile bootstrap interval of the mean difference "
             f"({RESAMPLES} resamples, seed {SEED}); two-sided paired bootstrap p (differences centred on 0) and "

@@ -47,6 +47,8 @@ def comparison_blocks(comparison: Mapping[str, Any]) -> list[Block]:
         f"B: `{b['folder']}`",
         f"{comparison['paired']} samples scored by both (only in A: {comparison['only_a']}, only in B: "
         f"{comparison['only_b']}; these are left out)",
+        f"Left out too: {comparison['unanswered']} samples whose answer could not be had in one of the runs "
+        "(a failed request, not the model's failure)",
     ]
     changed = comparison["settings_changed"]
     facts.append(

@@ -43,6 +43,7 @@ def group_bars(path: Path, title: str, entries: Mapping[str, Mapping[str, Any]],
     rows = np.arange(len(labels))
     top = 100.0
     for index, name in enumerate(shown):
+        present = [name in entries[label] for label in labels]  # a group without masks has no Dice: no bar, "n/a"
         values = np.array([entries[label].get(name, 0.0) for label in labels])
         intervals = [(entries[label].get("ci95") or {}).get(name) or [v, v] for label, v in zip(labels, values)]
         low = np.array([max(0.0, v - lo) for v, (lo, _) in zip(values, intervals)])
@@ -56,10 +57,11 @@ def group_bars(path: Path, title: str, entries: Mapping[str, Mapping[str, Any]],
             label=METRIC_LABELS[name],
             error_kw={"elinewidth": 0.8, "ecolor": "#444"},
         )
-        axes.bar_label(bars, labels=[f"{v:.1f}" for v in values], padding=3, fontsize="x-small")
+        texts = [f"{v:.1f}" if shown_here else "n/a" for v, shown_here in zip(values, present)]
+        axes.bar_label(bars, labels=texts, padding=3, fontsize="x-small")
         top = max(top, float((values + high).max(initial=0.0)) + 12)
     tick_labels = [f"{label} (n={entries[label]['count']})" for label in labels]
-    axes.set_yticks(rows + height * (len(shown) - 1) / 2, tick_labels)
+    axes.set_yticks(rows + height * (len(shown) - 1) / 2, tick_labels, parse_math=False)  # "$" is text here
     axes.invert_yaxis()
     axes.set_xlim(0, top)
     axes.set_xlabel("mean x100 (failures count as 0); error bars: 95% bootstrap interval")
@@ -119,7 +121,16 @@ def overlay(
     axes.axis("off")
     axes.legend(loc="lower right", fontsize="x-small")
     notes.axis("off")
-    notes.text(0.0, 1.0, "\n".join(text), fontsize=7.5, family="monospace", va="top", transform=notes.transAxes)
+    notes.text(
+        0.0,
+        1.0,
+        "\n".join(text),
+        fontsize=7.5,
+        family="monospace",
+        va="top",
+        transform=notes.transAxes,
+        parse_math=False,  # a model's "$" is not TeX: matplotlib's math parser would fail on it
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100, bbox_inches="tight")
 

@@ -1,13 +1,16 @@
 """The overlay pictures of a report: the worst, the median and the best samples of the run, so a reader sees what a
 failure, a typical answer and a success look like (not whichever samples happened to come first).
 
-Samples are ranked by joint-prompt Dice when the run has masks, else by box IoU (failures score 0, ties broken by id).
-The pictures are drawn after scoring, from all result lines (a resumed run included): the chosen samples are read
-again from the data, and the segmenter is prompted again with the recorded box and points for the predicted mask.
+Samples are ranked by joint-prompt Dice when every sample has it (a mask and a segmenter), else by box IoU, so samples
+without a mask never fill the worst (failures score 0, ties broken by id). The pictures are drawn after scoring, from
+all result lines (a resumed run included): the chosen samples are read again from the data, and the segmenter is
+prompted again with the recorded box and points for the predicted mask. A picture that can't be drawn is logged and
+left out; the report is still written.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ from monailabel_app.evaluation.figures import overlay
 from monailabel_app.evaluation.metrics import metric_value
 from monailabel_app.segmentation.segmenter import Segmenter
 
+logger = logging.getLogger(__name__)
 OVERLAY_DIR = "overlays"
 OVERLAY_KINDS = ("worst", "median", "best")
 
@@ -32,7 +36,8 @@ class ChosenOverlay:
 
 
 def ranking_metric(lines: Sequence[Mapping[str, Any]]) -> str:
-    return "dice_joint" if any("dice_joint" in line["metrics"] for line in lines) else "iou"
+    """Joint Dice when every sample has it (all have a mask and a segmenter ran), else box IoU."""
+    return "dice_joint" if lines and all("dice_joint" in line["metrics"] for line in lines) else "iou"
 
 
 def choose_overlays(lines: Sequence[Mapping[str, Any]], per_kind: int) -> list[ChosenOverlay]:
@@ -71,8 +76,12 @@ def write_overlays(
         item = wanted.pop(sample.sample_id, None)
         if item is not None:
             name = f"{item.kind}-{item.rank}_{_safe(sample.sample_id)}.png"
-            predicted = _predicted_mask(segmenter, sample, item)
-            overlay(folder / name, sample.image, item.line, sample.mask, predicted, f"{item.kind} #{item.rank}")
+            try:
+                predicted = _predicted_mask(segmenter, sample, item)
+                overlay(folder / name, sample.image, item.line, sample.mask, predicted, f"{item.kind} #{item.rank}")
+            except Exception:  # one picture must never cost the run its report
+                logger.warning("Could not draw the overlay of %s", sample.sample_id, exc_info=True)
+                continue
             item.path = f"{OVERLAY_DIR}/{name}"
             drawn.append(item)
         if not wanted:

@@ -3,8 +3,9 @@
 A figure is only comparable with a run measured the same way:
 - IoU and pDice depend on the reasoner, the data split and the frame the coordinates are scored in: the run must score
   the whole U-MRG-14K test split (a file named `test.parquet` with at least `MIN_TEST_SAMPLES` samples, none skipped
-  at loading or dropped as repeated, no `--limit`), with the released evaluation's parser (`--parser paper`), the
-  paper's reasoning prompt (think on) and greedy decoding;
+  at loading or dropped as repeated, no `--limit`, every answer had: no failed request), with the released
+  evaluation's parser (`--parser paper`), the paper's reasoning prompt (think on) and greedy decoding. The split is
+  recognised by its file name and size only: the report says so, and a file renamed `test.parquet` would pass;
 - Dice also depends on the segmenter: the paper's used MedSAM2 with the joint prompt, so a run with LiteMedSAM or SAM
   is not comparable in Dice even when it is in IoU and pDice.
 Where a run is not comparable the report says which condition failed instead of printing the figures.
@@ -13,6 +14,8 @@ Where a run is not comparable the report says which condition failed instead of 
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+from monailabel_app.evaluation.summary import NO_ANSWER
 
 # model: {metric: value x100}; MedSAM2 segmenter, joint prompt
 PAPER_FIGURES = {
@@ -39,6 +42,9 @@ def comparability(metrics: Mapping[str, Any]) -> dict[str, list[str]]:
     session = metrics.get("session") or {}
     if session.get("skipped_at_loading") or session.get("repeated_ids_removed"):
         shared.append("samples were skipped at loading or dropped as repeated ids")
+    unanswered = (metrics.get("failure_reasons") or {}).get(NO_ANSWER, 0)
+    if unanswered:
+        shared.append(f"{unanswered} answers could not be had (failed requests count as 0 here, not in the paper)")
     if run.get("parser") != "paper":
         shared.append(f"parser `{run.get('parser')}` (the paper's evaluation parses strictly: `--parser paper`)")
     if run.get("think") is False:

@@ -264,7 +264,8 @@ def _paper_blocks(metrics: Mapping[str, Any]) -> list[Block]:
         Paragraph(
             "Published with MedSAM2 as segmenter and the joint prompt on U-MRG-14K's test split. A figure is shown "
             "only where this run is measured the same way: IoU and pDice depend on the reasoner, the split and the "
-            "frame; Dice also on the segmenter."
+            "frame; Dice also on the segmenter. The split is recognised by its file name (`test.parquet`) and size "
+            "(at least 2,000 samples) only: check the file is U-MRG-14K's before citing the comparison."
         ),
     ]
     comparable = [name for name, why in reasons.items() if not why and name in metrics["metric_names"]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
@@ -51,6 +51,7 @@ class Tally:
     already_scored: int = 0
     repeated_ids_removed: int = 0
     seconds: float = 0.0
+    window: set = field(default_factory=set)  # the ids this session's data (within --limit) holds
 
     def to_json(self, load_report: LoadReport) -> dict:
         rate = self.scored / self.seconds if self.seconds > 0 and self.scored else None
@@ -91,6 +92,8 @@ def run_evaluation(
         _score_pending(open_samples(load_report), answers, segmenter, results_path, finished_ids, options, total, tally)
         tally.seconds = time.perf_counter() - started
         lines = read_result_lines(results_path)
+        if options.limit is not None:  # the report covers the samples the limit names, even in a folder holding more
+            lines = [line for line in lines if line["id"] in tally.window]
         chosen = choose_overlays(lines, options.overlays)
         if chosen:
             chosen = write_overlays(output_dir, chosen, open_samples(None), segmenter)
@@ -136,6 +139,7 @@ def drop_repeated_ids(samples: Iterable[GroundingSample], tally: Tally) -> Itera
 
 def _pending(samples: Iterable[GroundingSample], finished_ids: set, tally: Tally) -> Iterator[GroundingSample]:
     for sample in samples:
+        tally.window.add(sample.sample_id)
         if sample.sample_id in finished_ids:
             tally.already_scored += 1
         else:
