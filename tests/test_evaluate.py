@@ -191,7 +191,7 @@ def test_other_settings_in_the_same_folder_are_refused_until_restart(reasoner_ru
         main([*arguments, "--parser", "app"])
     assert main([*arguments, "--parser", "app", "--restart"])["run"]["parser"] == "app"
     with pytest.raises(RunMismatchError):
-        run_evaluation(lambda report: [], AnswersFile(answers), None, tmp_path, {"parser": "paper"})
+        run_evaluation([], AnswersFile(answers), None, tmp_path, {"parser": "paper"})
 
 
 def answer_text(box, p1, p2, fenced: bool = False) -> str:

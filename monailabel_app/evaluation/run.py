@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -66,7 +66,7 @@ class Tally:
 
 
 def run_evaluation(
-    open_samples: SampleSource,
+    open_samples: SampleSource | Sequence[GroundingSample],
     answers: AnswerSource,
     segmenter: Optional[Segmenter],
     output_dir: Path | str,
@@ -77,10 +77,16 @@ def run_evaluation(
     """Scores every sample not already in `output_dir/results.jsonl`, then writes the reports; returns metrics.json.
 
     `open_samples(report)` iterates the data afresh each call (once to score, once more to draw the chosen overlays),
-    tallying skipped samples into `report` when given. `run` describes the configuration (RESUME_KEYS are checked
-    against an earlier run in the folder); `total` is the expected sample count for the progress bar.
+    tallying skipped samples into `report` when given; a list of samples in memory works too. `run` describes the
+    configuration (RESUME_KEYS are checked against an earlier run in the folder); `total` is the expected sample count
+    for the progress bar.
     """
     output_dir = Path(output_dir)
+    if not callable(open_samples):
+        if not isinstance(open_samples, Sequence):
+            raise TypeError("samples: a function that opens the data, or a list (the data is read twice)")
+        in_memory = open_samples
+        open_samples = lambda report: in_memory  # noqa: E731
     with output_lock(output_dir):
         claim_output_dir(output_dir, run)
         results_path = output_dir / RESULTS_FILE
