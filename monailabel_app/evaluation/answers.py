@@ -16,8 +16,9 @@ import numpy as np
 
 from monailabel_app.core.frames import ImageFrame
 from monailabel_app.data.sample import GroundingSample
+from monailabel_app.reasoning.frame_bounds import QWEN_MIN_PIXELS, TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.openai_reasoner import EndpointError
-from monailabel_app.reasoning.qwen_frame import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, resize_to_model_frame
+from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
 from monailabel_app.reasoning.reasoner import Reasoner, ReasonerOutput
 
 # Answers-file keys, in the order they are tried: ours (results.jsonl), the paper's results.json, common others.
@@ -116,7 +117,7 @@ class AnswersFile:
         path: Path | str,
         frame: str = "original",
         min_pixels: int = QWEN_MIN_PIXELS,
-        max_pixels: int = QWEN_MAX_PIXELS,
+        max_pixels: int = TRAINED_FRAME_MAX_PIXELS,
     ) -> None:
         if frame not in ANSWER_FRAMES:
             raise ValueError(f"answers frame must be one of {ANSWER_FRAMES}, got {frame!r}")

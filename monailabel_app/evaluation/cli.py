@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from monailabel_app.core.errors import RequestError, UnavailableError
+from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 
 BACKENDS = ("transformers", "vllm", "openai", "answers")
 ANSWER_FRAMES = ("original", "qwen")  # evaluation.answers.ANSWER_FRAMES; a test keeps them equal
@@ -110,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     answers.add_argument("--think", action=argparse.BooleanOptionalAction, default=True, help="ask for reasoning")
     answers.add_argument("--template", default=None, help="prompt template file with one {question}")
     answers.add_argument("--min-pixels", type=int, default=None, help="reasoner image size bounds (smart resize)")
-    answers.add_argument("--max-pixels", type=int, default=None)
+    answers.add_argument(
+        "--max-pixels",
+        type=int,
+        default=TRAINED_FRAME_MAX_PIXELS,
+        help="the released checkpoints' training frame (840 x 840); 12845056 for the processor's own bound",
+    )
     answers.add_argument("--batch-size", type=int, default=8, help="samples answered per call")
 
     decoding = parser.add_argument_group("decoding (always sent explicitly; greedy unless a temperature is given)")

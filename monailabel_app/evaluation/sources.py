@@ -15,8 +15,8 @@ from monailabel_app.data.datastore_folder import datastore_entries
 from monailabel_app.data.folder_samples import INDEX_FILE, read_index
 from monailabel_app.data.umrg_parquet import UmrgParquet
 from monailabel_app.evaluation.answers import AnswersFile, AnswerSource, ReasonerAnswers
+from monailabel_app.reasoning.frame_bounds import QWEN_MIN_PIXELS, TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.openai_reasoner import OpenAIReasoner
-from monailabel_app.reasoning.qwen_frame import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
@@ -50,7 +50,10 @@ def build_answer_source(args: argparse.Namespace) -> AnswerSource:
     sampling = sampling_settings(args)
     if args.backend == "answers":
         return AnswersFile(
-            args.answers, args.answers_frame, args.min_pixels or QWEN_MIN_PIXELS, args.max_pixels or QWEN_MAX_PIXELS
+            args.answers,
+            args.answers_frame,
+            args.min_pixels or QWEN_MIN_PIXELS,
+            args.max_pixels or TRAINED_FRAME_MAX_PIXELS,
         )
     if args.backend == "openai":
         reasoner = OpenAIReasoner(
@@ -62,7 +65,7 @@ def build_answer_source(args: argparse.Namespace) -> AnswerSource:
             retries=args.retries,
             timeout_s=args.timeout,
             min_pixels=args.min_pixels or QWEN_MIN_PIXELS,
-            max_pixels=args.max_pixels or QWEN_MAX_PIXELS,
+            max_pixels=args.max_pixels or TRAINED_FRAME_MAX_PIXELS,
         )
         return ReasonerAnswers(reasoner, workers=args.concurrency, max_consecutive_errors=args.max_consecutive_errors)
     if args.backend == "vllm":

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Mapping, Optional
 
+from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
+
 DEFAULT_REASONER = "zzzyzh/MedReasoner-Soft-7B"
 DEFAULT_SEGMENTER = "litemedsam"
 
@@ -29,7 +31,7 @@ class GroundingSettings:
     min_pixels: Optional[int] = (
         None  # reasoner image size bounds (Qwen2.5-VL smart resize); checkpoint's own when empty
     )
-    max_pixels: Optional[int] = None
+    max_pixels: Optional[int] = TRAINED_FRAME_MAX_PIXELS  # the released checkpoints' training frame (840 x 840)
     embedding_cache: int = 8  # image embeddings kept, so more questions on a slice skip the encoder
     demo: bool = False  # use the tiny, untrained reasoner written into the app's model folder (offline demo)
     serve_published: bool = True  # a reasoner retraining published wins over `reasoner`; false: always `reasoner`

@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.openai_reasoner import DEFAULT_SYSTEM_PROMPT, FRAME_FIELD
 from monailabel_app.reasoning.reasoner import ReasonerOutput
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
@@ -144,7 +145,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--min-pixels", type=int, default=None, help="image size bounds; the checkpoint's by default")
-    parser.add_argument("--max-pixels", type=int, default=None)
+    parser.add_argument(
+        "--max-pixels", type=int, default=TRAINED_FRAME_MAX_PIXELS, help="the released checkpoints' training frame"
+    )
     parser.add_argument("--api-key-env", default=None, help="require 'Authorization: Bearer $VAR' when given")
     args = parser.parse_args(argv)
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None

@@ -4,7 +4,7 @@ Inference (every backend), GRPO rollouts and the tiny test models all build thei
 on byte-identical prompts to those it answers in a clinic: one user turn with the image first and the prompt text
 after it, the checkpoint's own chat template (Qwen2.5-VL's default system turn is added by the template), and the
 generation prompt for the assistant. Pixel bounds (`min_pixels`, `max_pixels`) are Qwen2.5-VL's smart-resize bounds;
-`None` keeps the checkpoint processor's own.
+`None` keeps the checkpoint processor's own, and `max_pixels` is a cap (`frame_bounds.capped_max_pixels`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from PIL import Image
 from transformers import BatchFeature
 
 from monailabel_app.core.frames import ImageFrame
+from monailabel_app.reasoning.frame_bounds import capped_max_pixels
 
 
 def user_turn(prompt: str) -> list[dict]:
@@ -36,7 +37,7 @@ def pixel_bounds(processor, min_pixels: Optional[int], max_pixels: Optional[int]
     if min_pixels is not None:
         size["shortest_edge"] = min_pixels
     if max_pixels is not None:
-        size["longest_edge"] = max_pixels
+        size["longest_edge"] = capped_max_pixels(max_pixels, size["longest_edge"])
     return {"size": size}
 
 

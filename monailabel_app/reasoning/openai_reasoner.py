@@ -27,7 +27,8 @@ import numpy as np
 
 from monailabel_app.core.errors import UpstreamError
 from monailabel_app.core.frames import ImageFrame
-from monailabel_app.reasoning.qwen_frame import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, resize_to_model_frame
+from monailabel_app.reasoning.frame_bounds import QWEN_MIN_PIXELS, TRAINED_FRAME_MAX_PIXELS
+from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
 from monailabel_app.reasoning.reasoner import ReasonerOutput
 from monailabel_app.reasoning.sampling import SamplingSettings
 
@@ -63,7 +64,7 @@ class OpenAIReasoner:
         backoff_s: float = 1.0,
         timeout_s: float = 300.0,
         min_pixels: int = QWEN_MIN_PIXELS,
-        max_pixels: int = QWEN_MAX_PIXELS,
+        max_pixels: int = TRAINED_FRAME_MAX_PIXELS,
         system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
         if max_concurrency < 1 or retries < 0 or timeout_s <= 0:

@@ -3,8 +3,9 @@
 An engine or server (vLLM, a hosted API) runs Qwen's "smart resize" itself and does not say which size it chose, yet the
 answer's pixel coordinates refer to that size. Smart resize maps a size that is already a multiple of 28 inside its
 pixel bounds onto itself, so an image resized here to `smart_resize(original)` reaches the model unchanged and the
-model frame is exactly the size that was sent. The bounds must be the server's (the checkpoint's preprocessor config);
-Qwen2.5-VL checkpoints ship 3136..12845056 pixels, and U-MRG's ~840x840 pictures pass through untouched.
+model frame is exactly the size that was sent. The bounds must be the ones the server applies (`frame_bounds`: the
+app defaults to the released checkpoints' training frame, at most 840 x 840), and U-MRG's 840x840 pictures pass
+through untouched.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from monailabel_app.core.frames import ImageFrame
-
-QWEN_PATCH_FACTOR = 28  # 14 px patches merged 2x2
-QWEN_MIN_PIXELS = 56 * 56  # preprocessor_config.json of the Qwen2.5-VL family
-QWEN_MAX_PIXELS = 16384 * 28 * 28
+from monailabel_app.reasoning.frame_bounds import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, QWEN_PATCH_FACTOR
 
 
 def resize_to_model_frame(

@@ -26,6 +26,7 @@ import torch
 from transformers import AutoProcessor, GenerationConfig
 
 from monailabel_app.reasoning import model_input
+from monailabel_app.reasoning.frame_bounds import capped_max_pixels
 from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
 from monailabel_app.reasoning.reasoner import ReasonerOutput
 from monailabel_app.reasoning.sampling import SamplingSettings
@@ -71,7 +72,7 @@ class VllmReasoner:
         self.processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=True)
         size = self.processor.image_processor.size
         self.min_pixels = min_pixels or int(size["shortest_edge"])
-        self.max_pixels = max_pixels or int(size["longest_edge"])
+        self.max_pixels = capped_max_pixels(max_pixels, size["longest_edge"])
         penalty = sampling.repetition_penalty or checkpoint_repetition_penalty(self.model_path)
         self.sampling_params = vllm.SamplingParams(
             temperature=sampling.temperature,

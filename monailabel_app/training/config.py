@@ -23,6 +23,7 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 REWARD_MODES = ("soft", "hard")
@@ -48,7 +49,7 @@ class GRPOConfig:
     think: bool = True  # prompt asks for <think> before <answer>
     template: Optional[str] = None  # template file with one {question}; built-in when empty
     min_pixels: Optional[int] = None  # reasoner image bounds; the checkpoint processor's own when empty
-    max_pixels: Optional[int] = None
+    max_pixels: Optional[int] = TRAINED_FRAME_MAX_PIXELS  # a cap: the released checkpoints' training frame (840 x 840)
     reward_mode: str = "soft"  # soft (the released model) | hard
     # Loss
     clip_eps: float = 0.2
