@@ -118,6 +118,23 @@ def test_second_question_on_a_slice_reuses_the_image_embedding(server):
     assert "segmenter_encode" in second["latencies"]
 
 
+def test_a_confidence_is_in_the_result_and_the_image_record(server):
+    assert server_info(server)["models"]["implicit_query"]["config"]["confidence_samples"] == 0  # auto on CPU: off
+    _, result = slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION, "confidence_samples": 3})
+    assert 0.0 <= result["confidence"] <= 1.0 and result["confidence_detail"]["samples"] == 3
+    record = requests.get(f"{server.url}/datastore/image/info", params={"image": XRAY_ID}, timeout=30).json()
+    assert record["medreasoner_last_query"]["confidence"] == result["confidence"]
+    for bad in (17, -1, 2.5, "many"):
+        with pytest.raises(MONAILabelClientException, match="confidence_samples"):
+            slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION, "confidence_samples": bad})
+    _, off = slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION})
+    assert off["confidence"] is None and off["confidence_detail"] is None
+
+
+def server_info(server) -> dict:
+    return requests.get(f"{server.url}/info/", timeout=30).json()
+
+
 def test_ohif_request_on_a_2d_png(server, studies):
     response = ohif_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION})
     assert response.status_code == 200, response.text

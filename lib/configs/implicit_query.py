@@ -42,7 +42,12 @@ class ImplicitQuery(TaskConfig):
         logger.warning(self.service.startup_report())
 
     def infer(self) -> Dict[str, InferTask]:
-        options = {"question": "", "think": self.settings.think, "window": list(WINDOW_CHOICES)}
+        options = {
+            "question": "",
+            "think": self.settings.think,
+            "window": list(WINDOW_CHOICES),
+            "confidence_samples": self.service.default_confidence_samples(),  # 0 = off
+        }
         what = (
             "Ask an implicit clinical question; a reasoning model ({}) answers with a box and two points and a "
             "frozen {} segmenter draws the mask."

@@ -1,7 +1,7 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
 Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `window`,
-`think`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy
+`think`, `confidence_samples`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy
 (`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a RequestError, a
 model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
 (`lib/server/errors.py`).
@@ -19,7 +19,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.service import GroundingService
-from monailabel_app.grounding.settings import parse_bool
+from monailabel_app.grounding.settings import parse_bool, parse_confidence_samples
 from monailabel_app.imaging.medical_image import write_label
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,9 @@ class ImplicitQueryInfer(InferTask):
         req = {**defaults, **request}
         extension, dtype, compress = _result_format(req)
         think = _flag("think", req["think"]) if "think" in req else None
+        samples = _confidence_samples(req.get("confidence_samples"))
         grounded = self.service.ground_file(
-            req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think
+            req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think, samples
         )
         if extension == ".png" and grounded.label.ndim == 3:
             raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
@@ -91,6 +92,19 @@ def _result_format(req: Dict[str, Any]) -> Tuple[str, str, bool]:
     if dtype not in RESULT_DTYPES:
         raise RequestError(f"result_dtype {dtype!r} is not supported; use one of {RESULT_DTYPES}")
     return extension, dtype, _flag("result_compress", req.get("result_compress", True))
+
+
+def _confidence_samples(value: Any) -> Optional[int]:
+    """The request's `confidence_samples` (0 = off, `auto` or empty = the server's); refused when not one."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise RequestError(f"confidence_samples must be a whole number, got {str(value)[:40]!r}")
+    raw = str(int(value)) if isinstance(value, (int, float)) else str(value).strip()[:40]
+    try:
+        return parse_confidence_samples("confidence_samples", raw)
+    except ValueError as error:
+        raise RequestError(str(error)) from None
 
 
 def _flag(name: str, value: Any) -> bool:

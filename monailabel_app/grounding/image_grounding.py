@@ -69,6 +69,8 @@ def ground_image(
     slice_index: object = None,
     window: str = "auto",
     think: Optional[bool] = None,
+    confidence_samples: int = 0,
+    confidence_temperature: float = 1.0,
 ) -> GroundedImage:
     """`pipeline` is called only once the question, slice and window are known to be usable: a bad request is
     refused at once, without waiting for (or failing on) the models."""
@@ -79,7 +81,7 @@ def ground_image(
     else:
         k, pixels = None, image.array
     picture = to_display_rgb(pixels, window)
-    result = pipeline().ground(picture, question, think=think)
+    result = pipeline().ground(picture, question, think, confidence_samples, confidence_temperature)
     grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
     label = np.zeros(grid_shape, dtype=np.uint8)
     if result.mask is not None:

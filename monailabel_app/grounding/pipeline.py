@@ -16,7 +16,8 @@ import numpy as np
 from monailabel_app.core.frames import ImageFrame
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.prompt import build_prompt
-from monailabel_app.reasoning.reasoner import Reasoner
+from monailabel_app.reasoning.reasoner import Reasoner, ReasonerOutput
+from monailabel_app.reasoning.self_consistency import Confidence, score_agreement
 from monailabel_app.segmentation.segmenter import Segmenter
 
 STATUS_OK = "ok"
@@ -40,6 +41,8 @@ class GroundingResult:
     reason: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
     latencies: dict[str, float] = field(default_factory=dict)
+    confidence: Optional[Confidence] = None  # self-consistency, when asked for (`reasoning/self_consistency.py`)
+    confidence_note: Optional[str] = None  # why there is none although it was asked for
 
     def to_json(self) -> dict:
         """Everything but the mask, JSON-ready (rounded to 0.01 px / 0.1 ms)."""
@@ -57,6 +60,8 @@ class GroundingResult:
             "warnings": list(self.warnings),
             "model_frame": {"width": self.frame.model_width, "height": self.frame.model_height},
             "latencies": {k: round(v, 4) for k, v in self.latencies.items()},
+            "confidence": None if self.confidence is None else round(self.confidence.value, 4),
+            "confidence_detail": self.confidence.to_json() if self.confidence else _note(self.confidence_note),
         }
 
 
@@ -73,11 +78,21 @@ class GroundingPipeline:
         self.think = think
         self.template_path = template_path
 
-    def ground(self, image: np.ndarray, question: str, think: Optional[bool] = None) -> GroundingResult:
-        """`image` is RGB uint8 (H, W, 3). Raises only for a bad question or a broken model, never for a bad answer."""
+    def ground(
+        self,
+        image: np.ndarray,
+        question: str,
+        think: Optional[bool] = None,
+        confidence_samples: int = 0,
+        confidence_temperature: float = 1.0,
+    ) -> GroundingResult:
+        """`image` is RGB uint8 (H, W, 3). Raises only for a bad question or a broken model, never for a bad answer.
+
+        `confidence_samples` > 0 also samples that many answers in the same generate call and scores the answer's
+        self-consistency; a backend that can't (no `generate_with_samples`) says so in `confidence_note`."""
         started = time.perf_counter()
         prompt = build_prompt(question, self.think if think is None else think, self.template_path)
-        answer = self.reasoner.generate(image, prompt)
+        answer, sampled, note = self._answers(image, prompt, confidence_samples, confidence_temperature)
         parse_started = time.perf_counter()
         frame = answer.frame
         parsed = parse_answer(answer.text, frame.model_width, frame.model_height)
@@ -90,6 +105,10 @@ class GroundingPipeline:
             reason=parsed.reason,
             warnings=list(parsed.warnings),
         )
+        result.confidence_note = note
+        if sampled:
+            samples = [parse_answer(o.text, frame.model_width, frame.model_height) for o in sampled]
+            result.confidence = score_agreement(parsed, samples, confidence_temperature)
         latencies = {
             "reasoner_prefill": answer.prefill_s,
             "reasoner_decode": answer.decode_s,
@@ -109,6 +128,23 @@ class GroundingPipeline:
         latencies["total"] = time.perf_counter() - started
         result.latencies = latencies
         return result
+
+    def _answers(
+        self, image: np.ndarray, prompt: str, samples: int, temperature: float
+    ) -> tuple[ReasonerOutput, list[ReasonerOutput], Optional[str]]:
+        """The greedy answer, the sampled ones (empty when none were asked for or the backend can't), and a note."""
+        if samples <= 0:
+            return self.reasoner.generate(image, prompt), [], None
+        with_samples = getattr(self.reasoner, "generate_with_samples", None)
+        if with_samples is None:
+            note = f"confidence needs the transformers backend; {type(self.reasoner).__name__} answers greedily only"
+            return self.reasoner.generate(image, prompt), [], note
+        outputs = with_samples(image, prompt, samples, temperature)
+        return outputs[0], outputs[1:], None
+
+
+def _note(note: Optional[str]) -> Optional[dict]:
+    return {"note": note} if note else None
 
 
 def _clip_point(point: tuple[float, float], frame: ImageFrame) -> tuple[float, float]:

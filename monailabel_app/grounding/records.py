@@ -6,6 +6,7 @@ The record (`AnswerRecord.to_info()`, plain JSON):
   a label trained on later is rendered exactly as the clinician saw it;
 - `reasoner`, `reasoner_version` (`source`, `version`, `sha256`): which model answered;
 - `status`, `reasoning`, `raw_text`, `box`, `points`: what it answered (box and points in the picture's pixels);
+- `confidence`: its self-consistency in [0, 1] when it was measured (`reasoning/self_consistency.py`);
 - `answered_at`: when (UTC).
 The server keeps the last record per image under `LAST_QUERY_KEY` in the image's info, and copies it into the info of
 the final label saved next (a question sent with the save wins).
@@ -33,6 +34,7 @@ class AnswerRecord:
     raw_text: Optional[str] = None
     box: Optional[list] = None
     points: Optional[list] = None
+    confidence: Optional[float] = None
     answered_at: Optional[str] = None
 
     @classmethod

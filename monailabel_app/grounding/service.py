@@ -15,7 +15,7 @@ from typing import Optional
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.grounding.reasoner_slot import ReasonerSlot
-from monailabel_app.grounding.settings import GroundingSettings
+from monailabel_app.grounding.settings import AUTO_CONFIDENCE_SAMPLES_GPU, GroundingSettings
 from monailabel_app.imaging.image_limits import ImageLimits
 from monailabel_app.imaging.medical_image import read_medical_image
 from monailabel_app.reasoning.identity import TINY_MODEL_MARKER, describe_reasoner
@@ -117,9 +117,23 @@ class GroundingService:
         slice_index: object = None,
         window: str = "auto",
         think: Optional[bool] = None,
+        confidence_samples: Optional[int] = None,
     ) -> GroundedImage:
+        """`confidence_samples` None: the server's (`default_confidence_samples`)."""
         image = read_medical_image(path, self.image_limits)
-        return ground_image(self.pipeline, image, question, slice_index, window, think)
+        samples = self.default_confidence_samples() if confidence_samples is None else confidence_samples
+        return ground_image(
+            self.pipeline, image, question, slice_index, window, think, samples, self.settings.confidence_temperature
+        )
+
+    def default_confidence_samples(self) -> int:
+        """`--conf confidence_samples`, where `auto` is 4 with the transformers backend on a GPU and 0 (off)
+        otherwise: on CPU each sample costs about as much as the answer itself, and the other backends answer greedily
+        only (README, Confidence)."""
+        if self.settings.confidence_samples is not None:
+            return self.settings.confidence_samples
+        on_gpu = self.settings.reasoner_backend == "transformers" and reasoner_device(self.settings.device) != "cpu"
+        return AUTO_CONFIDENCE_SAMPLES_GPU if on_gpu else 0
 
     def _build_reasoner(self, path: str) -> Reasoner:
         s = self.settings

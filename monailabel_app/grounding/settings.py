@@ -9,6 +9,9 @@ from dataclasses import dataclass, fields
 from typing import Mapping, Optional
 
 from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
+from monailabel_app.reasoning.sampling import MAX_CONFIDENCE_SAMPLES
+
+AUTO_CONFIDENCE_SAMPLES_GPU = 4  # `confidence_samples auto` on a GPU (README, Confidence: the measured cost)
 
 DEFAULT_REASONER = "zzzyzh/MedReasoner-Soft-7B"
 DEFAULT_SEGMENTER = "litemedsam"
@@ -35,6 +38,9 @@ class GroundingSettings:
     embedding_cache: int = 8  # image embeddings kept, so more questions on a slice skip the encoder
     demo: bool = False  # use the tiny, untrained reasoner written into the app's model folder (offline demo)
     serve_published: bool = True  # a reasoner retraining published wins over `reasoner`; false: always `reasoner`
+    # sampled answers behind each answer's confidence (0 = off); None ("auto"): 4 on a GPU, 0 on CPU
+    confidence_samples: Optional[int] = None
+    confidence_temperature: float = 1.0  # their sampling temperature
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str]) -> "GroundingSettings":
@@ -57,9 +63,32 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ValueError(f"--conf {name} must be true or false, got {raw!r}")
 
 
+def parse_confidence_samples(name: str, raw: str) -> Optional[int]:
+    """`auto` (None) or a whole number of sampled answers, 0 (off) to MAX_CONFIDENCE_SAMPLES."""
+    if raw.lower() == "auto":
+        return None
+    if not raw.isdigit() or int(raw) > MAX_CONFIDENCE_SAMPLES:
+        raise ValueError(f"{name} must be auto or a whole number from 0 (off) to {MAX_CONFIDENCE_SAMPLES}, got {raw!r}")
+    return int(raw)
+
+
+def parse_temperature(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 10:  # NaN fails too
+        raise ValueError(f"{name} must be a number above 0 and at most 10, got {raw!r}")
+    return value
+
+
 def _convert(name: str, raw: str, default: object) -> object:
     if isinstance(default, bool):
         return parse_bool(name, raw)
+    if name == "confidence_samples":
+        return parse_confidence_samples(f"--conf {name}", raw)
+    if isinstance(default, float):
+        return parse_temperature(f"--conf {name}", raw)
     if isinstance(default, int) or name in ("min_pixels", "max_pixels"):
         try:
             value = int(raw)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+MAX_CONFIDENCE_SAMPLES = 16  # sampled answers per question for a confidence: more cost more than the estimate gains
+
 
 @dataclass(frozen=True)
 class SamplingSettings:

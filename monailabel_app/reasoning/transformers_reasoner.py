@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import re
 import threading
 import time
@@ -37,6 +38,7 @@ from monailabel_app.core.errors import UnavailableError
 from monailabel_app.core.frames import ImageFrame
 from monailabel_app.reasoning import model_input
 from monailabel_app.reasoning.reasoner import ReasonerOutput
+from monailabel_app.reasoning.self_consistency import GreedyRows
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +172,7 @@ class TransformersReasoner:
         self.max_pixels = max_pixels
         self.allow_download = allow_download
         self._lock = threading.RLock()
+        self.generate_calls = 0  # calls of the model's generate: what a request cost, counted
         self.model: Optional[Qwen2_5_VLForConditionalGeneration] = None
         self.processor = None
         self.model, self.processor = load_qwen_vl(self.model_id_or_path, self.device, self.dtype, self.allow_download)
@@ -191,6 +194,27 @@ class TransformersReasoner:
     def generate(self, image: np.ndarray, prompt: str) -> ReasonerOutput:
         """Greedy answer. Sampling flags inherited from the checkpoint's generation_config are switched off."""
         return self._generate(image, prompt, do_sample=False, max_new_tokens=self.max_new_tokens)[0]
+
+    def generate_with_samples(
+        self, image: np.ndarray, prompt: str, samples: int, temperature: float = 1.0
+    ) -> list[ReasonerOutput]:
+        """The greedy answer first, then `samples` temperature-sampled ones, from one generate call of samples+1 rows
+        (`self_consistency.GreedyRows` keeps row 0 greedy). Timings are for the whole call."""
+        if samples < 1:
+            return [self.generate(image, prompt)]
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"the sampling temperature must be a positive number, got {temperature}")
+        return self._generate(
+            image,
+            prompt,
+            do_sample=True,
+            num_return_sequences=samples + 1,
+            temperature=temperature,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=self.max_new_tokens,
+            extra_processors=[GreedyRows(samples + 1)],
+        )
 
     def sample(
         self,
@@ -218,15 +242,17 @@ class TransformersReasoner:
             max_new_tokens=max_new_tokens or self.max_new_tokens,
         )
 
-    def _generate(self, image: np.ndarray, prompt: str, **generation_kwargs) -> list[ReasonerOutput]:
+    def _generate(
+        self, image: np.ndarray, prompt: str, extra_processors: tuple = (), **generation_kwargs
+    ) -> list[ReasonerOutput]:
         with self._lock:
             started = time.perf_counter()
             clock = _FirstScoresClock()
             inputs, frame = self.prepare_inputs(image, prompt)
+            processors = LogitsProcessorList([*extra_processors, clock])
             with torch.inference_mode():
-                output_ids = self.model.generate(
-                    **inputs, logits_processor=LogitsProcessorList([clock]), **generation_kwargs
-                )
+                self.generate_calls += 1
+                output_ids = self.model.generate(**inputs, logits_processor=processors, **generation_kwargs)
             finished = time.perf_counter()
             generated = output_ids[:, inputs["input_ids"].shape[1] :].cpu()
             texts = self.processor.batch_decode(generated, skip_special_tokens=True)
