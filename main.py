@@ -17,11 +17,15 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.async_tasks.task import AsyncTask
 
+from lib.activelearning.app_scoring import InProcessScoring
+from lib.activelearning.least_confident import LeastConfident
 from lib.activelearning.random import Random
+from lib.activelearning.reasoner_confidence import ActiveLearningSettings, ReasonerConfidence
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
 from lib.pacs.datastore import open_pacs_datastore
@@ -30,6 +34,7 @@ from lib.server.errors import TooManyRequests
 from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
+from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, with_entry
 from monailabel_app.grounding.records import LAST_QUERY_KEY, AnswerRecord
 from monailabel_app.training.run_records import last_training_stats
 
@@ -59,6 +64,8 @@ class MedReasonerApp(MONAILabelApp):
         self.model_dir = conf.get("model_dir") or f"{app_dir}/model"  # retrained reasoners are published here
         self.limits = ServerLimits.from_conf(conf)
         self.auto_retrain_after = _whole_number(conf, "auto_retrain_after")
+        self.active_learning = ActiveLearningSettings.from_conf(conf)
+        self._scoring_runner = InProcessScoring(lambda method: self.scoring({"method": method}))
         self._train_start_lock = threading.Lock()
         wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
         unknown = [m for m in wanted if m != "all" and m not in TASK_CONFIGS]
@@ -98,7 +105,24 @@ class MedReasonerApp(MONAILabelApp):
         return open_pacs_datastore(self.studies, self.conf, APP_VERSION)
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random()}
+        return {"random": Random(), "least_confident": LeastConfident()}
+
+    def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
+        """`reasoner_confidence` when the site gave a question list (`--conf al_questions`) and the task is loaded."""
+        task = self.task_configs.get(AUTO_RETRAIN_TASK)
+        if not self.active_learning.questions or task is None:
+            return {}
+        return {"reasoner_confidence": ReasonerConfidence(task.service, self.active_learning)}
+
+    def async_scoring(self, method, params=None):
+        """Scoring runs on a thread of the server process, with the models it holds (`lib/activelearning/app_scoring`),
+        never in a subprocess; elsewhere (MONAI Label's train subprocess) it is left to the server's next run."""
+        if not self._scoring_methods or not getattr(self, "hardened_server", False):
+            return {}
+        return self._scoring_runner.request([method] if method else list(self._scoring_methods))
+
+    def scoring_status(self) -> dict:
+        return self._scoring_runner.status()
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, InferTask] = {}
@@ -164,11 +188,20 @@ class MedReasonerApp(MONAILabelApp):
                 result["file"] = None
             if image_id and asked.get("question"):
                 store.update_image_info(image_id, {LAST_QUERY_KEY: AnswerRecord.from_result(asked).to_info()})
+            if image_id and asked.get("question") and asked.get("confidence") is not None:
+                self._record_confidence(store, image_id, asked)
         except BaseException:
             if result.get("file") and os.path.isfile(result["file"]):
                 os.unlink(result["file"])  # nobody will fetch it: the request failed
             raise
         return result
+
+    def _record_confidence(self, store: Datastore, image_id: str, asked: dict) -> None:
+        """The answer's confidence joins the image's record, which `least_confident` ranks by."""
+        version = asked.get("reasoner_version") or {}
+        reasoner = version.get("sha256") or asked.get("reasoner")
+        book = with_entry(store.get_image_info(image_id), asked["question"], asked["confidence"], reasoner, "answer")
+        store.update_image_info(image_id, {CONFIDENCE_KEY: book})
 
     def _is_server_path(self, path: str, store: Datastore) -> bool:
         """Inside a request's scratch folder, the datastore's folder, or MONAI Label's sessions folder."""

@@ -7,8 +7,10 @@
   published only by its own retraining (an uploaded weights file could run code when loaded), so upload and delete
   are 405 and download 404.
 - `/reload`: MONAI Label's (unauthenticated) way to rebuild the app is not offered; restart the server.
-- `POST /scoring/{method}` and `POST /batch/infer/{model}`: an unknown method or model is 404 before a subprocess
-  starts; batch inference needs a question and can't save as `final`.
+- `/scoring/`: scoring runs in the server process with the models it holds (`lib/activelearning/app_scoring.py`), not
+  in a subprocess that loads the reasoner again; an unknown method is 404.
+- `POST /batch/infer/{model}`: an unknown model is 404 before a subprocess starts; batch inference needs a question
+  and can't save as `final`.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def admin_router(context: ServerContext) -> APIRouter:
     def change_model_file(model: str, user: User = Depends(RBAC(ADMIN))):
         raise MethodNotAllowed("Model files can't be uploaded or deleted here: retraining publishes the reasoner.")
 
-    @router.post("/scoring/{method}", summary="Run one scoring method")
+    @router.post("/scoring/{method}", summary="Run one scoring method (in the server process)")
     def scoring(
         method: str, params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(USER))
     ):
@@ -101,10 +103,19 @@ def admin_router(context: ServerContext) -> APIRouter:
             )
         if run_sync:
             raise RequestError("run_sync is not offered; poll GET /scoring/.")
-        result, detail = AsyncTask.run("scoring", request={"method": method}, params=without_server_keys(params))
-        if result is None:
-            raise TooManyRequests(detail or "A scoring task is already running.")
-        return result
+        without_server_keys(params)
+        return app.async_scoring(method)
+
+    @router.post("/scoring/", summary="Run every scoring method (in the server process)")
+    def scoring_all(params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(USER))):
+        if run_sync:
+            raise RequestError("run_sync is not offered; poll GET /scoring/.")
+        without_server_keys(params)
+        return context.app().async_scoring(None)
+
+    @router.get("/scoring/", summary="Whether scoring is running, and each method's last result")
+    def scoring_status(all: bool = False, check_if_running: bool = False, user: User = Depends(RBAC(USER))):
+        return context.app().scoring_status()
 
     @router.post("/batch/infer/{model}", summary="Ground one question on every image (admin)")
     def batch_infer(
