@@ -21,29 +21,11 @@ from monailabel_app.reasoning.reasoner import ReasonerOutput
 from monailabel_app.reasoning.self_consistency import score_agreement
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.segmentation.factory import build_segmenter
+from tests.support.generate_spy import GenerateSpy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 QUESTION = "Which structure would explain the dull percussion note over the right lower chest?"
-
-
-class GenerateSpy:
-    """Counts the model's own generate calls and the rows each returned (wraps it; the model still runs)."""
-
-    def __init__(self, model):
-        self.model, self.inner, self.rows = model, model.generate, []
-
-    def __enter__(self):
-        def counted(*args, **kwargs):
-            output = self.inner(*args, **kwargs)
-            self.rows.append(int(output.shape[0]))
-            return output
-
-        self.model.generate = counted
-        return self
-
-    def __exit__(self, *_):
-        del self.model.generate  # back to the class's method
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +114,7 @@ def test_agreement_score_by_hand():
 
 @pytest.mark.parametrize(
     "raw, message",
-    [("17", "0 (off) to 16"), ("-1", "whole number"), ("four", "whole number"), ("1.5", "whole number")],
+    [("17", "from 0 to 16"), ("-1", "whole number"), ("four", "whole number"), ("1.5", "whole number")],
 )
 def test_confidence_samples_option_is_checked(raw, message):
     with pytest.raises(ValueError, match=re.escape(message)):

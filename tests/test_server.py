@@ -8,6 +8,7 @@ Slicer: MONAI Label's own client (the one the Slicer module bundles), `POST /inf
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import itk
 import numpy as np
@@ -37,6 +38,7 @@ def studies(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(studies, format_tuned_reasoner_dir, tmp_path_factory):
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
+    conf.update(batch_max_rows="8", batch_window_ms="200")  # batched serving on (auto turns it off on CPU)
     running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
     yield running
     running.stop()
@@ -129,6 +131,20 @@ def test_a_confidence_is_in_the_result_and_the_image_record(server):
             slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION, "confidence_samples": bad})
     _, off = slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION})
     assert off["confidence"] is None and off["confidence_detail"] is None
+
+
+def test_concurrent_requests_share_the_reasoner_and_get_their_own_answers(server):
+    questions = [QUESTION, "Where is the opacity?", "Which region explains the cough?", "Where is the lesion?"]
+    alone = [slicer_infer(server, "implicit_query", XRAY_ID, {"question": q})[1] for q in questions]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        together = list(
+            pool.map(lambda q: slicer_infer(server, "implicit_query", XRAY_ID, {"question": q})[1], questions)
+        )
+    assert [r["question"] for r in together] == questions
+    assert [(r["box"], r["points"], r["mask_pixels"]) for r in together] == [
+        (r["box"], r["points"], r["mask_pixels"]) for r in alone
+    ]
+    assert max(r["reasoner_batch"] for r in together) > 1 and all(r["reasoner_batch"] == 1 for r in alone)
 
 
 def server_info(server) -> dict:

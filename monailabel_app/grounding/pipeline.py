@@ -43,6 +43,7 @@ class GroundingResult:
     latencies: dict[str, float] = field(default_factory=dict)
     confidence: Optional[Confidence] = None  # self-consistency, when asked for (`reasoning/self_consistency.py`)
     confidence_note: Optional[str] = None  # why there is none although it was asked for
+    reasoner_batch: int = 1  # questions that shared the reasoner's generate call (batched serving)
 
     def to_json(self) -> dict:
         """Everything but the mask, JSON-ready (rounded to 0.01 px / 0.1 ms)."""
@@ -60,6 +61,7 @@ class GroundingResult:
             "warnings": list(self.warnings),
             "model_frame": {"width": self.frame.model_width, "height": self.frame.model_height},
             "latencies": {k: round(v, 4) for k, v in self.latencies.items()},
+            "reasoner_batch": self.reasoner_batch,
             "confidence": None if self.confidence is None else round(self.confidence.value, 4),
             "confidence_detail": self.confidence.to_json() if self.confidence else _note(self.confidence_note),
         }
@@ -106,6 +108,7 @@ class GroundingPipeline:
             warnings=list(parsed.warnings),
         )
         result.confidence_note = note
+        result.reasoner_batch = answer.batch_size
         if sampled:
             samples = [parse_answer(o.text, frame.model_width, frame.model_height) for o in sampled]
             result.confidence = score_agreement(parsed, samples, confidence_temperature)

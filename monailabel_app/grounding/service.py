@@ -15,9 +15,10 @@ from typing import Optional
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.grounding.reasoner_slot import ReasonerSlot
-from monailabel_app.grounding.settings import AUTO_CONFIDENCE_SAMPLES_GPU, GroundingSettings
+from monailabel_app.grounding.settings import AUTO_BATCH_MAX_ROWS_GPU, AUTO_CONFIDENCE_SAMPLES_GPU, GroundingSettings
 from monailabel_app.imaging.image_limits import ImageLimits
 from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.reasoning.batching import BatchingReasoner
 from monailabel_app.reasoning.identity import TINY_MODEL_MARKER, describe_reasoner
 from monailabel_app.reasoning.model_store import published_reasoner
 from monailabel_app.reasoning.openai_reasoner import OpenAIReasoner
@@ -146,7 +147,7 @@ class GroundingService:
             return OpenAIReasoner(s.reasoner_url, path, s.reasoner_api_key_env, sampling, **bounds)
         if s.reasoner_backend == "vllm":
             return VllmReasoner(path, sampling, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
-        return TransformersReasoner(
+        reasoner = TransformersReasoner(
             path,
             device=s.device,
             max_new_tokens=s.max_new_tokens,
@@ -154,6 +155,12 @@ class GroundingService:
             max_pixels=s.max_pixels,
             allow_download=s.allow_download,
         )
+        rows = s.batch_max_rows
+        if rows is None:  # auto: batching pays where decoding is memory-bound; on CPU it barely helps (README)
+            rows = AUTO_BATCH_MAX_ROWS_GPU if reasoner_device(s.device) != "cpu" else 1
+        if rows <= 1:
+            return reasoner
+        return BatchingReasoner(reasoner, max_rows=rows, window_s=s.batch_window_ms / 1000)
 
     def _build(self, reasoner: Reasoner) -> GroundingPipeline:
         s = self.settings

@@ -12,6 +12,8 @@ from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.sampling import MAX_CONFIDENCE_SAMPLES
 
 AUTO_CONFIDENCE_SAMPLES_GPU = 4  # `confidence_samples auto` on a GPU (README, Confidence: the measured cost)
+AUTO_BATCH_MAX_ROWS_GPU = 8  # `batch_max_rows auto` on a GPU
+MAX_BATCH_ROWS = 64
 
 DEFAULT_REASONER = "zzzyzh/MedReasoner-Soft-7B"
 DEFAULT_SEGMENTER = "litemedsam"
@@ -41,6 +43,10 @@ class GroundingSettings:
     # sampled answers behind each answer's confidence (0 = off); None ("auto"): 4 on a GPU, 0 on CPU
     confidence_samples: Optional[int] = None
     confidence_temperature: float = 1.0  # their sampling temperature
+    # transformers backend: rows concurrent questions may share in one generate call, 1 = off; None ("auto"): 8 on a
+    # GPU, off on CPU (README, Batched serving: the measured gain and cost)
+    batch_max_rows: Optional[int] = None
+    batch_window_ms: int = 10  # how long a question waits for others to share its call
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str]) -> "GroundingSettings":
@@ -63,13 +69,18 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ValueError(f"--conf {name} must be true or false, got {raw!r}")
 
 
-def parse_confidence_samples(name: str, raw: str) -> Optional[int]:
-    """`auto` (None) or a whole number of sampled answers, 0 (off) to MAX_CONFIDENCE_SAMPLES."""
+def parse_auto_count(name: str, raw: str, lowest: int, highest: int) -> Optional[int]:
+    """`auto` (None) or a whole number from `lowest` to `highest`."""
     if raw.lower() == "auto":
         return None
-    if not raw.isdigit() or int(raw) > MAX_CONFIDENCE_SAMPLES:
-        raise ValueError(f"{name} must be auto or a whole number from 0 (off) to {MAX_CONFIDENCE_SAMPLES}, got {raw!r}")
+    if not raw.isdigit() or not lowest <= int(raw) <= highest:
+        raise ValueError(f"{name} must be auto or a whole number from {lowest} to {highest}, got {raw!r}")
     return int(raw)
+
+
+def parse_confidence_samples(name: str, raw: str) -> Optional[int]:
+    """`auto` (None) or a whole number of sampled answers, 0 (off) to MAX_CONFIDENCE_SAMPLES."""
+    return parse_auto_count(name, raw, 0, MAX_CONFIDENCE_SAMPLES)
 
 
 def parse_temperature(name: str, raw: str) -> float:
@@ -87,6 +98,8 @@ def _convert(name: str, raw: str, default: object) -> object:
         return parse_bool(name, raw)
     if name == "confidence_samples":
         return parse_confidence_samples(f"--conf {name}", raw)
+    if name == "batch_max_rows":
+        return parse_auto_count(f"--conf {name}", raw, 1, MAX_BATCH_ROWS)
     if isinstance(default, float):
         return parse_temperature(f"--conf {name}", raw)
     if isinstance(default, int) or name in ("min_pixels", "max_pixels"):

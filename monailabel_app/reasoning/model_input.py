@@ -41,6 +41,38 @@ def pixel_bounds(processor, min_pixels: Optional[int], max_pixels: Optional[int]
     return {"size": size}
 
 
+def encode_batch(
+    processor,
+    images: list[np.ndarray],
+    prompts: list[str],
+    min_pixels: Optional[int] = None,
+    max_pixels: Optional[int] = None,
+) -> tuple[BatchFeature, list[ImageFrame]]:
+    """Tensors for several questions in one batch (batched serving), each image resized on its own, prompts padded on
+    the left so every row's answer starts at the same position; and each image's frame."""
+    for image in images:
+        _check_rgb(image)
+    features = processor(
+        images=[Image.fromarray(image) for image in images],
+        text=[chat_text(processor, prompt) for prompt in prompts],
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        **pixel_bounds(processor, min_pixels, max_pixels),
+    )
+    patch = processor.image_processor.patch_size
+    frames = [
+        ImageFrame(image.shape[1], image.shape[0], int(grid[2]) * patch, int(grid[1]) * patch)
+        for image, grid in zip(images, features["image_grid_thw"].tolist())
+    ]
+    return features, frames
+
+
+def _check_rgb(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+
+
 def encode(
     processor,
     image: np.ndarray,
@@ -54,8 +86,7 @@ def encode(
     `answer` is appended after the generation prompt (teacher forcing for the tiny models); inference and rollouts
     leave it empty.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+    _check_rgb(image)
     features = processor(
         images=[Image.fromarray(image)],
         text=[chat_text(processor, prompt) + answer],

@@ -17,6 +17,7 @@ class ReasonerOutput:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     new_tokens: int = 0
+    batch_size: int = 1  # questions that shared the generate call (batched serving)
 
 
 class Reasoner(Protocol):

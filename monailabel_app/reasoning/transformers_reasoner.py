@@ -191,30 +191,40 @@ class TransformersReasoner:
         inputs, frame = model_input.encode(self.processor, image, prompt, self.min_pixels, self.max_pixels)
         return inputs.to(device=self.model.device, dtype=self.model.dtype), frame
 
+    def prepare_batch_inputs(self, images: list[np.ndarray], prompts: list[str]) -> tuple[BatchFeature, list]:
+        """Several questions' input (`model_input.encode_batch`) on the model's device, and each image's frame."""
+        inputs, frames = model_input.encode_batch(self.processor, images, prompts, self.min_pixels, self.max_pixels)
+        return inputs.to(device=self.model.device, dtype=self.model.dtype), frames
+
     def generate(self, image: np.ndarray, prompt: str) -> ReasonerOutput:
         """Greedy answer. Sampling flags inherited from the checkpoint's generation_config are switched off."""
-        return self._generate(image, prompt, do_sample=False, max_new_tokens=self.max_new_tokens)[0]
+        return self.generate_many([image], [prompt])[0][0]
 
     def generate_with_samples(
         self, image: np.ndarray, prompt: str, samples: int, temperature: float = 1.0
     ) -> list[ReasonerOutput]:
         """The greedy answer first, then `samples` temperature-sampled ones, from one generate call of samples+1 rows
         (`self_consistency.GreedyRows` keeps row 0 greedy). Timings are for the whole call."""
+        return self.generate_many([image], [prompt], samples, temperature)[0]
+
+    def generate_many(
+        self, images: list[np.ndarray], prompts: list[str], samples: int = 0, temperature: float = 1.0
+    ) -> list[list[ReasonerOutput]]:
+        """Several questions in one generate call (batched serving): per question its greedy answer, then `samples`
+        sampled ones. One question is encoded alone, exactly as before batching; several are padded on the left
+        (`model_input.encode_batch`) and the attention mask keeps the padding out of every row's answer."""
+        if len(images) != len(prompts) or not images:
+            raise ValueError(f"one prompt per image, at least one: got {len(images)} images, {len(prompts)} prompts")
         if samples < 1:
-            return [self.generate(image, prompt)]
-        if not (temperature > 0 and math.isfinite(temperature)):
+            decoding: dict = dict(do_sample=False)
+        elif not (temperature > 0 and math.isfinite(temperature)):
             raise ValueError(f"the sampling temperature must be a positive number, got {temperature}")
-        return self._generate(
-            image,
-            prompt,
-            do_sample=True,
-            num_return_sequences=samples + 1,
-            temperature=temperature,
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=self.max_new_tokens,
-            extra_processors=[GreedyRows(samples + 1)],
-        )
+        else:
+            decoding = dict(do_sample=True, num_return_sequences=samples + 1, temperature=temperature, top_p=1.0)
+            decoding.update(top_k=0, extra_processors=[GreedyRows(samples + 1)])
+        rows = self._generate(images, prompts, max_new_tokens=self.max_new_tokens, **decoding)
+        group = max(1, samples + 1)
+        return [rows[i * group : (i + 1) * group] for i in range(len(images))]
 
     def sample(
         self,
@@ -232,8 +242,8 @@ class TransformersReasoner:
         otherwise make every "sample" the greedy answer. Timings are for the whole group.
         """
         return self._generate(
-            image,
-            prompt,
+            [image],
+            [prompt],
             do_sample=True,
             num_return_sequences=num_return_sequences,
             temperature=temperature,
@@ -243,12 +253,17 @@ class TransformersReasoner:
         )
 
     def _generate(
-        self, image: np.ndarray, prompt: str, extra_processors: tuple = (), **generation_kwargs
+        self, images: list[np.ndarray], prompts: list[str], extra_processors: tuple = (), **generation_kwargs
     ) -> list[ReasonerOutput]:
+        """Rows in order: each question's `num_return_sequences` rows together."""
         with self._lock:
             started = time.perf_counter()
             clock = _FirstScoresClock()
-            inputs, frame = self.prepare_inputs(image, prompt)
+            if len(images) == 1:
+                inputs, frame = self.prepare_inputs(images[0], prompts[0])
+                frames = [frame]
+            else:
+                inputs, frames = self.prepare_batch_inputs(images, prompts)
             processors = LogitsProcessorList([*extra_processors, clock])
             with torch.inference_mode():
                 self.generate_calls += 1
@@ -257,15 +272,17 @@ class TransformersReasoner:
             generated = output_ids[:, inputs["input_ids"].shape[1] :].cpu()
             texts = self.processor.batch_decode(generated, skip_special_tokens=True)
         prefill_end = clock.first_scores_at or finished
+        per_question = len(texts) // len(frames)
         return [
             ReasonerOutput(
                 text=text,
-                frame=frame,
+                frame=frames[row // per_question],
                 prefill_s=prefill_end - started,
                 decode_s=finished - prefill_end,
                 new_tokens=self._count_new_tokens(ids),
+                batch_size=len(frames),
             )
-            for text, ids in zip(texts, generated)
+            for row, (text, ids) in enumerate(zip(texts, generated))
         ]
 
     def _count_new_tokens(self, ids: torch.Tensor) -> int:
