@@ -34,7 +34,7 @@ from lib.server.errors import TooManyRequests
 from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
-from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, with_entry
+from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, reasoner_key, with_entry
 from monailabel_app.grounding.records import LAST_QUERY_KEY, AnswerRecord
 from monailabel_app.training.run_records import last_training_stats
 
@@ -199,7 +199,7 @@ class MedReasonerApp(MONAILabelApp):
     def _record_confidence(self, store: Datastore, image_id: str, asked: dict) -> None:
         """The answer's confidence joins the image's record, which `least_confident` ranks by."""
         version = asked.get("reasoner_version") or {}
-        reasoner = version.get("sha256") or asked.get("reasoner")
+        reasoner = reasoner_key({"sha256": version.get("sha256"), "path": asked.get("reasoner")})
         book = with_entry(store.get_image_info(image_id), asked["question"], asked["confidence"], reasoner, "answer")
         store.update_image_info(image_id, {CONFIDENCE_KEY: book})
 

@@ -3,6 +3,7 @@ datastore, and the whole loop through the real server as Slicer's "Next Sample" 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -18,6 +19,7 @@ from monailabel_app.demo.sample_studies import write_png, xray_picture
 from monailabel_app.grounding.confidence_book import (
     CONFIDENCE_KEY,
     MAX_QUESTIONS,
+    MAX_SITE_QUESTIONS,
     answered_by,
     lowest_confidence,
     with_entry,
@@ -67,6 +69,16 @@ def test_what_a_client_wrote_into_image_info_is_not_trusted(tmp_path):
     assert LeastConfident()({}, store)["id"] == "b"
     with pytest.raises(ValueError):
         with_entry({}, "q", 1.5, "r1", "answer")
+
+
+def test_clinicians_questions_never_push_out_the_sites_scored_ones():
+    info: dict = {}
+    for n in range(MAX_SITE_QUESTIONS):
+        info = {CONFIDENCE_KEY: with_entry(info, f"site question {n}?", 0.5, "r1", "scoring")}
+    for n in range(3 * MAX_QUESTIONS):
+        info = {CONFIDENCE_KEY: with_entry(info, f"asked {n}?", 0.9, "r1", "answer")}
+    assert len(info[CONFIDENCE_KEY]) == MAX_QUESTIONS
+    assert {f"site question {n}?" for n in range(MAX_SITE_QUESTIONS)} <= answered_by(info, "r1")
 
 
 def test_the_record_keeps_the_newest_questions_and_knows_who_answered():
@@ -182,6 +194,16 @@ def test_an_answer_with_a_confidence_joins_the_record(server, tmp_path):
     assert book[question]["confidence"] == result["confidence"] and book[question]["source"] == "answer"
 
 
+def test_a_client_cannot_write_the_confidence_record(server):
+    forged = {CONFIDENCE_KEY: {"Where?": {"confidence": 0.0, "reasoner": "x", "source": "scoring", "at": "9999"}}}
+    response = requests.put(
+        f"{server.url}/datastore/image/info", params={"image": IMAGES[1]}, data={"info": json.dumps(forged)}, timeout=30
+    )
+    assert response.status_code == 422 and CONFIDENCE_KEY in response.text
+    assert "Where?" not in image_doubt(server, IMAGES[1])[1]
+
+
 def test_unknown_scoring_method_is_404(server):
     assert requests.post(f"{server.url}/scoring/bogus", timeout=30).status_code == 404
     assert requests.post(f"{server.url}/scoring/reasoner_confidence", json={"gpus": "0"}, timeout=30).status_code == 422
+    assert requests.delete(f"{server.url}/scoring/", timeout=30).status_code == 405

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from monailabel_app.demo.sample_studies import xray_picture
 from monailabel_app.demo.tiny_models import TINY_MODEL_MARKER
@@ -61,6 +62,7 @@ def test_row_zero_is_the_greedy_answer_and_the_whole_group_is_one_generate_call(
 
 
 def test_samples_forced_to_agree_give_confidence_one(pipeline, format_tuned, format_tuned_reasoner_dir, picture):
+    torch.manual_seed(0)
     expected = json.loads((format_tuned_reasoner_dir / TINY_MODEL_MARKER).read_text())["answer_text"]
     with GenerateSpy(format_tuned.model) as spy:
         result = pipeline.ground(picture, QUESTION, confidence_samples=4, confidence_temperature=0.01)
@@ -73,6 +75,7 @@ def test_samples_forced_to_agree_give_confidence_one(pipeline, format_tuned, for
 
 
 def test_samples_forced_to_scatter_give_a_low_confidence(pipeline, picture):
+    torch.manual_seed(0)
     result = pipeline.ground(picture, QUESTION, confidence_samples=6, confidence_temperature=8.0)
     assert result.status == "ok"  # the greedy row is still the trained answer
     assert result.confidence.value < 0.3

@@ -38,7 +38,7 @@ def studies(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(studies, format_tuned_reasoner_dir, tmp_path_factory):
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
-    conf.update(batch_max_rows="8", batch_window_ms="200")  # batched serving on (auto turns it off on CPU)
+    conf.update(batch_max_rows="8", batch_window_ms="300")  # batched serving on (auto turns it off on CPU)
     running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
     yield running
     running.stop()
@@ -126,7 +126,7 @@ def test_a_confidence_is_in_the_result_and_the_image_record(server):
     assert 0.0 <= result["confidence"] <= 1.0 and result["confidence_detail"]["samples"] == 3
     record = requests.get(f"{server.url}/datastore/image/info", params={"image": XRAY_ID}, timeout=30).json()
     assert record["medreasoner_last_query"]["confidence"] == result["confidence"]
-    for bad in (17, -1, 2.5, "many"):
+    for bad in (9, 17, -1, 2.5, "many"):  # 9: over this server's confidence_max_samples (8)
         with pytest.raises(MONAILabelClientException, match="confidence_samples"):
             slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION, "confidence_samples": bad})
     _, off = slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION})
@@ -134,16 +134,21 @@ def test_a_confidence_is_in_the_result_and_the_image_record(server):
 
 
 def test_concurrent_requests_share_the_reasoner_and_get_their_own_answers(server):
-    questions = [QUESTION, "Where is the opacity?", "Which region explains the cough?", "Where is the lesion?"]
-    alone = [slicer_infer(server, "implicit_query", XRAY_ID, {"question": q})[1] for q in questions]
-    with ThreadPoolExecutor(len(questions)) as pool:
-        together = list(
-            pool.map(lambda q: slicer_infer(server, "implicit_query", XRAY_ID, {"question": q})[1], questions)
-        )
-    assert [r["question"] for r in together] == questions
-    assert [(r["box"], r["points"], r["mask_pixels"]) for r in together] == [
-        (r["box"], r["points"], r["mask_pixels"]) for r in alone
+    """Pictures of two sizes (the X-ray; CT slices): an answer given to the wrong request would land in the wrong
+    frame; the in-process batching tests check row order on a random-weight model."""
+    asks = [(XRAY_ID, -1), (CT_ID, 3), (CT_ID, 6), (XRAY_ID, -1)]
+
+    def ask(image_and_slice):
+        image_id, k = image_and_slice
+        return slicer_infer(server, "implicit_query", image_id, {"question": QUESTION, "slice": k})[1]
+
+    alone = [ask(a) for a in asks]
+    with ThreadPoolExecutor(len(asks)) as pool:
+        together = list(pool.map(ask, asks))
+    assert [(r["box"], r["points"], r["mask_pixels"], r["slice"]) for r in together] == [
+        (r["box"], r["points"], r["mask_pixels"], r["slice"]) for r in alone
     ]
+    assert alone[0]["box"] != alone[1]["box"]  # the two frames really differ
     assert max(r["reasoner_batch"] for r in together) > 1 and all(r["reasoner_batch"] == 1 for r in alone)
 
 

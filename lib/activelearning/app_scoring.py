@@ -46,10 +46,16 @@ class InProcessScoring:
             }
 
     def _work(self) -> None:
+        try:
+            self._run_pending()
+        finally:  # whatever ended the loop, a later request starts a new worker
+            with self._lock:
+                self._running = False
+
+    def _run_pending(self) -> None:
         while True:
             with self._lock:
                 if not self._pending:
-                    self._running = False
                     return
                 method = self._pending.pop(0)
             started = time.time()

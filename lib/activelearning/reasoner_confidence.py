@@ -2,10 +2,12 @@
 records the reasoner's confidence in each answer, so `least_confident` can rank images nobody has asked about yet.
 
 `--conf al_questions FILE` (one question per line; blank lines and `#` comments skipped) turns it on. MONAI Label runs
-scoring at start, after every "Next Sample" and after training; each run asks at most `--conf al_budget` questions
-(default 8), unlabelled images in id order, skipping what the served reasoner already answered, so the work is bounded
-and spread over runs. It runs in the server process with the models the infer task already holds (`app_scoring.py`),
-never in a subprocess that would load the reasoner again. An image that can't be read is skipped and counted.
+scoring at start and after every "Next Sample" (its run after a training happens in the training's subprocess, where
+this app skips it; a newly published reasoner is asked at the next run); each run asks at most `--conf al_budget`
+questions (default 8), unlabelled images in id order, skipping what the served reasoner already answered, so the work
+is bounded and spread over runs. It runs in the server process with the models the infer task already holds
+(`app_scoring.py`), never in a subprocess that would load the reasoner again. An image that can't be read is skipped
+and counted.
 """
 
 from __future__ import annotations
@@ -20,14 +22,19 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from monailabel_app.core.errors import RequestError
-from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, answered_by, with_entry
+from monailabel_app.grounding.confidence_book import (
+    CONFIDENCE_KEY,
+    MAX_SITE_QUESTIONS,
+    answered_by,
+    reasoner_key,
+    with_entry,
+)
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import parse_confidence_samples
 from monailabel_app.reasoning.prompt import validate_question
 
 logger = logging.getLogger(__name__)
 
-MAX_QUESTIONS = 50
 MAX_QUESTIONS_FILE_BYTES = 1 << 20
 DEFAULT_BUDGET = 8
 DEFAULT_SAMPLES = 4
@@ -46,7 +53,9 @@ class ActiveLearningSettings:
         budget = str(conf.get("al_budget") or DEFAULT_BUDGET).strip()
         if not budget.isdigit() or not 1 <= int(budget) <= 1000:
             raise ValueError(f"--conf al_budget must be a whole number from 1 to 1000, got {budget!r}")
-        samples = parse_confidence_samples("--conf al_confidence_samples", str(conf.get("al_confidence_samples") or 4))
+        samples = parse_confidence_samples(
+            "--conf al_confidence_samples", str(conf.get("al_confidence_samples") or DEFAULT_SAMPLES)
+        )
         if not samples:
             raise ValueError("--conf al_confidence_samples must be at least 1: a confidence needs sampled answers")
         return cls(read_questions(path) if path else (), int(budget), samples)
@@ -70,8 +79,10 @@ def read_questions(path: str) -> tuple[str, ...]:
             raise ValueError(f"--conf al_questions: line {number}: {error}") from None
         if question not in questions:
             questions.append(question)
-    if not questions or len(questions) > MAX_QUESTIONS:
-        raise ValueError(f"--conf al_questions: {path} must hold 1 to {MAX_QUESTIONS} questions, has {len(questions)}")
+    if not questions or len(questions) > MAX_SITE_QUESTIONS:
+        raise ValueError(
+            f"--conf al_questions: {path} must hold 1 to {MAX_SITE_QUESTIONS} questions, has {len(questions)}"
+        )
     return tuple(questions)
 
 
@@ -87,8 +98,7 @@ class ReasonerConfidence(ScoringMethod):
     def __call__(self, request: dict, datastore: Datastore) -> dict:
         started = time.perf_counter()
         self.service.pipeline()  # the served reasoner, loaded once in this process: its identity keys the records
-        identity = self.service.reasoner_identity()
-        reasoner = identity.get("sha256") or identity.get("path")
+        reasoner = reasoner_key(self.service.reasoner_identity())
         asked = waiting = unreadable = 0
         for image_id in sorted(datastore.get_unlabeled_images()):
             done = answered_by(datastore.get_image_info(image_id), reasoner)

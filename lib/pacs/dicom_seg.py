@@ -30,7 +30,7 @@ import SimpleITK
 
 from monailabel_app.data.metadata import find_value
 
-PROVENANCE_KEYS = ("question", "model", "slice", "window", "think", "reasoner")
+PROVENANCE_KEYS = ("question", "model", "slice", "window", "think", "reasoner", "confidence")
 APP_NAME = "MedReasoner for MONAI Label"
 DCMQI_TIMEOUT_S = 300
 TYPE_CODE = {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Tissue"}

@@ -3,11 +3,13 @@
 Kept in the image's info under `CONFIDENCE_KEY`, as `{question: {"confidence", "reasoner", "source", "at"}}`, written by
 answers given with a confidence (`source` "answer") and by active learning's scoring (`source` "scoring"). Several
 questions on one image combine by their **lowest** confidence: an image is as doubtful as its most doubtful question.
-`reasoner` (the served reasoner's weights digest or path) makes entries of a reasoner no longer served stale: they
-still rank the image until scoring replaces them. At most `MAX_QUESTIONS` are kept (the oldest go).
+`reasoner` (`reasoner_key`: the served reasoner's weights digest, or its path) makes entries of a reasoner no longer
+served stale: they still rank the image until scoring replaces them. At most `MAX_QUESTIONS` are kept: the oldest
+answers' entries go first, so a site's question list (at most `MAX_SITE_QUESTIONS`, scored) is never pushed out by
+clinicians' own questions.
 
-Image info is written by clients too, so whatever is read back is checked: an entry that is not a confidence in [0, 1]
-is ignored, never trusted.
+Only the server writes the record (the datastore routes refuse it in a client's info); what is read back is still
+checked: an entry that is not a confidence in [0, 1] is ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
 CONFIDENCE_KEY = "medreasoner_confidence"
-MAX_QUESTIONS = 32
+MAX_QUESTIONS = 64
+MAX_SITE_QUESTIONS = 32  # active learning's question list; fewer than MAX_QUESTIONS, so scoring's entries stay
 
 
 def entries(info: Mapping[str, Any]) -> dict[str, dict]:
@@ -42,8 +45,15 @@ def with_entry(
         "source": source,
         "at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
     }
-    newest = sorted(book.items(), key=lambda item: str(item[1].get("at", "")))[-MAX_QUESTIONS:]
-    return dict(newest)
+    oldest_first = sorted(
+        book.items(), key=lambda item: (item[1].get("source") != "answer", str(item[1].get("at", "")))
+    )
+    return dict(oldest_first[max(0, len(oldest_first) - MAX_QUESTIONS) :])
+
+
+def reasoner_key(identity: Mapping[str, Any]) -> Optional[str]:
+    """Which reasoner gave a confidence (`describe_reasoner`'s identity): its weights digest, else its path."""
+    return identity.get("sha256") or identity.get("path")
 
 
 def lowest_confidence(info: Mapping[str, Any]) -> Optional[float]:

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.grounding.reasoner_slot import ReasonerSlot
@@ -121,8 +122,13 @@ class GroundingService:
         confidence_samples: Optional[int] = None,
     ) -> GroundedImage:
         """`confidence_samples` None: the server's (`default_confidence_samples`)."""
-        image = read_medical_image(path, self.image_limits)
         samples = self.default_confidence_samples() if confidence_samples is None else confidence_samples
+        if confidence_samples is not None and samples > self.settings.confidence_max_samples:
+            raise RequestError(
+                f"confidence_samples {samples} is more than this server allows "
+                f"({self.settings.confidence_max_samples}, --conf confidence_max_samples)"
+            )
+        image = read_medical_image(path, self.image_limits)
         return ground_image(
             self.pipeline, image, question, slice_index, window, think, samples, self.settings.confidence_temperature
         )

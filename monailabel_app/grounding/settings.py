@@ -43,10 +43,11 @@ class GroundingSettings:
     # sampled answers behind each answer's confidence (0 = off); None ("auto"): 4 on a GPU, 0 on CPU
     confidence_samples: Optional[int] = None
     confidence_temperature: float = 1.0  # their sampling temperature
+    confidence_max_samples: int = 8  # the most a request may ask for (each costs about a prefill)
     # transformers backend: rows concurrent questions may share in one generate call, 1 = off; None ("auto"): 8 on a
     # GPU, off on CPU (README, Batched serving: the measured gain and cost)
     batch_max_rows: Optional[int] = None
-    batch_window_ms: int = 10  # how long a question waits for others to share its call
+    batch_window_ms: int = 10  # how long a question waits for others to share its call (0 to 1000)
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str]) -> "GroundingSettings":
@@ -100,6 +101,10 @@ def _convert(name: str, raw: str, default: object) -> object:
         return parse_confidence_samples(f"--conf {name}", raw)
     if name == "batch_max_rows":
         return parse_auto_count(f"--conf {name}", raw, 1, MAX_BATCH_ROWS)
+    if name == "batch_window_ms":
+        if not raw.isdigit() or int(raw) > 1000:
+            raise ValueError(f"--conf {name} must be a whole number from 0 to 1000, got {raw!r}")
+        return int(raw)
     if isinstance(default, float):
         return parse_temperature(f"--conf {name}", raw)
     if isinstance(default, int) or name in ("min_pixels", "max_pixels"):

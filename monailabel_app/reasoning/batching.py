@@ -24,6 +24,7 @@ import numpy as np
 from monailabel_app.reasoning.reasoner import ReasonerOutput
 
 logger = logging.getLogger(__name__)
+MAX_WINDOW_S = 1.0  # a longer wait is no batching window but a stall
 
 
 @dataclass
@@ -43,8 +44,10 @@ class BatchingReasoner:
     """Wraps a `TransformersReasoner` (anything with `generate_many`); the Reasoner protocol plus confidence."""
 
     def __init__(self, inner, max_rows: int = 8, window_s: float = 0.01) -> None:
-        if max_rows < 1 or not window_s >= 0:
-            raise ValueError(f"max_rows must be at least 1 and window_s at least 0, got {max_rows}, {window_s}")
+        if max_rows < 1 or not 0 <= window_s <= MAX_WINDOW_S:
+            raise ValueError(
+                f"max_rows must be at least 1 and window_s 0 to {MAX_WINDOW_S}, got {max_rows}, {window_s}"
+            )
         self.inner, self.max_rows, self.window_s = inner, max_rows, window_s
         self._waiting: list[_Question] = []
         self._arrived = threading.Condition()
@@ -82,11 +85,21 @@ class BatchingReasoner:
         return question.answer.result()
 
     def _serve(self) -> None:
-        while True:
-            batch = self._next_batch()
-            if batch is None:
-                return
-            self._answer(batch)
+        batch: list[_Question] = []
+        try:
+            while True:
+                batch = self._next_batch() or []
+                if not batch:
+                    return
+                self._answer(batch)
+        except BaseException as error:  # the worker must never die silently: nobody would answer the waiting
+            logger.exception("The batching worker stopped")
+            with self._arrived:
+                self._closed = True
+                stranded, self._waiting = batch + self._waiting, []
+            for question in stranded:
+                if not question.answer.done():
+                    question.answer.set_exception(RuntimeError(f"the reasoner's batching worker stopped: {error}"))
 
     def _next_batch(self) -> Optional[list[_Question]]:
         """Waits for a question, then up to `window_s` for more like it; takes as many rows as fit."""
@@ -128,6 +141,11 @@ class BatchingReasoner:
             logger.warning(f"A batch of {len(batch)} questions failed ({error}); answering each alone")
             for question in batch:
                 self._answer([question])
+            return
+        if len(answers) != len(batch):
+            error = RuntimeError(f"{len(answers)} answers came back for {len(batch)} questions")
+            for question in batch:
+                question.answer.set_exception(error)
             return
         for question, answer in zip(batch, answers):
             question.answer.set_result(answer)

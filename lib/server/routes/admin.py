@@ -56,6 +56,7 @@ GPU_INFO_TIMEOUT_S = 10
 def admin_router(context: ServerContext) -> APIRouter:
     router = APIRouter(tags=["Others"])
     ADMIN, USER = settings.MONAI_LABEL_AUTH_ROLE_ADMIN, settings.MONAI_LABEL_AUTH_ROLE_USER
+    ANNOTATOR = settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR
 
     @router.get("/logs/", summary="The last lines of the server log (admin, authentication on)")
     def logs(lines: int = 300, user: User = Depends(RBAC(ADMIN))):
@@ -94,7 +95,7 @@ def admin_router(context: ServerContext) -> APIRouter:
 
     @router.post("/scoring/{method}", summary="Run one scoring method (in the server process)")
     def scoring(
-        method: str, params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(USER))
+        method: str, params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(ANNOTATOR))
     ):
         app = context.app()
         if method not in app._scoring_methods:
@@ -107,11 +108,15 @@ def admin_router(context: ServerContext) -> APIRouter:
         return app.async_scoring(method)
 
     @router.post("/scoring/", summary="Run every scoring method (in the server process)")
-    def scoring_all(params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(USER))):
+    def scoring_all(params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(ANNOTATOR))):
         if run_sync:
             raise RequestError("run_sync is not offered; poll GET /scoring/.")
         without_server_keys(params)
         return context.app().async_scoring(None)
+
+    @router.delete("/scoring/", include_in_schema=False)
+    def stop_scoring(user: User = Depends(RBAC(ANNOTATOR))):
+        raise MethodNotAllowed("Scoring runs in the server process and stops by itself after its budget (al_budget).")
 
     @router.get("/scoring/", summary="Whether scoring is running, and each method's last result")
     def scoring_status(all: bool = False, check_if_running: bool = False, user: User = Depends(RBAC(USER))):

@@ -33,13 +33,15 @@ from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import parse_params, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError
+from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY
 from monailabel_app.grounding.records import LAST_QUERY_KEY
 
 # Info keys the server and MONAI Label manage: a client's info (an upload's or a save's params, an info update) can't
 # set them. `strategy` is active learning's record of when an image was handed out; `medreasoner_last_query` the
-# question the next saved label will carry; `saved_*` who saved what, when and from where.
+# question the next saved label will carry; `medreasoner_confidence` the reasoner's recorded doubt, which active
+# learning ranks by; `saved_*` who saved what, when and from where.
 MANAGED_INFO_KEYS = frozenset(
-    {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, "saved_at", "saved_from", "saved_by"}
+    {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, CONFIDENCE_KEY, "saved_at", "saved_from", "saved_by"}
 )
 DATASTORE_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".tif")  # what the folder datastore lists
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".png", ".bin")  # .bin: OHIF's raw labelmap
