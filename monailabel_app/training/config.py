@@ -74,7 +74,7 @@ class GRPOConfig:
     # Distribution (DeepSpeed on GPU)
     zero_stage: int = 2  # 0-3
     offload: bool = False  # optimiser state (and with ZeRO-3 the parameters) in CPU memory
-    devices: int = -1  # GPUs per node; -1 = all visible
+    devices: int = -1  # GPUs per node; -1 = all visible (on CPU: processes, -1 = one)
     num_nodes: int = 1
     # Run
     seed: int = 0

@@ -12,6 +12,10 @@ The reference policy:
 - without LoRA it is a frozen copy taken before training (a submodule, so DeepSpeed places and shards it too);
 - with `kl_coef = 0` there is none.
 
+Several ranks give the run one rank would: each prompt's answers are sampled from a seed of (run seed, step, sample
+id), not from a rank's random stream, and each update's token-mean loss is normalised by the tokens of the whole
+global mini-batch (summed over ranks), so the averaged gradients equal one rank's on the same global batch.
+
 Checkpoints hold only the trained weights (and optimiser state); the frozen ones, the reference included, are
 rebuilt from `model_path` on resume, which keeps LoRA checkpoints small.
 """
@@ -19,6 +23,7 @@ rebuilt from `model_path` on resume, which keeps LoRA checkpoints small.
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import time
 from contextlib import contextmanager
@@ -73,6 +78,12 @@ def language_model_lora_pattern(module_names: Sequence[str]) -> str:
     tower reuses names such as gate_proj, and adapting it is not what a LoRA retraining of the reasoner means."""
     names = "|".join(re.escape(name) for name in module_names)
     return rf".*language_model\..*\.({names})"
+
+
+def sample_seed(run_seed: int, step: int, sample_id: str) -> int:
+    """The random seed of one prompt's answers at one step: the same on any rank and in any process."""
+    digest = hashlib.sha256(f"{run_seed}/{step}/{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 class GRPOModule(pl.LightningModule):
@@ -192,7 +203,9 @@ class GRPOModule(pl.LightningModule):
             self.processor, sample.image, prompt_text, self.config.min_pixels, self.config.max_pixels
         )
         prompt.features = prompt.features.to(self.device)
-        with eval_mode(self.policy):
+        devices = [self.device] if self.device.type == "cuda" else []
+        with eval_mode(self.policy), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(sample_seed(self.config.seed, self.steps_done, sample.sample_id))
             response_ids, response_mask = sample_responses(
                 self.policy, prompt, self.generation_config, self.synced_generation
             )
@@ -246,7 +259,7 @@ class GRPOModule(pl.LightningModule):
         for _ in range(self.config.passes_per_step):
             for start in range(0, len(rollouts), per_update):
                 mini_batch = rollouts[start : start + per_update]
-                tokens = sum(rollout.tokens for rollout in mini_batch)
+                tokens = self._tokens_per_rank(sum(rollout.tokens for rollout in mini_batch))
                 optimizer.zero_grad()
                 for rollout in mini_batch:
                     for part in rollout.micro_batches(self.config.micro_batch_size):
@@ -260,7 +273,16 @@ class GRPOModule(pl.LightningModule):
                 updates += 1
         return {name: total / updates for name, total in totals.items()}
 
-    def _micro_batch_loss(self, rollout: GroupRollout, part: slice, mini_batch_tokens: int):
+    def _tokens_per_rank(self, tokens: int) -> float:
+        """The global mini-batch's answer tokens over the ranks: the gradients the ranks average then equal the
+        token-mean gradient of the whole global mini-batch, however its tokens fall on the ranks."""
+        world_size = self.trainer.world_size
+        if world_size == 1:
+            return tokens
+        total = self.trainer.strategy.reduce(torch.tensor(float(tokens), device=self.device), reduce_op="sum")
+        return float(total) / world_size
+
+    def _micro_batch_loss(self, rollout: GroupRollout, part: slice, mini_batch_tokens: float):
         mask = rollout.response_mask[part]
         log_probs = response_log_probs(
             self.policy,

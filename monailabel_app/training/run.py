@@ -5,7 +5,8 @@
         --model /models/Lingshu-7B --output runs/hospital [--resume] [--set lr=2e-6 --set max_steps=20]
 
 Several GPUs on one node: Lightning starts one process
-per GPU itself (`devices: -1` uses all visible ones); several nodes: run the same command on every node under a
+per GPU itself (`devices: -1` uses all visible ones; on CPU `devices: 2` starts two processes with DDP over gloo, as
+the tests do); several nodes: run the same command on every node under a
 cluster launcher that sets the usual variables (SLURM, or MASTER_ADDR / NODE_RANK / WORLD_SIZE) with `num_nodes`.
 
 For programs (the MONAI Label train task calls this in a subprocess):
@@ -97,7 +98,15 @@ def deepspeed_strategy_arguments(config: GRPOConfig) -> dict:
 
 
 def default_strategy(config: GRPOConfig, accelerator: str) -> Union[Strategy, str]:
-    return DeepSpeedStrategy(**deepspeed_strategy_arguments(config)) if accelerator == "gpu" else "auto"
+    """DeepSpeed on GPUs; on CPU one process, or DDP over gloo with `devices` > 1 (tests run several ranks so)."""
+    if accelerator == "gpu":
+        return DeepSpeedStrategy(**deepspeed_strategy_arguments(config))
+    return "ddp" if cpu_processes(config) > 1 else "auto"
+
+
+def cpu_processes(config: GRPOConfig) -> int:
+    """On CPU `devices` counts processes; -1 (all GPUs) means one."""
+    return config.devices if config.devices > 0 else 1
 
 
 def build_trainer(
@@ -123,7 +132,7 @@ def build_trainer(
         loggers.append(TensorBoardLogger(output_dir, name="tensorboard"))
     return pl.Trainer(
         accelerator=accelerator,
-        devices=config.devices if accelerator == "gpu" else 1,
+        devices=config.devices if accelerator == "gpu" else cpu_processes(config),
         num_nodes=config.num_nodes,
         strategy=strategy,
         precision=config.precision,
