@@ -163,7 +163,10 @@ class TransformersReasoner:
         min_pixels: Optional[int] = None,
         max_pixels: Optional[int] = None,
         allow_download: bool = False,
+        loaded: Optional[tuple] = None,
     ) -> None:
+        """`loaded`: a (model, processor) already in memory instead of loading `model_id_or_path` (the GPU suite's
+        random weights of the real sizes)."""
         self.model_id_or_path = str(model_id_or_path)
         self.device = device
         self.dtype = dtype
@@ -175,7 +178,9 @@ class TransformersReasoner:
         self.generate_calls = 0  # calls of the model's generate: what a request cost, counted
         self.model: Optional[Qwen2_5_VLForConditionalGeneration] = None
         self.processor = None
-        self.model, self.processor = load_qwen_vl(self.model_id_or_path, self.device, self.dtype, self.allow_download)
+        self.model, self.processor = loaded or load_qwen_vl(
+            self.model_id_or_path, self.device, self.dtype, self.allow_download
+        )
 
     def close(self) -> None:
         """Frees the weights now (GPU memory included), not whenever the garbage collector gets to them: a 7B copy
