@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import transformers
 from PIL import Image
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessor
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -299,12 +299,11 @@ def build_reasoner_model(config: Qwen2_5_VLConfig, plan: Plan) -> Qwen2_5_VLForC
 def reasoner_processor(tokenizer, plan: Plan):
     """The tiny processor (a ~1,000-token BPE with Qwen's special tokens and chat template); on a GPU with Qwen's
     real pixel bounds, so an 840 x 840 picture is 900 visual tokens as with the released checkpoints."""
-    processor = build_processor(tokenizer)
-    if not plan.smoke:
-        processor.image_processor = Qwen2VLImageProcessor(
-            min_pixels=QWEN_MIN_PIXELS, max_pixels=TRAINED_FRAME_MAX_PIXELS
-        )
-    return processor
+    return (
+        build_processor(tokenizer)
+        if plan.smoke
+        else build_processor(tokenizer, QWEN_MIN_PIXELS, TRAINED_FRAME_MAX_PIXELS)
+    )
 
 
 def in_memory_reasoner(model, processor) -> TransformersReasoner:

@@ -2,9 +2,8 @@
 and a checkpoint whose processor allows less keeps its own bound. Token counts are the processor's real output."""
 
 import numpy as np
-from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-from monailabel_app.demo.tiny_models import QWEN2_5_VL_CHAT_TEMPLATE, TINY_MAX_PIXELS, build_processor, build_tokenizer
+from monailabel_app.demo.tiny_models import TINY_MAX_PIXELS, build_processor, build_tokenizer
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.reasoning import model_input
 from monailabel_app.reasoning.frame_bounds import (
@@ -19,16 +18,9 @@ from monailabel_app.training.config import GRPOConfig
 RADIOGRAPH = np.random.default_rng(0).integers(0, 256, size=(2048, 2048, 3), dtype=np.uint8)
 
 
-def _real_size_processor() -> Qwen2_5_VLProcessor:
+def _real_size_processor():
     """The tiny tokenizer with Qwen2.5-VL's released image bounds (3,136..12,845,056 pixels)."""
-    tokenizer = build_tokenizer()
-    bounds = dict(min_pixels=QWEN_MIN_PIXELS, max_pixels=QWEN_MAX_PIXELS)
-    return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**bounds),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(**bounds),
-        chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
-    )
+    return build_processor(build_tokenizer(), QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
 
 
 def _image_tokens(processor, features) -> int:

@@ -154,9 +154,12 @@ def build_tokenizer() -> Qwen2Tokenizer:
     return tokenizer
 
 
-def build_processor(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLProcessor:
-    """The standard Qwen2.5-VL processor with small pixel bounds; patch 14, merge 2, as in the real checkpoints."""
-    pixel_bounds = dict(min_pixels=TINY_MIN_PIXELS, max_pixels=TINY_MAX_PIXELS)
+def build_processor(
+    tokenizer: Qwen2Tokenizer, min_pixels: int = TINY_MIN_PIXELS, max_pixels: int = TINY_MAX_PIXELS
+) -> Qwen2_5_VLProcessor:
+    """The standard Qwen2.5-VL processor, small pixel bounds unless given; patch 14, merge 2, as in the real
+    checkpoints."""
+    pixel_bounds = dict(min_pixels=min_pixels, max_pixels=max_pixels)
     return Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(**pixel_bounds),
         tokenizer=tokenizer,
