@@ -54,7 +54,11 @@ from monailabel_app.demo.tiny_models import (  # noqa: E402
     build_tokenizer,
 )
 from monailabel_app.reasoning import model_input  # noqa: E402
-from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS  # noqa: E402
+from monailabel_app.reasoning.frame_bounds import (  # noqa: E402
+    QWEN_MAX_PIXELS,
+    QWEN_MIN_PIXELS,
+    TRAINED_FRAME_MAX_PIXELS,
+)
 from monailabel_app.reasoning.prompt import build_prompt  # noqa: E402
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner  # noqa: E402
 
@@ -86,7 +90,6 @@ QWEN25_VL_7B_VISION = dict(
     fullatt_block_indexes=[7, 15, 23, 31],
     tokens_per_second=2,
 )
-QWEN_MIN_PIXELS = 56 * 56  # the released processors' lower bound; the upper one is the app's 840 x 840 cap
 
 # HBM bandwidth by GPU name, TB/s (vendor figures). Names matched loosely; H100 NVL and GH200 differ from their
 # namesakes, so they (and anything else not here) get a measured figure instead.
@@ -105,6 +108,7 @@ WHEEL_NAMES = {"segment_anything": "segment-anything", "hydra": "hydra-core"}  #
 
 ROW_PREFILL = "reasoner prefill"
 ROW_DECODE = "reasoner decode"
+ROW_FRAME = "2048 x 2048 picture: own bound vs trained frame"
 ROW_SAM = "SAM ViT-H image encoder"
 ROW_SAM2 = "SAM2.1 Hiera-T image encoder"
 ROW_END_TO_END = "one question end to end"
@@ -116,6 +120,7 @@ ROW_FULL_FINETUNING = "GRPO step, full fine-tuning"
 TABLE_ORDER = (
     ROW_PREFILL,
     ROW_DECODE,
+    ROW_FRAME,
     ROW_SAM,
     ROW_SAM2,
     ROW_END_TO_END,
@@ -142,6 +147,8 @@ class Plan:
     sam2_image_size: int
     row_budget_s: float  # a row stops repeating once this is spent (it always finishes the run in progress)
     picture_side: int = 840  # 840 x 840 = 900 visual tokens, the app's trained frame
+    large_side: int = 2048  # a radiograph at full size: 5,329 visual tokens at the processor's own bound
+    large_cap: int = TRAINED_FRAME_MAX_PIXELS  # the app's default bound: 812 x 812, 841 visual tokens
     text_tokens: int = 150
     concurrent_questions: int = 16
     grpo_group: int = 8
@@ -175,6 +182,8 @@ SMOKE_PLAN = Plan(
     sam_image_size=256,
     sam2_image_size=128,
     row_budget_s=10.0,
+    large_side=448,
+    large_cap=224 * 224,
 )
 
 
@@ -531,6 +540,35 @@ def measure_prefill(bench: Bench) -> tuple[str, str]:
         f"{in_words(parameter_count(reasoner.model))} parameters built in {bench.figures['reasoner_build_s']:.1f} s"
     )
     return f"{tokens / median(seconds):.1f} tokens/s", details
+
+
+def prefill_seconds(plan: Plan, model, inputs) -> list[float]:
+    with torch.inference_mode():
+        return timed(plan, lambda: model(**inputs, use_cache=True, logits_to_keep=1), plan.repeats)
+
+
+def measure_large_picture(bench: Bench) -> tuple[str, str]:
+    """Prefill of one large picture at the processor's own bound and at the app's default cap (`frame_bounds`)."""
+    reasoner = reasoner_of(bench)
+    plan = bench.plan
+    picture = sample_picture(plan.large_side)
+    processor = build_processor(bench.tokenizer, QWEN_MIN_PIXELS, QWEN_MAX_PIXELS)
+    figures = []
+    for bound in (None, plan.large_cap):
+        inputs, frame = model_input.encode(processor, picture, bench.prompt, None, bound)
+        inputs = inputs.to(device=reasoner.model.device, dtype=reasoner.model.dtype)
+        visual = int((inputs["input_ids"] == reasoner.model.config.image_token_id).sum())
+        figures.append((frame.model_width, visual, median(prefill_seconds(plan, reasoner.model, inputs))))
+        inputs = None
+        free_memory()
+    (own_side, own_tokens, own_s), (cap_side, cap_tokens, cap_s) = figures
+    result = f"{own_s * 1000:.1f} ms vs {cap_s * 1000:.1f} ms (x{own_s / cap_s:.1f})"
+    details = (
+        f"one {plan.large_side} x {plan.large_side} picture and the prompt's text: at the processor's own bound "
+        f"{own_side} x {own_side} ({own_tokens} visual tokens), at max_pixels {plan.large_cap} {cap_side} x {cap_side} "
+        f"({cap_tokens} visual tokens); prefill medians"
+    )
+    return result, details
 
 
 def measure_decode(bench: Bench) -> tuple[str, str]:
@@ -911,6 +949,7 @@ def full_finetuning_row(bench: Bench) -> tuple[str, str]:
 EXECUTION_ORDER = (
     (ROW_PREFILL, measure_prefill),
     (ROW_DECODE, measure_decode),
+    (ROW_FRAME, measure_large_picture),
     (ROW_SAM, measure_sam),
     (ROW_SAM2, measure_sam2),
     (ROW_END_TO_END, measure_end_to_end),

@@ -20,6 +20,7 @@ SUITE = REPO_ROOT / "benchmarks" / "gpu_suite.py"
 ROW_NAMES = (
     "reasoner prefill",
     "reasoner decode",
+    "2048 x 2048 picture: own bound vs trained frame",
     "SAM ViT-H image encoder",
     "SAM2.1 Hiera-T image encoder",
     "one question end to end",
@@ -95,6 +96,14 @@ def test_smoke_prefill_and_decode_are_positive_token_rates(smoke):
         assert float(NUMBER.search(result).group()) > 0, result
     assert "floor n/a (CPU)" in rows["reasoner decode"][0]
     assert "100 visual" in rows["reasoner prefill"][1]  # the tiny processor's bounds: 840 px -> 280 px -> 100 tokens
+
+
+def test_the_large_picture_row_compares_the_two_frames(smoke):
+    _, out = smoke
+    result, details = table_rows(out.read_text())["2048 x 2048 picture: own bound vs trained frame"]
+    assert " ms vs " in result, result
+    # smoke: a 448 px picture, its own 448 x 448 (256 visual tokens) against a 224 x 224 cap (64)
+    assert "448 x 448 (256 visual tokens)" in details and "224 x 224 (64 visual tokens)" in details, details
 
 
 def test_rows_run_when_their_packages_are_here_and_name_them_when_not(smoke):
