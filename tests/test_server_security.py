@@ -45,6 +45,7 @@ def server(studies, format_tuned_reasoner_dir, tmp_path_factory):
     conf.update(max_upload_mb=str(UPLOAD_LIMIT_MB), keep_versions="3")
     running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log", own_temp=True).start()
     good_request(requests.Session(), running.url)  # warm: models loaded, the server's own folders made
+    scratch_left(running)  # and its request folder cleaned up, before any test takes a "before" picture
     yield running
     running.stop()
 

@@ -24,7 +24,7 @@ PROMPT = "Where is the lesion?"
 
 @pytest.mark.skipif(VLLM_CAN_RUN, reason="vLLM and a GPU are present here")
 def test_without_vllm_or_a_gpu_the_backend_names_the_alternatives(tmp_path):
-    with pytest.raises(ReasonerUnavailableError, match="--backend transformers"):
+    with pytest.raises(ReasonerUnavailableError, match="vllm serve.*openai backend, or use transformers"):
         VllmReasoner(str(tmp_path))
     data = write_folder_dataset(lesion_samples(1, pictures=1), tmp_path / "data")
     arguments = ["--data", str(data), "--backend", "vllm", "--model", str(tmp_path), "--segmenter", "none"]
