@@ -187,21 +187,26 @@ class MedReasonerApp(MONAILabelApp):
                 os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
                 result["file"] = None
             if image_id and asked.get("question"):
-                store.update_image_info(image_id, {LAST_QUERY_KEY: AnswerRecord.from_result(asked).to_info()})
-            if image_id and asked.get("question") and asked.get("confidence") is not None:
-                self._record_confidence(store, image_id, asked)
+                store.update_image_info(image_id, self._answered_info(store, image_id, asked))
         except BaseException:
             if result.get("file") and os.path.isfile(result["file"]):
                 os.unlink(result["file"])  # nobody will fetch it: the request failed
             raise
         return result
 
-    def _record_confidence(self, store: Datastore, image_id: str, asked: dict) -> None:
-        """The answer's confidence joins the image's record, which `least_confident` ranks by."""
-        version = asked.get("reasoner_version") or {}
-        reasoner = reasoner_key({"sha256": version.get("sha256"), "path": asked.get("reasoner")})
-        book = with_entry(store.get_image_info(image_id), asked["question"], asked["confidence"], reasoner, "answer")
-        store.update_image_info(image_id, {CONFIDENCE_KEY: book})
+    @staticmethod
+    def _answered_info(store: Datastore, image_id: str, asked: dict) -> dict:
+        """What an answer adds to its image's info: the last question's record and, when the answer has a confidence,
+        that confidence in the image's record, which `least_confident` ranks by (one write of the datastore's index)."""
+        info = {LAST_QUERY_KEY: AnswerRecord.from_result(asked).to_info()}
+        if asked.get("confidence") is not None:
+            version = asked.get("reasoner_version") or {}
+            reasoner = reasoner_key({"sha256": version.get("sha256"), "path": asked.get("reasoner")})
+            book = with_entry(
+                store.get_image_info(image_id), asked["question"], asked["confidence"], reasoner, "answer"
+            )
+            info[CONFIDENCE_KEY] = book
+        return info
 
     def _is_server_path(self, path: str, store: Datastore) -> bool:
         """Inside a request's scratch folder, the datastore's folder, or MONAI Label's sessions folder."""

@@ -30,7 +30,7 @@ from monailabel_app.grounding.confidence_book import (
     with_entry,
 )
 from monailabel_app.grounding.service import GroundingService
-from monailabel_app.grounding.settings import parse_confidence_samples
+from monailabel_app.grounding.settings import parse_confidence_samples, parse_count
 from monailabel_app.reasoning.prompt import validate_question
 
 logger = logging.getLogger(__name__)
@@ -50,15 +50,13 @@ class ActiveLearningSettings:
     def from_conf(cls, conf: Mapping[str, str]) -> "ActiveLearningSettings":
         """Bad values fail the server's start with a message naming the option."""
         path = str(conf.get("al_questions") or "").strip()
-        budget = str(conf.get("al_budget") or DEFAULT_BUDGET).strip()
-        if not budget.isdigit() or not 1 <= int(budget) <= 1000:
-            raise ValueError(f"--conf al_budget must be a whole number from 1 to 1000, got {budget!r}")
+        budget = parse_count("--conf al_budget", str(conf.get("al_budget") or DEFAULT_BUDGET).strip(), 1, 1000)
         samples = parse_confidence_samples(
             "--conf al_confidence_samples", str(conf.get("al_confidence_samples") or DEFAULT_SAMPLES)
         )
         if not samples:
             raise ValueError("--conf al_confidence_samples must be at least 1: a confidence needs sampled answers")
-        return cls(read_questions(path) if path else (), int(budget), samples)
+        return cls(read_questions(path) if path else (), budget, samples)
 
 
 def read_questions(path: str) -> tuple[str, ...]:

@@ -139,8 +139,11 @@ class GroundingService:
         only (README, Confidence)."""
         if self.settings.confidence_samples is not None:
             return self.settings.confidence_samples
-        on_gpu = self.settings.reasoner_backend == "transformers" and reasoner_device(self.settings.device) != "cpu"
-        return AUTO_CONFIDENCE_SAMPLES_GPU if on_gpu else 0
+        return AUTO_CONFIDENCE_SAMPLES_GPU if self._transformers_on_gpu() else 0
+
+    def _transformers_on_gpu(self) -> bool:
+        """Whether the reasoner runs in this process on a GPU: where `auto` turns sampling and batching on."""
+        return self.settings.reasoner_backend == "transformers" and reasoner_device(self.settings.device) != "cpu"
 
     def _build_reasoner(self, path: str) -> Reasoner:
         s = self.settings
@@ -163,7 +166,7 @@ class GroundingService:
         )
         rows = s.batch_max_rows
         if rows is None:  # auto: batching pays where decoding is memory-bound; on CPU it barely helps (README)
-            rows = AUTO_BATCH_MAX_ROWS_GPU if reasoner_device(s.device) != "cpu" else 1
+            rows = AUTO_BATCH_MAX_ROWS_GPU if self._transformers_on_gpu() else 1
         if rows <= 1:
             return reasoner
         return BatchingReasoner(reasoner, max_rows=rows, window_s=s.batch_window_ms / 1000)

@@ -70,18 +70,19 @@ def parse_bool(name: str, raw: str) -> bool:
     raise ValueError(f"--conf {name} must be true or false, got {raw!r}")
 
 
-def parse_auto_count(name: str, raw: str, lowest: int, highest: int) -> Optional[int]:
-    """`auto` (None) or a whole number from `lowest` to `highest`."""
-    if raw.lower() == "auto":
+def parse_count(name: str, raw: str, lowest: int, highest: int, auto: bool = False) -> Optional[int]:
+    """A whole number from `lowest` to `highest`; with `auto`, also the word auto (None)."""
+    if auto and raw.lower() == "auto":
         return None
     if not raw.isdigit() or not lowest <= int(raw) <= highest:
-        raise ValueError(f"{name} must be auto or a whole number from {lowest} to {highest}, got {raw!r}")
+        either = "auto or " if auto else ""
+        raise ValueError(f"{name} must be {either}a whole number from {lowest} to {highest}, got {raw!r}")
     return int(raw)
 
 
 def parse_confidence_samples(name: str, raw: str) -> Optional[int]:
     """`auto` (None) or a whole number of sampled answers, 0 (off) to MAX_CONFIDENCE_SAMPLES."""
-    return parse_auto_count(name, raw, 0, MAX_CONFIDENCE_SAMPLES)
+    return parse_count(name, raw, 0, MAX_CONFIDENCE_SAMPLES, auto=True)
 
 
 def parse_temperature(name: str, raw: str) -> float:
@@ -100,11 +101,9 @@ def _convert(name: str, raw: str, default: object) -> object:
     if name == "confidence_samples":
         return parse_confidence_samples(f"--conf {name}", raw)
     if name == "batch_max_rows":
-        return parse_auto_count(f"--conf {name}", raw, 1, MAX_BATCH_ROWS)
+        return parse_count(f"--conf {name}", raw, 1, MAX_BATCH_ROWS, auto=True)
     if name == "batch_window_ms":
-        if not raw.isdigit() or int(raw) > 1000:
-            raise ValueError(f"--conf {name} must be a whole number from 0 to 1000, got {raw!r}")
-        return int(raw)
+        return parse_count(f"--conf {name}", raw, 0, 1000)
     if isinstance(default, float):
         return parse_temperature(f"--conf {name}", raw)
     if isinstance(default, int) or name in ("min_pixels", "max_pixels"):

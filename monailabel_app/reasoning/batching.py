@@ -39,6 +39,11 @@ class _Question:
     def rows(self) -> int:
         return self.samples + 1
 
+    @property
+    def kind(self) -> tuple[int, float]:
+        """Questions of one kind can share a generate call: every row of a call decodes alike."""
+        return self.samples, self.temperature
+
 
 class BatchingReasoner:
     """Wraps a `TransformersReasoner` (anything with `generate_many`); the Reasoner protocol plus confidence."""
@@ -117,16 +122,14 @@ class BatchingReasoner:
                 self._arrived.wait(left)
             batch, rows = [], 0
             for question in list(self._waiting):
-                alike = (question.samples, question.temperature) == (first.samples, first.temperature)
-                if alike and (not batch or rows + question.rows <= self.max_rows):
+                if question.kind == first.kind and (not batch or rows + question.rows <= self.max_rows):
                     batch.append(question)
                     rows += question.rows
                     self._waiting.remove(question)
             return batch
 
     def _rows_like(self, first: _Question) -> int:
-        key = (first.samples, first.temperature)
-        return sum(q.rows for q in self._waiting if (q.samples, q.temperature) == key)
+        return sum(q.rows for q in self._waiting if q.kind == first.kind)
 
     def _answer(self, batch: list[_Question]) -> None:
         first = batch[0]

@@ -60,12 +60,16 @@ def encode_batch(
         padding_side="left",
         **pixel_bounds(processor, min_pixels, max_pixels),
     )
+    return features, _model_frames(processor, images, features)
+
+
+def _model_frames(processor, images: list[np.ndarray], features: BatchFeature) -> list[ImageFrame]:
+    """Each image's frame as the processor resized it (`image_grid_thw` x patch size), never re-derived."""
     patch = processor.image_processor.patch_size
-    frames = [
-        ImageFrame(image.shape[1], image.shape[0], int(grid[2]) * patch, int(grid[1]) * patch)
-        for image, grid in zip(images, features["image_grid_thw"].tolist())
+    return [
+        ImageFrame(image.shape[1], image.shape[0], int(grid_w) * patch, int(grid_h) * patch)
+        for image, (_, grid_h, grid_w) in zip(images, features["image_grid_thw"].tolist())
     ]
-    return features, frames
 
 
 def _check_rgb(image: np.ndarray) -> None:
@@ -93,6 +97,4 @@ def encode(
         return_tensors="pt",
         **pixel_bounds(processor, min_pixels, max_pixels),
     )
-    _, grid_h, grid_w = features["image_grid_thw"][0].tolist()
-    patch = processor.image_processor.patch_size
-    return features, ImageFrame(image.shape[1], image.shape[0], grid_w * patch, grid_h * patch)
+    return features, _model_frames(processor, [image], features)[0]
