@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from typing import Dict
+from urllib.parse import quote
 
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
@@ -138,6 +139,12 @@ class MedReasonerApp(MONAILabelApp):
                 trainers[name] = trainer
         return trainers
 
+    @property
+    def answer_log(self):
+        """Where every answer is kept for audit (the answers page, OHIF's answer panel); None without the task."""
+        task = self.task_configs.get(AUTO_RETRAIN_TASK)
+        return getattr(task, "answer_log", None)
+
     def info(self, *_request):  # MONAI Label's command line passes a request; its own signature takes none
         """MONAI Label's info, plus which reasoner answers each task now (folder, source, version, weights digest)."""
         meta = super().info()
@@ -177,6 +184,8 @@ class MedReasonerApp(MONAILabelApp):
             if not uri:
                 raise NotFoundError(f"No image with id {image_id!r} in the datastore")
             request = {**request, "image": uri}
+        if image_id:  # the answer log files answers by study too (OHIF's panel shows the open study's)
+            request = {**request, "study_uid": _study_of(store, image_id)}
         result = super().infer({**request, "save_label": False}, datastore)  # saved below, under the id
         try:
             asked = (result or {}).get("params") or {}
@@ -235,8 +244,9 @@ class MedReasonerApp(MONAILabelApp):
         if query and not info.get("question"):
             store.update_label_info(label_id, DefaultLabelTag.FINAL, {k: v for k, v in query.items() if v is not None})
             logger.info(f"Label {label_id} of {image_id} records the question last asked about it")
+            info = {**query, **info}
         self._retrain_if_due(store)
-        return super().on_save_label(image_id, label_id)
+        return {**(super().on_save_label(image_id, label_id) or {}), **saved_answer_summary(image_id, info)}
 
     def _retrain_if_due(self, store) -> None:
         """`--conf auto_retrain_after N`: start GRPO once N final labels were saved since the last training (off: 0)."""
@@ -268,6 +278,27 @@ class MedReasonerApp(MONAILabelApp):
             if result is None:
                 raise TooManyRequests(detail or "A retraining is already running.")
             return result
+
+
+def saved_answer_summary(image_id: str, info: dict) -> dict:
+    """What the save's answer adds: the answer the label records, which 3D Slicer's "Submit Label" dialog shows under
+    "Show Details" (it prints the whole JSON answer), and where to see it with its picture."""
+    if not info.get("question"):
+        return {}
+    keys = ("question", "status", "reasoning", "box", "points", "slice", "window", "reasoner", "answered_at")
+    summary = {"answer": {k: info[k] for k in keys if info.get(k) is not None}}
+    summary["answer"]["model_version"] = (info.get("reasoner_version") or {}).get("version")
+    if info.get("ReportSeriesInstanceUID"):
+        summary["report_series"] = info["ReportSeriesInstanceUID"]  # the DICOM SR beside the SEG
+    summary["answers_page"] = f"/answers/?image={quote(image_id)}"
+    return summary
+
+
+def _study_of(store: Datastore, image_id: str):
+    """The image's DICOM study, for a PACS series (its info holds it); None for a folder datastore's images."""
+    if isinstance(store, LocalDatastore) and not hasattr(store, "pacs"):
+        return None
+    return (store.get_image_info(image_id) or {}).get("StudyInstanceUID")
 
 
 def _training_in_progress() -> bool:

@@ -22,6 +22,7 @@ from lib.infers.implicit_query import ImplicitQueryInfer
 from lib.server.limits import ServerLimits
 from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.demo.demo_reasoner import ensure_demo_reasoner
+from monailabel_app.grounding.answer_log import DEFAULT_KEEP, AnswerLog
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.imaging.windowing import WINDOW_CHOICES
@@ -39,6 +40,9 @@ class ImplicitQuery(TaskConfig):
             self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
             logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
         self.service = GroundingService(self.settings, model_dir, ServerLimits.from_conf(conf).image)
+        self.answer_log = AnswerLog(
+            conf.get("answers_dir") or os.path.join(model_dir, "answers"), _keep(conf.get("answers_keep"))
+        )
         logger.warning(self.service.startup_report())
 
     def infer(self) -> Dict[str, InferTask]:
@@ -55,15 +59,28 @@ class ImplicitQuery(TaskConfig):
         return {
             self.name: ImplicitQueryInfer(
                 self.service,
+                self.answer_log,
                 InferType.SEGMENTATION,
                 3,
                 what + " Volumes: the slice option (-1 = middle).",
                 {**options, "slice": -1},
             ),
             f"{self.name}_slice": ImplicitQueryInfer(
-                self.service, InferType.DEEPGROW, 2, what + " Click a point on the slice to ground it.", options
+                self.service,
+                self.answer_log,
+                InferType.DEEPGROW,
+                2,
+                what + " Click a point on the slice to ground it.",
+                options,
             ),
         }
 
     def trainer(self) -> Optional[TrainTask]:
         return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path, self.conf, self.settings)
+
+
+def _keep(raw: Optional[str]) -> int:
+    text = str(raw or DEFAULT_KEEP).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"--conf answers_keep must be a whole number of at least 1, got {text[:40]!r}")
+    return int(text)

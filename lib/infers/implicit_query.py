@@ -13,11 +13,16 @@ import logging
 import os
 import tempfile
 import time
+from datetime import datetime, timezone
 from typing import Any, Dict, Optional, Tuple
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.grounding.answer_log import AnswerLog
+from monailabel_app.grounding.answer_picture import draw_answer
+from monailabel_app.grounding.image_grounding import GroundedImage
+from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import parse_bool, parse_confidence_samples
 from monailabel_app.imaging.medical_image import write_label
@@ -28,17 +33,28 @@ LABEL_NAME = "target"
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
 LEFTOVER_AGE_S = 3600
+SEGMENT_QUESTION_CHARS = 80
 
 
 class ImplicitQueryInfer(InferTask):
-    def __init__(self, service: GroundingService, type: str, dimension: int, description: str, config: Dict[str, Any]):
+    def __init__(
+        self,
+        service: GroundingService,
+        answer_log: AnswerLog,
+        type: str,
+        dimension: int,
+        description: str,
+        config: Dict[str, Any],
+    ):
         super().__init__(type=type, labels={LABEL_NAME: 1}, dimension=dimension, description=description, config=config)
         self.service = service
+        self.answer_log = answer_log
 
     def is_valid(self) -> bool:
         return True
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+        started = time.perf_counter()
         defaults = {k: v[0] if isinstance(v, list) else v for k, v in self.config().items()}  # a list offers choices
         req = {**defaults, **request}
         extension, dtype, compress = _result_format(req)
@@ -54,7 +70,6 @@ class ImplicitQueryInfer(InferTask):
         write_label(grounded.label.astype(dtype), grounded.image, label_path, compress=compress)
         result = grounded.to_json()
         result["latencies"]["write_label"] = round(time.perf_counter() - write_started, 4)
-        result["label_names"] = {LABEL_NAME: 1}
         result["window"] = str(req.get("window") or "auto")
         result["think"] = self.service.settings.think if think is None else think
         identity = self.service.reasoner_identity()  # which model answered: provenance for the saved label
@@ -63,7 +78,45 @@ class ImplicitQueryInfer(InferTask):
         notice = self.service.notice()
         if notice:
             result["notice"] = notice
+        result["label_names"] = {segment_name(result): 1}
+        result["answered_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        result["answer_id"] = self._keep_for_audit(request, grounded, result, time.perf_counter() - started)
         return label_path, result
+
+    def _keep_for_audit(self, request: Dict[str, Any], grounded: GroundedImage, result: Dict[str, Any], took: float):
+        """Every answer goes to the answer log (`grounding/answer_log.py`) with the picture the model saw; a log that
+        can't be written (disk full) costs the audit entry, never the clinician's result."""
+        entry = {
+            **AnswerRecord.from_result(result).to_info(),
+            "model": request.get("model"),
+            "image_id": request.get("image_id"),
+            "study_uid": request.get("study_uid"),
+            "reason": result.get("reason"),
+            "mask_pixels": result.get("mask_pixels"),
+            "num_slices": grounded.image.num_slices if grounded.image.is_volume else None,
+            "latency_s": round(took, 3),
+            "notice": result.get("notice"),
+        }
+        try:
+            picture = None
+            if grounded.picture is not None:
+                picture = draw_answer(grounded.picture, grounded.result.mask, result.get("box"), result.get("points"))
+            return self.answer_log.add(entry, picture)
+        except OSError as error:
+            logger.error(f"The answer could not be kept in the answer log: {error}")
+            return None
+
+
+def segment_name(result: Dict[str, Any]) -> str:
+    """The label's name, which Slicer shows as the segment's name (from the result's `label_names`): the answer in a
+    few words, so the segment list says what was asked and whether the model found it."""
+    question = " ".join(str(result.get("question") or "").split())
+    short = question if len(question) <= SEGMENT_QUESTION_CHARS else question[: SEGMENT_QUESTION_CHARS - 1] + "…"
+    if result.get("status") != "ok":
+        return f"No grounding: {short}"
+    confidence = result.get("confidence")
+    sure = f" ({round(100 * confidence)}% consistent)" if isinstance(confidence, (int, float)) else ""
+    return f"Answer{sure}: {short}"
 
 
 def _labels_dir() -> str:

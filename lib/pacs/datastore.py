@@ -6,9 +6,12 @@ What it changes, and why:
 - downloads a series whole or not at all (into a hidden folder, renamed when complete): a PACS that goes away
   mid-transfer leaves nothing behind that a later request would take for the series;
 - refuses a series with missing slices or mixed orientation (422) instead of stacking it into a wrong volume;
-- stores final labels as DICOM SEG with the question recorded (`dicom_seg.py`): the one sent with the save, else
-  the last one asked about the series (Slicer and OHIF send none); checks the label's grid, and saves nothing
-  locally unless the PACS confirmed the SEG;
+- stores final labels as DICOM SEG with the question and the answer recorded (`dicom_seg.py`): the one sent with the
+  save, else the last one asked about the series (Slicer and OHIF send none); checks the label's grid, and saves
+  nothing locally unless the PACS confirmed the SEG;
+- stores beside each SEG a DICOM Structured Report of the answer (`dicom_sr.py`: question, reasoning, raw answer,
+  box, points, model and version, time), referencing the SEG and the source series; a PACS that refuses the report
+  after taking the SEG costs the report, never the label (the label info says `report_stored: false`);
 - rebuilds training labels from the PACS's SEGs on the image grid with the question in the label info, so a fresh
   machine's `datalist()` finds them;
 - an unknown series id is "" (the app answers 404), PACS failures are `PacsError` (502/503/504 with a message).
@@ -47,6 +50,7 @@ from lib.pacs.dicom_seg import (
     seg_to_label,
     segment_names,
 )
+from lib.pacs.dicom_sr import reasoning_report
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
 from monailabel_app.grounding.records import LAST_QUERY_KEY
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
@@ -202,10 +206,14 @@ class PacsDatastore(DICOMWebDatastore):
                 temporary.append(label_filename)
             _check_same_grid(label_filename, image_uri)
             asked = self.get_image_info(image_id).get(LAST_QUERY_KEY) or {}  # Slicer and OHIF send no question
+            if label_info.get("question") not in (None, "", asked.get("question")):
+                asked = {}  # another question than the one answered: the answer's fields don't belong to it
             provenance = provenance_of({**asked, **label_info}, self.app_version)
             image_dir = os.path.join(self._datastore.image_path(), image_id)
             seg_file = label_to_seg(label_filename, image_dir, provenance, segment_names(label_info))
             temporary.append(seg_file)
+            report_file = self._write_report(seg_file, image_dir, provenance)
+            temporary.append(report_file)
             with pacs_call(self.pacs_url, f"storing the DICOM SEG of series {image_id}"):
                 seg_series = dicom_web_upload_dcm(seg_file, self._client)
             if not seg_series:
@@ -214,6 +222,7 @@ class PacsDatastore(DICOMWebDatastore):
                 )
             image_info = self.get_image_info(image_id)
             label_info = {**label_info, **provenance, "SeriesInstanceUID": seg_series}
+            label_info.update(self._store_report(report_file, image_id))
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
             logger.info(f"DICOM SEG {seg_series} stored for series {image_id}")
             return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
@@ -225,6 +234,25 @@ class PacsDatastore(DICOMWebDatastore):
             for path in temporary:
                 if os.path.exists(path):
                     os.unlink(path)
+
+    def _write_report(self, seg_file: str, image_dir: str, provenance: Mapping[str, Any]) -> str:
+        report = reasoning_report(seg_file, image_dir, provenance, provenance.get("app") or "MedReasoner")
+        path = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
+        report.save_as(path, write_like_original=False)
+        return path
+
+    def _store_report(self, report_file: str, image_id: str) -> Dict[str, Any]:
+        """The SEG is stored by now: a report the PACS refuses is logged and noted, the label is kept."""
+        try:
+            with pacs_call(self.pacs_url, f"storing the answer's report (SR) of series {image_id}"):
+                report_series = dicom_web_upload_dcm(report_file, self._client)
+        except PacsError as error:
+            logger.error(f"The DICOM SR of series {image_id} was not stored: {error.detail}")
+            report_series = None
+        if not report_series:
+            return {"report_stored": False}
+        logger.info(f"DICOM SR {report_series} stored for series {image_id}")
+        return {"report_stored": True, "ReportSeriesInstanceUID": report_series}
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         """With `image_id` (training's path): the SEG `label_id` from the PACS as a label on the image's grid, with

@@ -5,8 +5,11 @@ Where the question goes (so it travels with the SEG to any PACS, viewer or later
 - `ImageComments` (0020,4000, LT, up to 10,240 characters): the provenance as JSON, e.g.
   `{"question": "...", "model": "implicit_query", "slice": 6, "window": "soft_tissue", "app": "MedReasoner ..."}`;
   this is what `read_provenance` reads back.
-- each segment's `SegmentDescription` (0062,0006, ST, 1,024) and the SEG's `ContentDescription` (0070,0081, LO, 64):
-  the question, shortened to fit, so a viewer's segment list shows it.
+- each segment's `SegmentDescription` (0062,0006, ST, 1,024): the question and the model's reasoning
+  ("Q: ... A: ..."), shortened to fit, so a viewer's segment details show why the mask is there; the SEG's
+  `ContentDescription` (0070,0081, LO, 64): the question, shortened.
+- the whole answer (reasoning, raw answer, box, points, model version, time) also goes into a DICOM SR stored beside
+  the SEG (`dicom_sr.py`).
 - `SeriesDescription` names the app and model; `SegmentAlgorithmType` is SEMIAUTOMATIC (a model proposed, a person
   corrected and saved).
 """
@@ -30,9 +33,26 @@ import SimpleITK
 
 from monailabel_app.data.metadata import find_value
 
-PROVENANCE_KEYS = ("question", "model", "slice", "window", "think", "reasoner", "confidence")
+PROVENANCE_KEYS = (
+    "question",
+    "model",
+    "slice",
+    "window",
+    "think",
+    "reasoner",
+    "reasoner_version",
+    "confidence",
+    "status",
+    "reasoning",
+    "raw_text",
+    "box",
+    "points",
+    "answered_at",
+    "answer_id",
+)
 APP_NAME = "MedReasoner for MONAI Label"
 DCMQI_TIMEOUT_S = 300
+IMAGE_COMMENTS_CHARS = 10_240  # LT's limit
 TYPE_CODE = {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Tissue"}
 CATEGORY_CODE = {"CodeValue": "91723000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"}
 SEGMENT_COLOURS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255)]
@@ -111,7 +131,7 @@ def label_to_seg(
             os.unlink(output)
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
             raise SegConversionError(f"itkimage2segimage could not write the DICOM SEG (exit {run.returncode}): {tail}")
-    _record_provenance(output, provenance, question)
+    _record_provenance(output, provenance, question, str(provenance.get("reasoning") or ""))
     return output
 
 
@@ -146,16 +166,31 @@ def _segment(value: int, segment_names: Mapping[int, str], model: str) -> Dict[s
     }
 
 
-def _record_provenance(seg_file: str, provenance: Mapping[str, Any], question: str) -> None:
+def _record_provenance(seg_file: str, provenance: Mapping[str, Any], question: str, reasoning: str) -> None:
     """Done with pydicom after dcmqi: dcmqi's metadata has no ImageComments, and the question may not be ASCII."""
     seg = pydicom.dcmread(seg_file)
     seg.SpecificCharacterSet = "ISO_IR 192"
-    seg.ImageComments = json.dumps(dict(provenance), ensure_ascii=False)
+    seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_CHARS)
     if question:
         seg.ContentDescription = _shorten(question, 64)
+        description = f"Q: {question}\nA: {reasoning}" if reasoning else question
         for segment in seg.SegmentSequence:
-            segment.SegmentDescription = _shorten(question, 1024)
+            segment.SegmentDescription = _shorten(description, 1024)
     seg.save_as(seg_file)
+
+
+def _fitting_json(provenance: Dict[str, Any], limit: int) -> str:
+    """The provenance as JSON within `limit` characters: the raw answer goes first, then the reasoning is shortened
+    (the SR beside the SEG keeps both whole)."""
+    text = json.dumps(provenance, ensure_ascii=False)
+    if len(text) > limit and "raw_text" in provenance:
+        provenance = {k: v for k, v in provenance.items() if k != "raw_text"}
+        text = json.dumps(provenance, ensure_ascii=False)
+    if len(text) > limit and provenance.get("reasoning"):
+        spare = len(str(provenance["reasoning"])) - (len(text) - limit) - 16
+        provenance = {**provenance, "reasoning": _shorten(str(provenance["reasoning"]), max(spare, 1))}
+        text = json.dumps(provenance, ensure_ascii=False)
+    return text
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -47,12 +47,14 @@ from lib.server.context import ServerContext
 from lib.server.errors import ErrorBoundary, install_error_handlers
 from lib.server.limits import SMALL_BODY_BYTES, ServerLimits
 from lib.server.routes.admin import admin_router
+from lib.server.routes.answers import answers_router
 from lib.server.routes.datastore import datastore_router
 from lib.server.routes.infer import infer_router
 from lib.server.routes.sessions import sessions_router
 from lib.server.routes.train import train_router
 from lib.server.routes.viewer import viewer_router
 from lib.server.scratch import remove_dead_servers
+from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")
@@ -89,8 +91,9 @@ def build_app() -> FastAPI:
         datastore_router(context),
         train_router(context),
         sessions_router(context),
-        viewer_router(context, PacsSettings.from_conf(conf).timeout_s),
+        viewer_router(context, PacsSettings.from_conf(conf).timeout_s, _flag(conf, "ohif_answer_panel", True)),
         admin_router(context),
+        answers_router(context),
     ]
     if settings.MONAI_LABEL_AUTH_ENABLE:
         ours.append(auth_router())
@@ -112,6 +115,10 @@ def build_app() -> FastAPI:
         )
     app.add_middleware(ErrorBoundary)  # added last: the outermost of the app's own middleware
     return app
+
+
+def _flag(conf: dict, key: str, default: bool) -> bool:
+    return parse_bool(key, str(conf.get(key, default)))
 
 
 def _path_methods(router: APIRouter) -> set[tuple[str, str]]:

@@ -28,6 +28,7 @@ class GroundedImage:
     image: MedicalImage  # the input, whose geometry the label takes
     label: np.ndarray  # uint8, the image's grid: (H, W) or (Z, Y, X); only the grounded slice is filled
     slice_index: Optional[int]  # k of the slice used, None for 2D images
+    picture: Optional[np.ndarray] = None  # (H, W, 3) uint8: the windowed slice the model saw (the answers page's)
 
     def to_json(self) -> dict:
         """The result, plus voxel indices (i, j, k) for volumes so a viewer can place box and points in 3D."""
@@ -86,4 +87,4 @@ def ground_image(
     label = np.zeros(grid_shape, dtype=np.uint8)
     if result.mask is not None:
         (label[k] if k is not None else label)[result.mask] = LABEL_VALUE
-    return GroundedImage(result=result, image=image, label=label, slice_index=k)
+    return GroundedImage(result=result, image=image, label=label, slice_index=k, picture=picture)

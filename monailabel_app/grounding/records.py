@@ -7,7 +7,7 @@ The record (`AnswerRecord.to_info()`, plain JSON):
 - `reasoner`, `reasoner_version` (`source`, `version`, `sha256`): which model answered;
 - `status`, `reasoning`, `raw_text`, `box`, `points`: what it answered (box and points in the picture's pixels);
 - `confidence`: its self-consistency in [0, 1] when it was measured (`reasoning/self_consistency.py`);
-- `answered_at`: when (UTC).
+- `answered_at`: when (UTC); `answer_id`: its entry in the server's answer log (`answer_log.py`), with the picture.
 The server keeps the last record per image under `LAST_QUERY_KEY` in the image's info, and copies it into the info of
 the final label saved next (a question sent with the save wins).
 """
@@ -36,6 +36,7 @@ class AnswerRecord:
     points: Optional[list] = None
     confidence: Optional[float] = None
     answered_at: Optional[str] = None
+    answer_id: Optional[str] = None
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "AnswerRecord":

@@ -2,6 +2,10 @@
 
 - `/ohif/{path}` serves only files inside MONAI Label's OHIF folder (any other path gets the viewer's index page, as a
   single-page app expects); MONAI Label's route answered `/ohif/..` with a 500.
+- `/ohif/app-config.js` (OHIF's configuration, plain JavaScript the viewer loads first) is served with two lines
+  appended that load this app's answer panel (`lib/server/static/ohif-panel.js`): the newest answer about the open
+  study, with its reasoning, in a corner of the viewer. No OHIF rebuild; `--conf ohif_answer_panel false` serves the
+  file unchanged.
 - `/proxy/dicom/{qido|wado|stow}/{path}` forwards to the PACS named by `--studies`, asynchronously, with the PACS
   timeout: only DICOMweb paths (letters, digits, `.`, `-`, `_`, `,`, `/`; no `..`), so a request can't reach the PACS's
   other interfaces; GET for queries and retrieval, POST only for STOW-RS (`studies[/<uid>]`, annotator role); only
@@ -36,13 +40,22 @@ RETURNED_HEADERS = ("content-type", "content-length", "content-location", "warni
 PROXY_CONNECT_TIMEOUT_S = 5.0
 
 
-def viewer_router(context: ServerContext, pacs_timeout_s: float) -> APIRouter:
+ANSWER_PANEL_LOADER = """
+// MedReasoner for MONAI Label: the answer panel (appended by the server; --conf ohif_answer_panel false turns it off)
+(function () { var s = document.createElement("script"); s.src = "/answers/static/ohif-panel.js";
+  (document.head || document.documentElement).appendChild(s); })();
+"""
+
+
+def viewer_router(context: ServerContext, pacs_timeout_s: float, answer_panel: bool = True) -> APIRouter:
     router = APIRouter(tags=["Others"])
     USER, ANNOTATOR = settings.MONAI_LABEL_AUTH_ROLE_USER, settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR
     timeout = httpx.Timeout(pacs_timeout_s, connect=PROXY_CONNECT_TIMEOUT_S)
 
     @router.get("/ohif/{path:path}", include_in_schema=False)
     def ohif(path: str, user: User = Depends(RBAC(USER))):
+        if answer_panel and path == "app-config.js":
+            return ohif_config_with_panel()
         return ohif_file(path)
 
     @router.api_route("/proxy/dicom/{op}/{path:path}", methods=["GET", "POST"], include_in_schema=False)
@@ -71,6 +84,13 @@ def ohif_file(path: str) -> FileResponse:
     if not os.path.isfile(target):
         raise NotFoundError("The OHIF viewer is not installed with this MONAI Label.")
     return FileResponse(target, media_type=get_mime_type(target))
+
+
+def ohif_config_with_panel() -> Response:
+    config = ohif_file("app-config.js")
+    with open(config.path, encoding="utf-8") as stream:
+        text = stream.read()
+    return Response(text + ANSWER_PANEL_LOADER, media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
 
 def _pacs_base() -> Optional[str]:

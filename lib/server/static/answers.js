@@ -1,0 +1,89 @@
+// The answers page: recent answers from /answers/list, drawn with textContent only (the reasoning is a model's text).
+"use strict";
+(function () {
+  const params = new URLSearchParams(window.location.search);
+  const filters = new URLSearchParams({ limit: "50" });
+  for (const key of ["image", "study"]) {
+    if (params.get(key)) filters.set(key, params.get(key));
+  }
+
+  function el(tag, text, className) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (className) node.className = className;
+    return node;
+  }
+
+  function row(list, term, value) {
+    if (value === undefined || value === null || value === "") return;
+    list.append(el("dt", term), el("dd", value));
+  }
+
+  function modelLabel(answer) {
+    const version = answer.reasoner_version || {};
+    const parts = [answer.reasoner || "?"];
+    if (version.version) parts.push("version " + version.version);
+    if (version.sha256) parts.push("weights " + String(version.sha256).slice(0, 12));
+    return parts.join(", ");
+  }
+
+  function sliceLabel(answer) {
+    if (answer.slice === undefined || answer.slice === null) return "2D picture";
+    const of = answer.num_slices ? " of " + answer.num_slices : "";
+    return "slice " + (answer.slice + 1) + of + " (index " + answer.slice + ")";
+  }
+
+  function card(answer) {
+    const article = el("article");
+    article.id = "answer-" + answer.answer_id;
+    if (answer.picture) {
+      const img = el("img");
+      img.alt = "The picture the model saw, with the mask, box and points it answered";
+      img.src = "/answers/" + encodeURIComponent(answer.answer_id) + "/picture";
+      article.append(img);
+    }
+    const text = el("div", undefined, "text");
+    text.append(el("h2", answer.question));
+    const status = answer.status === "ok" ? "Grounded" : "No grounding" + (answer.reason ? ": " + answer.reason : "");
+    text.append(el("p", status, "status-" + answer.status));
+    text.append(el("p", answer.reasoning || "(no reasoning given)", "reasoning"));
+    const facts = el("dl");
+    row(facts, "Image", answer.image_id || "uploaded file");
+    row(facts, "Where", sliceLabel(answer));
+    row(facts, "Window", answer.window);
+    row(facts, "Box", answer.box ? JSON.stringify(answer.box) : "none");
+    row(facts, "Points", answer.points ? JSON.stringify(answer.points) : "none");
+    row(facts, "Confidence", answer.confidence === undefined ? undefined : Math.round(100 * answer.confidence) + "%");
+    row(facts, "Model", modelLabel(answer));
+    row(facts, "Latency", answer.latency_s === undefined ? undefined : answer.latency_s + " s");
+    row(facts, "Answered", answer.answered_at);
+    row(facts, "Answer id", answer.answer_id);
+    text.append(facts);
+    if (answer.notice) text.append(el("p", answer.notice, "notice"));
+    const raw = el("details");
+    raw.append(el("summary", "Raw answer"), el("p", answer.raw_text, "raw"));
+    text.append(raw);
+    article.append(text);
+    return article;
+  }
+
+  async function load() {
+    const status = document.getElementById("status");
+    status.textContent = "Loading...";
+    try {
+      const response = await fetch("/answers/list?" + filters.toString(), { credentials: "same-origin" });
+      if (!response.ok) throw new Error("the server answered " + response.status);
+      const answers = (await response.json()).answers;
+      const list = document.getElementById("answers");
+      list.replaceChildren(...answers.map(card));
+      status.textContent = answers.length ? answers.length + " answers" : "No answers yet.";
+    } catch (error) {
+      status.textContent = "Could not load the answers: " + error.message;
+    }
+  }
+
+  if (filters.get("image")) document.getElementById("scope").textContent = "Answers about image " + filters.get("image");
+  if (filters.get("study")) document.getElementById("scope").textContent = "Answers about study " + filters.get("study");
+  document.getElementById("refresh").addEventListener("click", load);
+  load();
+})();

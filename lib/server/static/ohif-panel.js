@@ -1,0 +1,99 @@
+// MedReasoner's answer panel for the OHIF viewer that MONAI Label serves at /ohif/. The server appends a loader for
+// this file to OHIF's app-config.js (lib/server/routes/viewer.py; --conf ohif_answer_panel false turns it off).
+// It shows the newest answer about the open study (from /answers/list), refreshed every few seconds, so the question,
+// the reasoning and the slice the mask is on appear after Run without a reload. Text only (textContent): the reasoning
+// is a model's text, never markup.
+"use strict";
+(function () {
+  if (window.medreasonerAnswerPanel) return;
+  window.medreasonerAnswerPanel = true;
+  const POLL_MS = 2000;
+  let shownId = null;
+
+  function openStudy() {
+    const params = new URLSearchParams(window.location.search);
+    const value = params.get("StudyInstanceUIDs") || params.get("studyInstanceUIDs") || "";
+    return value.split(",")[0] || null;
+  }
+
+  function el(tag, text, style) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (style) node.style.cssText = style;
+    return node;
+  }
+
+  function panel() {
+    let box = document.getElementById("medreasoner-answer");
+    if (box) return box;
+    box = el(
+      "section",
+      undefined,
+      "position:fixed;right:12px;bottom:12px;z-index:10000;width:380px;max-height:45vh;overflow:auto;" +
+        "background:rgba(9,12,41,.95);color:#e6ecf5;border:1px solid #5acce6;border-radius:6px;padding:10px 12px;" +
+        "font:13px/1.4 system-ui,sans-serif;box-shadow:0 2px 10px rgba(0,0,0,.5)"
+    );
+    box.id = "medreasoner-answer";
+    box.setAttribute("aria-label", "MedReasoner answer");
+    document.body.append(box);
+    return box;
+  }
+
+  function sliceText(answer) {
+    if (answer.slice === undefined || answer.slice === null) return "On the picture (2D).";
+    const of = answer.num_slices ? " of " + answer.num_slices : "";
+    return "Mask on slice " + (answer.slice + 1) + of + " (index " + answer.slice + "); scroll there if the view opened on another.";
+  }
+
+  function show(answer) {
+    const box = panel();
+    const header = el("div", undefined, "display:flex;justify-content:space-between;align-items:center");
+    header.append(el("strong", "MedReasoner answer", "color:#5acce6"));
+    const hide = el("button", "Hide", "background:none;border:1px solid #5acce6;color:#5acce6;border-radius:3px;cursor:pointer");
+    hide.type = "button";
+    hide.addEventListener("click", () => { box.style.display = "none"; });
+    header.append(hide);
+    const grounded = answer.status === "ok";
+    const status = grounded ? "Grounded" : "No grounding" + (answer.reason ? ": " + answer.reason : "");
+    const confidence = answer.confidence === undefined ? "" : " · " + Math.round(100 * answer.confidence) + "% consistent";
+    const version = (answer.reasoner_version || {}).version;
+    const link = el("a", "All answers for this study", "color:#5acce6");
+    link.href = "/answers/?study=" + encodeURIComponent(answer.study_uid || "");
+    link.target = "_blank";
+    link.rel = "noopener";
+    box.replaceChildren(
+      header,
+      el("div", "Q: " + answer.question, "margin-top:6px;font-weight:600"),
+      el("div", status + confidence, "margin-top:4px;color:" + (grounded ? "#7ee07e" : "#ff8a8a")),
+      el("div", answer.reasoning || "(no reasoning given)", "margin-top:6px;white-space:pre-wrap"),
+      el("div", sliceText(answer), "margin-top:6px;color:#c8d3e6"),
+      el("div", "Model: " + (answer.reasoner || "?") + (version ? " (" + version + ")" : "") + " · " + (answer.answered_at || ""),
+        "margin-top:6px;font-size:11px;color:#9fb0c8"),
+      link
+    );
+    box.dataset.answerId = answer.answer_id;
+    box.style.display = "block";
+  }
+
+  async function poll() {
+    const study = openStudy();
+    if (study && document.visibilityState !== "hidden") {
+      try {
+        const response = await fetch("/answers/list?limit=1&study=" + encodeURIComponent(study), { credentials: "same-origin" });
+        if (response.ok) {
+          const answer = (await response.json()).answers[0];
+          if (answer && answer.answer_id !== shownId) {
+            shownId = answer.answer_id;
+            show(answer);
+          }
+        }
+      } catch (error) {
+        // the server may be restarting; the next poll tries again
+      }
+    }
+    window.setTimeout(poll, POLL_MS);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", poll);
+  else poll();
+})();

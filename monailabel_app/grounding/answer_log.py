@@ -1,0 +1,125 @@
+"""Every answer the server gave, kept for audit: the answer record (question, reasoning, raw answer, box, points,
+window, slice, model and version, time) with the image it was about, its latency, and the picture the model saw with
+the answer drawn on it. The answers page and OHIF's answer panel read it; nothing else writes it.
+
+One folder (`--conf answers_dir`, default `<model_dir>/answers`): `<id>.json` and `<id>.png` per answer, each written
+whole (temporary file + rename). Ids are the UTC time to the microsecond (made strictly increasing) and a random part
+(`20261203T101500123456-1a2b3c4d`), so names sort by time and a request can't name anything else. The newest `keep` answers are kept (`--conf answers_keep`, 500); older
+ones are removed as new ones come. A small index of the entries lives in memory, filled from the folder at start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from monailabel_app.core.json_files import write_json_atomically
+
+logger = logging.getLogger(__name__)
+ANSWER_ID = re.compile(r"^\d{8}T\d{12}-[0-9a-f]{8}$")
+DEFAULT_KEEP = 500
+MAX_LIST = 100
+
+
+@dataclass(frozen=True)
+class _Indexed:
+    answer_id: str
+    image_id: Optional[str]
+    study_uid: Optional[str]
+
+    def matches(self, image_id: Optional[str], study_uid: Optional[str]) -> bool:
+        return (image_id is None or self.image_id == image_id) and (study_uid is None or self.study_uid == study_uid)
+
+
+class AnswerLog:
+    def __init__(self, folder: str | Path, keep: int = DEFAULT_KEEP):
+        if keep < 1:
+            raise ValueError(f"--conf answers_keep must be at least 1, got {keep}")
+        self.folder = Path(folder)
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._last_us = 0  # the time in the newest id: the next one is later, even within one microsecond
+        self._index: Optional[list[_Indexed]] = None  # oldest first; read from the folder on first use
+
+    def add(self, entry: Mapping[str, Any], picture_png: Optional[bytes] = None) -> str:
+        """Stores one answer; returns its id. The picture first, so an entry never names a missing picture."""
+        with self._lock:
+            self._loaded()  # the index of what was there before this entry
+            self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+            answer_id = answer_id_at(self._last_us)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {**entry, "answer_id": answer_id, "picture": None}
+        if picture_png is not None:
+            partial = self.folder / f".{answer_id}.png.partial"
+            partial.write_bytes(picture_png)
+            os.replace(partial, self.folder / f"{answer_id}.png")
+            record["picture"] = f"{answer_id}.png"
+        write_json_atomically(self.folder / f"{answer_id}.json", record)
+        with self._lock:
+            index = self._loaded()
+            index.append(_Indexed(answer_id, _text(record.get("image_id")), _text(record.get("study_uid"))))
+            stale, self._index = index[: -self.keep], index[-self.keep :]
+        for old in stale:
+            self._remove(old.answer_id)
+        return answer_id
+
+    def recent(self, limit: int = 20, image_id: Optional[str] = None, study_uid: Optional[str] = None) -> list[dict]:
+        """The newest answers first, optionally only those about one image or one study."""
+        limit = max(1, min(int(limit), MAX_LIST))
+        with self._lock:
+            chosen = [item for item in reversed(self._loaded()) if item.matches(image_id, study_uid)][:limit]
+        entries = [self.get(item.answer_id) for item in chosen]
+        return [entry for entry in entries if entry is not None]
+
+    def get(self, answer_id: str) -> Optional[dict]:
+        if not ANSWER_ID.match(answer_id or ""):
+            return None
+        try:
+            return json.loads((self.folder / f"{answer_id}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def picture_path(self, answer_id: str) -> Optional[Path]:
+        """The answer's picture, or None: only a well-formed id, only inside the folder."""
+        if not ANSWER_ID.match(answer_id or ""):
+            return None
+        path = self.folder / f"{answer_id}.png"
+        return path if path.is_file() else None
+
+    def _loaded(self) -> list[_Indexed]:
+        if self._index is None:
+            index = []
+            names = sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
+            for name in names:
+                entry = self.get(name)
+                if entry is not None:
+                    index.append(_Indexed(name, _text(entry.get("image_id")), _text(entry.get("study_uid"))))
+            self._index = index
+        return self._index
+
+    def _remove(self, answer_id: str) -> None:
+        for suffix in (".json", ".png"):
+            try:
+                (self.folder / f"{answer_id}{suffix}").unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                logger.warning(f"Could not remove an old answer {answer_id}{suffix}: {error}")
+
+
+def answer_id_at(microseconds: int) -> str:
+    when = datetime.fromtimestamp(microseconds // 1_000_000, timezone.utc)
+    return when.strftime("%Y%m%dT%H%M%S") + f"{microseconds % 1_000_000:06d}-{secrets.token_hex(4)}"
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)

@@ -1,0 +1,116 @@
+"""The answer in front of the clinician and in the archive, through the real server and MONAI Label's own client (the
+one 3D Slicer's module bundles), with a folder datastore:
+
+- Slicer's Auto-segmentation panel names the segment from the result's `label_names`: the answer in a few words;
+- Slicer's "Submit Label" dialog shows the JSON the save returns: the answer the saved label records;
+- the saved final label's info keeps the whole answer record; every answer is in the answer log with its picture,
+  which the answers page (checked in Chromium in test_ohif_browser.py) and OHIF's panel read.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import requests
+from monailabel.client import MONAILabelClient
+from PIL import Image
+
+from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
+from tests.monailabel_server import MonaiLabelServer
+
+pytestmark = pytest.mark.server
+
+QUESTION = "Which structure would explain the reduced breath sounds over the left base?"
+CT_ID, XRAY_ID = "ct_chest_lesion", "xray_opacity"
+RECORD_KEYS = ("question", "reasoning", "raw_text", "box", "points", "window", "slice", "reasoner", "answered_at")
+
+
+@pytest.fixture(scope="module")
+def server(format_tuned_reasoner_dir, tmp_path_factory):
+    studies = tmp_path_factory.mktemp("studies")
+    write_ct(studies / f"{CT_ID}.nii.gz")
+    write_png(xray_picture(), studies / f"{XRAY_ID}.png")
+    conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
+    running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
+    yield running
+    running.stop()
+
+
+def slicer_client(server, tmp_path) -> MONAILabelClient:
+    return MONAILabelClient(server.url, tmpdir=str(tmp_path))
+
+
+def slicer_segmentation(client: MONAILabelClient, image_id: str, question: str, **extra):
+    """Slicer's "Run" in Auto-segmentation: the model's config values (first item of lists) plus its result format."""
+    config = client.info()["models"]["implicit_query"]["config"]
+    params = {k: v[0] if isinstance(v, list) else v for k, v in config.items()}
+    params.update(question=question, result_extension=".nrrd", result_dtype="uint8", **extra)
+    return client.infer("implicit_query", image_id, params)
+
+
+def test_slicer_names_the_segment_after_the_answer(server, tmp_path):
+    _, result = slicer_segmentation(slicer_client(server, tmp_path), CT_ID, QUESTION)
+    # Slicer: labels = params["label_names"], sorted by value -> the segment names it imports the label map under
+    (name,) = [k for k, _ in sorted(result["label_names"].items(), key=lambda item: item[1])]
+    assert name == f"Answer: {QUESTION}" and result["label_names"][name] == 1
+    long_question = "Which structure, " + "given the history, " * 10 + "explains it?"
+    _, result = slicer_segmentation(slicer_client(server, tmp_path), CT_ID, long_question)
+    (name,) = result["label_names"]
+    assert len(name) <= 90 and name.endswith("…") and name.startswith("Answer: Which structure")
+
+
+def test_slicer_submit_dialog_shows_the_answer_and_the_label_keeps_it(server, tmp_path):
+    client = slicer_client(server, tmp_path)
+    label_file, result = slicer_segmentation(client, CT_ID, QUESTION, window="lung")
+    saved = client.save_label(CT_ID, label_file, params={"label_info": [{"name": "target", "idx": 1}]})
+    # Slicer shows this JSON under "Show Details" of "Label-Mask saved into MONAI Label Server"
+    answer = saved["answer"]
+    assert answer["question"] == QUESTION and answer["reasoning"] == result["reasoning"]
+    assert answer["box"] == result["box"] and answer["slice"] == result["slice"] and answer["window"] == "lung"
+    assert saved["answers_page"] == f"/answers/?image={CT_ID}"
+    info = requests.get(f"{server.url}/datastore/label/info", params={"label": CT_ID, "tag": "final"}, timeout=30)
+    record = info.json()
+    for key in RECORD_KEYS:
+        assert record[key] == result[key], key
+    assert record["reasoner_version"] == result["reasoner_version"] and record["reasoner_version"]["sha256"]
+    assert record["answer_id"] == result["answer_id"]
+
+
+def test_every_answer_is_kept_with_its_picture(server, tmp_path):
+    _, result = slicer_segmentation(slicer_client(server, tmp_path), XRAY_ID, QUESTION)
+    listed = requests.get(f"{server.url}/answers/list", params={"image": XRAY_ID, "limit": 1}, timeout=30).json()
+    (entry,) = listed["answers"]
+    assert entry["answer_id"] == result["answer_id"] and entry["image_id"] == XRAY_ID
+    for key in ("question", "reasoning", "raw_text", "box", "points", "answered_at", "reasoner_version"):
+        assert entry[key] == result[key], key
+    assert entry["latency_s"] >= result["latencies"]["total"] > 0 and entry["model"] == "implicit_query"
+    one = requests.get(f"{server.url}/answers/{result['answer_id']}", timeout=30).json()
+    assert one == entry
+    picture = requests.get(f"{server.url}/answers/{result['answer_id']}/picture", timeout=30)
+    assert picture.headers["content-type"] == "image/png"
+    drawn = np.asarray(Image.open(io.BytesIO(picture.content)).convert("RGB")).astype(int)
+    assert (drawn.max(axis=-1) - drawn.min(axis=-1) > 40).sum() >= result["mask_pixels"] * 0.5  # tinted mask
+    page = requests.get(f"{server.url}/answers/", timeout=30)
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "path, params, status",
+    [
+        ("/answers/list", {"limit": 0}, 422),
+        ("/answers/list", {"limit": 1000}, 422),
+        ("/answers/list", {"image": "../etc/passwd"}, 422),
+        ("/answers/list", {"study": "1.2.3;DROP"}, 422),
+        ("/answers/..%2F..%2Fetc%2Fpasswd", {}, 404),
+        ("/answers/20261203T101500123456-1a2b3c4d", {}, 404),
+        ("/answers/20261203T101500123456-1a2b3c4d/picture", {}, 404),
+        ("/answers/static/..%2Fanswers.py", {}, 404),
+        ("/answers/static/answers.html", {}, 404),
+    ],
+)
+def test_bad_answer_requests_are_refused(server, path, params, status):
+    response = requests.get(f"{server.url}{path}", params=params, timeout=30)
+    assert response.status_code == status, response.text
+    assert requests.get(f"{server.url}/answers/list", params={"limit": 1}, timeout=30).status_code == 200
