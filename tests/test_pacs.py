@@ -124,6 +124,19 @@ def segs_referencing(orthanc, series_uid):
     return found
 
 
+def reports_referencing(orthanc, seg):
+    """The DICOM SRs in the PACS whose evidence lists the SEG, retrieved over WADO-RS (parsed by pydicom)."""
+    client = DICOMwebClient(orthanc.dicomweb_url)
+    found = []
+    for hit in client.search_for_series(search_filters={"Modality": "SR"}):
+        for report in client.retrieve_series(hit["0020000D"]["Value"][0], hit["0020000E"]["Value"][0]):
+            evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+            listed = {sop.ReferencedSOPInstanceUID for series in evidence for sop in series.ReferencedSOPSequence}
+            if seg.SOPInstanceUID in listed:
+                found.append(report)
+    return found
+
+
 def test_info_lists_every_served_modality(server, series):
     info = requests.get(f"{server.url}/info/", timeout=30).json()
     assert info["datastore"]["modalities"] == ["CT", "MR", "DX", "CR"]
@@ -189,11 +202,45 @@ def test_final_label_is_stored_in_the_pacs_as_a_seg_with_the_question(server, or
     provenance = json.loads(seg.ImageComments)
     assert provenance["question"] == QUESTION and provenance["model"] == "implicit_query"
     assert provenance["slice"] == k and provenance["window"] == "soft_tissue"
-    assert seg.SegmentSequence[0].SegmentDescription == QUESTION and seg.SegmentSequence[0].SegmentLabel == "target"
+    (answer,) = requests.get(
+        f"{server.url}/answers/list", params={"study": ct.study_uid, "limit": 1}, timeout=30
+    ).json()["answers"]
+    assert answer["image_id"] == ct.series_uid and answer["reasoning"] and answer["question"] == QUESTION
+    assert provenance["reasoning"] == answer["reasoning"] and provenance["answer_id"] == answer["answer_id"]
+    assert seg.SegmentSequence[0].SegmentDescription == f"Q: {QUESTION}\nA: {answer['reasoning']}"
+    assert seg.SegmentSequence[0].SegmentLabel == "target"
     info = requests.get(
         f"{server.url}/datastore/label/info", params={"label": ct.series_uid, "tag": "final"}, timeout=30
     )
     assert info.json()["question"] == QUESTION and info.json()["SeriesInstanceUID"] == seg.SeriesInstanceUID
+
+
+def test_the_answer_is_archived_as_a_structured_report_beside_the_seg(server, orthanc, series, saved_ct_label):
+    label, k = saved_ct_label
+    ct = series["ct"]
+    (seg,) = segs_referencing(orthanc, ct.series_uid)
+    (report,) = reports_referencing(orthanc, seg)
+    answer_id = json.loads(seg.ImageComments)["answer_id"]  # the answer the saved label records
+    answer = requests.get(f"{server.url}/answers/{answer_id}", timeout=30).json()
+    assert answer["image_id"] == ct.series_uid
+    assert report.Modality == "SR" and report.StudyInstanceUID == ct.study_uid
+    texts = {str(i.ConceptNameCodeSequence[0].CodeMeaning): str(i.TextValue) for i in report.ContentSequence[:-2]}
+    assert texts["Question"] == QUESTION and texts["Reasoning"] == answer["reasoning"]
+    assert texts["Raw answer"] == answer["raw_text"] and json.loads(texts["Bounding box (pixels of the key slice)"])
+    assert texts["Key slice index"] == str(k) and texts["Algorithm Name"] == answer["reasoner"]
+    assert answer["reasoner_version"]["sha256"] in texts["Algorithm Version"]
+    assert texts["Answered at (UTC)"] == answer["answered_at"] and texts["Answer log id"] == answer["answer_id"]
+    segmentation, key_slice = report.ContentSequence[-2:]
+    assert segmentation.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+    instance_of_slice = {}
+    for path in ct.files:
+        header = dcmread(str(path), stop_before_pixels=True)
+        instance_of_slice[int(header.InstanceNumber) - 1] = header.SOPInstanceUID
+    assert key_slice.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == instance_of_slice[k]
+    evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert {s.SeriesInstanceUID for s in evidence} == {ct.series_uid, seg.SeriesInstanceUID}
+    info = requests.get(f"{server.url}/datastore/label/info", params={"label": ct.series_uid, "tag": "final"})
+    assert info.json()["ReportSeriesInstanceUID"] == report.SeriesInstanceUID and info.json()["report_stored"]
 
 
 def test_a_fresh_machine_finds_the_seg_for_training(orthanc, series, saved_ct_label, tmp_path):
