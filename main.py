@@ -186,6 +186,8 @@ class MedReasonerApp(MONAILabelApp):
             request = {**request, "image": uri}
         if image_id:  # the answer log files answers by study too (OHIF's panel shows the open study's)
             request = {**request, "study_uid": _study_of(store, image_id)}
+            if hasattr(store, "instance_numbers"):  # a PACS series: name the slice as the viewer does
+                request["instance_numbers"] = store.instance_numbers(image_id)
         result = super().infer({**request, "save_label": False}, datastore)  # saved below, under the id
         try:
             asked = (result or {}).get("params") or {}

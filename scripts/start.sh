@@ -1,24 +1,51 @@
 #!/usr/bin/env bash
-# Installs everything (scripts/install.sh), writes synthetic sample studies, and starts the MONAI Label server with
-# this app on port 8000. With no arguments it starts the offline demo (tiny untrained reasoner + real LiteMedSAM);
-# any arguments replace the demo options, e.g.:  bash scripts/start.sh --conf reasoner /models/MedReasoner-Soft-7B
+# Installs everything (scripts/install.sh) and starts the MONAI Label server with this app on port 8000.
+#
+# With no STUDIES it also starts a local PACS for both viewers (monailabel_app/demo/local_pacs.py): Orthanc on
+# 127.0.0.1:${ORTHANC_PORT:-8043}, DICOM port off, storage in ${PACS_DIR:-pacs}/, filled on first start with synthetic CT,
+# MR and DX series; MONAI Label reads it over DICOMweb, OHIF at http://127.0.0.1:8000/ohif/ and 3D Slicer both work,
+# and stopping this script stops Orthanc. STUDIES=<folder> keeps a folder datastore (filled with the sample studies
+# when empty); STUDIES=<DICOMweb URL> uses your PACS.
+#
+# With no arguments it starts the offline demo (tiny untrained reasoner + real LiteMedSAM); any arguments replace the
+# demo options, e.g.:  bash scripts/start.sh --conf reasoner /models/MedReasoner-Soft-7B
 # It listens on 127.0.0.1 unless HOST says otherwise (HOST=0.0.0.0 for the network: turn authentication on first,
 # see the README's Security section; the server warns at start). It serves this app's hardened routes
 # (lib/server/asgi.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-STUDIES=${STUDIES:-sample_studies}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
+PY=.venv/bin/python
+ORTHANC_PID=""
+if [ -z "${STUDIES:-}" ]; then
+  PACS_DIR=${PACS_DIR:-pacs}
+  ORTHANC_PORT=${ORTHANC_PORT:-8043}
+  mkdir -p "$PACS_DIR"
+  config=$($PY -m monailabel_app.demo.local_pacs config "$PACS_DIR" "$ORTHANC_PORT")
+  "$(command -v Orthanc || echo /usr/sbin/Orthanc)" "$config" >"$PACS_DIR/orthanc.log" 2>&1 &
+  ORTHANC_PID=$!
+  trap 'kill "$ORTHANC_PID" 2>/dev/null || true; wait "$ORTHANC_PID" 2>/dev/null || true' EXIT
+  STUDIES="http://127.0.0.1:$ORTHANC_PORT/dicom-web"
+  $PY -m monailabel_app.demo.local_pacs fill "$STUDIES" "$PACS_DIR"
+  echo "local PACS: Orthanc on 127.0.0.1:$ORTHANC_PORT (storage in $PACS_DIR/; log $PACS_DIR/orthanc.log)"
+fi
 case "$STUDIES" in
   http://*|https://*) ;;  # a PACS over DICOMweb, e.g. http://127.0.0.1:8042/dicom-web
-  *) [ -n "$(ls -A "$STUDIES" 2>/dev/null)" ] || .venv/bin/python -m monailabel_app.demo.sample_studies "$STUDIES" ;;
+  *) [ -n "$(ls -A "$STUDIES" 2>/dev/null)" ] || $PY -m monailabel_app.demo.sample_studies "$STUDIES" ;;
 esac
 if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
 # glibc gives each worker thread its own memory arena; two keep the server ~300 MB smaller after a busy hour
 # (benchmarks/server_storm.py)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 # MONAI Label re-imports the app's lib/ when it loads main.py; the hardened routes are lib/ too and must stay one copy
 export MONAI_LABEL_RELOAD_APP_LIB=false
-exec .venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
-  --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@"
+SERVER=(.venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+  --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@")
+if [ -z "$ORTHANC_PID" ]; then exec "${SERVER[@]}"; fi
+# with the local PACS: the server runs as a child, so a stop (Ctrl-C, SIGTERM) reaches both and Orthanc goes too
+"${SERVER[@]}" &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null || true' INT TERM
+wait "$SERVER_PID" || true
+wait "$SERVER_PID" 2>/dev/null || true

@@ -6,7 +6,6 @@ Temporary storage, the DICOM port off, remote access off; stopped (and its stora
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,10 +13,9 @@ from typing import Iterable
 
 import requests
 
+from monailabel_app.demo.local_pacs import DICOMWEB_PLUGIN, ORTHANC, orthanc_config
 from tests.monailabel_server import free_port
 
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 INSTALL_HINT = "Orthanc is missing: run `bash scripts/install_system.sh` (Debian packages orthanc, orthanc-dicomweb)"
 
 
@@ -34,21 +32,7 @@ class OrthancServer:
         self.process: subprocess.Popen | None = None
 
     def _write_config(self) -> Path:
-        config = {
-            "Name": "MedReasonerTestPACS",
-            "StorageDirectory": str(self.work_dir / "storage"),
-            "IndexDirectory": str(self.work_dir / "storage"),
-            "HttpPort": self.port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomServerEnabled": False,
-            "OrthancExplorerEnabled": False,
-            "WebDavEnabled": False,
-            "SaveJobs": False,
-            "HttpCompressionEnabled": False,
-            "Plugins": [DICOMWEB_PLUGIN],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False},
-        }
+        config = orthanc_config(self.work_dir / "storage", self.port, name="MedReasonerTestPACS")
         path = self.work_dir / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
         return path

@@ -37,7 +37,9 @@ def test_only_the_newest_are_kept(tmp_path):
     assert log.get(ids[0]) is None and log.picture_path(ids[0]) is None
 
 
-@pytest.mark.parametrize("bad", ["../x", "20261203T101500123456-1a2b3c4", "x" * 30, "", "20261203T101500123456-1A2B3C4D"])
+@pytest.mark.parametrize(
+    "bad", ["../x", "20261203T101500123456-1a2b3c4", "x" * 30, "", "20261203T101500123456-1A2B3C4D"]
+)
 def test_only_well_formed_ids_name_a_file(tmp_path, bad):
     log = AnswerLog(tmp_path)
     log.add(entry(0))

@@ -6,6 +6,7 @@ import itk
 import numpy as np
 import pytest
 
+from monailabel_app.demo.sample_dicom import MR_GEOMETRY, mr_series
 from monailabel_app.demo.sample_studies import (
     CT_DIRECTION,
     CT_ORIGIN,
@@ -16,7 +17,6 @@ from monailabel_app.demo.sample_studies import (
     write_png,
 )
 from monailabel_app.imaging.medical_image import InvalidImageError, read_medical_image, write_label
-from tests.dicom_series import MR_GEOMETRY, mr_series
 
 
 def test_volume_geometry_survives_a_label_round_trip(tmp_path):

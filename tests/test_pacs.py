@@ -21,9 +21,10 @@ from pydicom import dcmread
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
 from lib.pacs.dicomweb import PacsSettings, pacs_client
 from monailabel_app.data.datastore_samples import datastore_samples
+from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
 from monailabel_app.demo.sample_studies import write_png, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.dicom_series import ct_series, missing_slice_series, mixed_orientation_series, mr_series, xray_series
+from tests.broken_series import missing_slice_series, mixed_orientation_series
 from tests.monailabel_server import MonaiLabelServer, free_port
 from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
 from tests.pacs_proxy import PacsProxy
@@ -150,6 +151,14 @@ def test_modality_filter_is_configurable(orthanc, series, tmp_path):
     assert datastore.list_images() == [series["mr"].series_uid]
 
 
+def slicer_infer(server, series_uid, tmp_path, question=QUESTION):
+    """3D Slicer's request for the same series: no `restore_label_idx`, the label in the volume's own order."""
+    client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
+    params = {"question": question, "result_extension": ".nrrd", "result_dtype": "uint8"}
+    label_file, _ = client.infer("implicit_query", series_uid, params)
+    return read_medical_image(label_file)
+
+
 @pytest.mark.parametrize("name", ["ct", "mr", "dx", "cr"])
 def test_ohif_infer_by_series_uid_gives_a_label_on_the_series_geometry(server, series, name, tmp_path):
     one = series[name]
@@ -162,8 +171,14 @@ def test_ohif_infer_by_series_uid_gives_a_label_on_the_series_geometry(server, s
         return
     assert label.array.shape == (geometry.slices, geometry.rows, geometry.columns)
     assert np.allclose(label.geometry()["spacing"], geometry.itk_spacing(), atol=1e-5)
-    assert np.allclose(label.geometry()["origin"], geometry.position(0), atol=1e-4)
-    assert np.allclose(label.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
+    # OHIF's slice order (lib/server/viewer_slice_order.py): stored from the last slice, and the geometry says so
+    assert np.allclose(label.geometry()["origin"], geometry.position(geometry.slices - 1), atol=1e-4)
+    flipped = geometry.itk_direction() * np.array([1.0, 1.0, -1.0])
+    assert np.allclose(label.geometry()["direction"], flipped, atol=1e-6)
+    slicer = slicer_infer(server, one.series_uid, tmp_path / "slicer")  # the same answer in the volume's order
+    assert np.allclose(slicer.geometry()["origin"], geometry.position(0), atol=1e-4)
+    assert np.allclose(slicer.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
+    assert np.array_equal(label.array[::-1], slicer.array)
 
 
 @pytest.fixture(scope="module")
@@ -171,14 +186,14 @@ def saved_ct_label(server, series, tmp_path_factory):
     """Infer on the CT, correct the mask as a radiologist would (erase a corner, add a blob), save it as final."""
     ct = series["ct"]
     response = ohif_infer(server, ct.series_uid)
-    label = label_of(response, tmp_path_factory.mktemp("labels"), "ct").array.copy()
+    label = label_of(response, tmp_path_factory.mktemp("labels"), "ct").array[::-1].copy()  # the volume's order
     k = int(np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))[0])
     rows, columns = np.nonzero(label[k])
     label[k, rows.min() : rows.min() + 3, columns.min() : columns.min() + 3] = 0
     label[k, 2:6, 2:8] = 1
     params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
     params.update(slice=k, window="soft_tissue")
-    saved = ohif_save(server, ct.series_uid, label, params)
+    saved = ohif_save(server, ct.series_uid, label[::-1], params)  # OHIF sends its own slice order
     assert saved.status_code == 200, saved.text
     return label, k
 
@@ -222,7 +237,8 @@ def test_the_answer_is_archived_as_a_structured_report_beside_the_seg(server, or
     (report,) = reports_referencing(orthanc, seg)
     answer_id = json.loads(seg.ImageComments)["answer_id"]  # the answer the saved label records
     answer = requests.get(f"{server.url}/answers/{answer_id}", timeout=30).json()
-    assert answer["image_id"] == ct.series_uid
+    assert answer["image_id"] == ct.series_uid and answer["slice"] == k
+    assert answer["instance_number"] == k + 1  # the sample CT numbers its instances along the slice normal
     assert report.Modality == "SR" and report.StudyInstanceUID == ct.study_uid
     texts = {str(i.ConceptNameCodeSequence[0].CodeMeaning): str(i.TextValue) for i in report.ContentSequence[:-2]}
     assert texts["Question"] == QUESTION and texts["Reasoning"] == answer["reasoning"]
@@ -268,7 +284,7 @@ def test_radiograph_label_round_trips_through_the_pacs(server, orthanc, series, 
 def test_slicer_save_records_the_last_question_asked(server, orthanc, series, tmp_path):
     """Slicer's "Submit Label" sends only label_info: the SEG gets the question last answered on that series."""
     mr, question = series["mr"], "Which finding would explain the patient's focal weakness?"
-    label = label_of(ohif_infer(server, mr.series_uid, question), tmp_path, "mr")
+    label = slicer_infer(server, mr.series_uid, tmp_path, question)
     MONAILabelClient(server.url).save_label(mr.series_uid, label.path, params={"label_info": [{"name": "target"}]})
     (seg,) = segs_referencing(orthanc, mr.series_uid)
     provenance = json.loads(seg.ImageComments)

@@ -79,6 +79,7 @@ class ImplicitQueryInfer(InferTask):
         if notice:
             result["notice"] = notice
         result["label_names"] = {segment_name(result): 1}
+        result["instance_number"] = _instance_number(req.get("instance_numbers"), grounded.slice_index)
         result["answered_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         result["answer_id"] = self._keep_for_audit(request, grounded, result, time.perf_counter() - started)
         return label_path, result
@@ -94,6 +95,7 @@ class ImplicitQueryInfer(InferTask):
             "reason": result.get("reason"),
             "mask_pixels": result.get("mask_pixels"),
             "num_slices": grounded.image.num_slices if grounded.image.is_volume else None,
+            "instance_number": result.get("instance_number"),
             "latency_s": round(took, 3),
             "notice": result.get("notice"),
         }
@@ -105,6 +107,14 @@ class ImplicitQueryInfer(InferTask):
         except OSError as error:
             logger.error(f"The answer could not be kept in the answer log: {error}")
             return None
+
+
+def _instance_number(numbers: Any, slice_index: Optional[int]) -> Optional[int]:
+    """The DICOM InstanceNumber of the answered slice of a PACS series (the server's own list, never a client's:
+    `instance_numbers` is among the keys a request can't set)."""
+    if slice_index is None or not isinstance(numbers, list) or not 0 <= slice_index < len(numbers):
+        return None
+    return numbers[slice_index]
 
 
 def segment_name(result: Dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ import tempfile
 import threading
 from typing import Any, Dict, List, Mapping, Optional
 
-import numpy as np
+import pydicom
 import SimpleITK
 from cachetools import TTLCache, cached
 from dicomweb_client import DICOMwebClient
@@ -50,7 +50,7 @@ from lib.pacs.dicom_seg import (
     seg_to_label,
     segment_names,
 )
-from lib.pacs.dicom_sr import reasoning_report
+from lib.pacs.dicom_sr import reasoning_report, volume_order
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
 from monailabel_app.grounding.records import LAST_QUERY_KEY
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
@@ -84,6 +84,7 @@ class PacsDatastore(DICOMWebDatastore):
         # MONAI Label's one-query filter is unused: list_images asks for each modality.
         super().__init__(client, {"Modality": pacs.modalities[0]}, cache_path, fetch_by_frame=False)
         self._download_lock = threading.Lock()  # two viewers opening one series download it once
+        self._instance_numbers: Dict[str, List[Optional[int]]] = {}  # per series: a UID names fixed content
         self.pacs = pacs
         self.pacs_url = client.base_url
         self.app_version = app_version
@@ -201,9 +202,6 @@ class PacsDatastore(DICOMWebDatastore):
             raise HTTPException(404, f"No series {image_id!r} in the PACS")
         temporary: List[str] = []
         try:
-            if label_filename.endswith(".bin"):  # OHIF's raw labelmap
-                label_filename = _raw_label_on_grid(label_filename, image_uri)
-                temporary.append(label_filename)
             _check_same_grid(label_filename, image_uri)
             asked = self.get_image_info(image_id).get(LAST_QUERY_KEY) or {}  # Slicer and OHIF send no question
             if label_info.get("question") not in (None, "", asked.get("question")):
@@ -234,6 +232,28 @@ class PacsDatastore(DICOMWebDatastore):
             for path in temporary:
                 if os.path.exists(path):
                     os.unlink(path)
+
+    def instance_numbers(self, image_id: str) -> Optional[List[Optional[int]]]:
+        """The DICOM InstanceNumber of each slice of the series' volume, in the volume's order (what a viewer's
+        "I:" shows), for naming the slice an answer is on; None when the series isn't here."""
+        if not UID.match(image_id or ""):
+            return None
+        with self._download_lock:
+            known = self._instance_numbers.get(image_id)
+        if known is not None:
+            return known
+        image_dir = os.path.join(self._datastore.image_path(), image_id)
+        if not os.path.isdir(image_dir):
+            return None
+        headers = [
+            pydicom.dcmread(os.path.join(image_dir, name), stop_before_pixels=True) for name in os.listdir(image_dir)
+        ]
+        numbers = [
+            int(ds.InstanceNumber) if ds.get("InstanceNumber") is not None else None for ds in volume_order(headers)
+        ]
+        with self._download_lock:
+            self._instance_numbers[image_id] = numbers
+        return numbers
 
     def _write_report(self, seg_file: str, image_dir: str, provenance: Mapping[str, Any]) -> str:
         report = reasoning_report(seg_file, image_dir, provenance, provenance.get("app") or "MedReasoner")
@@ -292,16 +312,3 @@ def _check_same_grid(label_file: str, image_file: str) -> None:
         sizes.append(tuple(reader.GetSize()))
     if sizes[0] != sizes[1]:
         raise HTTPException(422, f"The label's size {sizes[0]} differs from the series' {sizes[1]}: not its label")
-
-
-def _raw_label_on_grid(raw_file: str, image_file: str) -> str:
-    """OHIF sends the labelmap as raw uint8 voxels, x fastest; MONAI Label's converter fails on 2D images."""
-    image = SimpleITK.ReadImage(image_file)
-    voxels = np.fromfile(raw_file, dtype=np.uint8)
-    if voxels.size != int(np.prod(image.GetSize())):
-        raise HTTPException(422, f"The raw label has {voxels.size} voxels; the series has {image.GetSize()}")
-    label = SimpleITK.GetImageFromArray(voxels.reshape(image.GetSize()[::-1]))
-    label.CopyInformation(image)
-    path = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
-    SimpleITK.WriteImage(label, path, True)
-    return path

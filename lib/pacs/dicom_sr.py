@@ -102,9 +102,14 @@ def key_instance(sources: Sequence[Dataset], slice_index: Any) -> Dataset:
     position along the slice normal); the only instance for a radiograph."""
     if len(sources) == 1 or slice_index is None:
         return sources[len(sources) // 2]
-    ordered = sorted(sources, key=_position_along_normal)
+    ordered = volume_order(sources)
     index = int(slice_index)
     return ordered[index] if 0 <= index < len(ordered) else ordered[len(ordered) // 2]
+
+
+def volume_order(sources: Sequence[Dataset]) -> List[Dataset]:
+    """The instances in the order of the volume's slices (by position along the slice normal, as ITK stacks them)."""
+    return sorted(sources, key=_position_along_normal)
 
 
 def _position_along_normal(ds: Dataset) -> float:

@@ -4,8 +4,9 @@ the answer drawn on it. The answers page and OHIF's answer panel read it; nothin
 
 One folder (`--conf answers_dir`, default `<model_dir>/answers`): `<id>.json` and `<id>.png` per answer, each written
 whole (temporary file + rename). Ids are the UTC time to the microsecond (made strictly increasing) and a random part
-(`20261203T101500123456-1a2b3c4d`), so names sort by time and a request can't name anything else. The newest `keep` answers are kept (`--conf answers_keep`, 500); older
-ones are removed as new ones come. A small index of the entries lives in memory, filled from the folder at start.
+(`20261203T101500123456-1a2b3c4d`), so names sort by time and a request can't name anything else. The newest `keep`
+answers are kept (`--conf answers_keep`, 500); older ones are removed as new ones come. A small index of the entries
+lives in memory, filled from the folder at start.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ What differs from MONAI Label's own route:
 - `params` must be one JSON object; `output` is `all` (default), `image` or `json` (`dicom_seg`: 422);
 - the inference runs in a worker thread under admission control, so other clients are served meanwhile;
 - the upload and the result live in the request's scratch folder, removed once the response is sent or on any error;
-- `save_label` stores the result under a gated `label_tag` (never `final`: final labels come from a person).
+- `save_label` stores the result under a gated `label_tag` (never `final`: final labels come from a person);
+- OHIF's requests get the label in OHIF's slice order, with the geometry that says so (`viewer_slice_order.py`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lib.server.identifiers import check_id, check_session_id, check_tag
 from lib.server.provenance import saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.uploads import IMAGE_SUFFIXES, parse_params, save_upload
+from lib.server.viewer_slice_order import store_in_viewer_order, wants_viewer_order
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.grounding.settings import parse_bool
 
@@ -54,6 +56,8 @@ REQUEST_KEYS = frozenset(
         "save_label",
         "label_tag",
         "saved_by",
+        "study_uid",
+        "instance_numbers",
     }
 )
 RESULT_NAME = "label"
@@ -97,6 +101,8 @@ def infer_router(context: ServerContext) -> APIRouter:
                 label_file = _into(scratch, result.get("file"))
                 if label_file is None and result.get("label"):  # saved in the datastore: send that file back
                     label_file = _into(scratch, app.datastore().get_label_uri(result["label"], save_as), copy=True)
+                if label_file is not None and wants_viewer_order(options, output):
+                    await run_in_threadpool(store_in_viewer_order, str(label_file))
                 return _respond(answer, label_file, output, scratch)
             except BaseException:
                 remove_scratch(scratch)

@@ -30,7 +30,9 @@
   function sliceLabel(answer) {
     if (answer.slice === undefined || answer.slice === null) return "2D picture";
     const of = answer.num_slices ? " of " + answer.num_slices : "";
-    return "slice " + (answer.slice + 1) + of + " (index " + answer.slice + ")";
+    const instance = answer.instance_number === undefined || answer.instance_number === null
+      ? "" : ", DICOM instance number " + answer.instance_number;
+    return "slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + ")";
   }
 
   function card(answer) {

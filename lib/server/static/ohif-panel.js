@@ -42,7 +42,9 @@
   function sliceText(answer) {
     if (answer.slice === undefined || answer.slice === null) return "On the picture (2D).";
     const of = answer.num_slices ? " of " + answer.num_slices : "";
-    return "Mask on slice " + (answer.slice + 1) + of + " (index " + answer.slice + "); scroll there if the view opened on another.";
+    const instance = answer.instance_number === undefined || answer.instance_number === null
+      ? "" : ", DICOM instance number " + answer.instance_number;
+    return "Mask on slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + "); scroll there if the view opened on another.";
   }
 
   function show(answer) {

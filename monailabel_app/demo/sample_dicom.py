@@ -1,5 +1,5 @@
-"""DICOM series made in code (pydicom) with known geometry: a CT and an MR volume, a 2D DX/CR radiograph, and broken
-series (a missing slice, mixed orientation) for the error paths. No patient data.
+"""DICOM series made in code (pydicom) with known geometry: a CT and an MR volume, a 2D DX/CR radiograph. No patient
+data. The default start loads them into its local PACS (`local_pacs.py`); the PACS tests use them (and break them).
 
 Geometry is written the DICOM way (ImagePositionPatient per slice, ImageOrientationPatient, PixelSpacing as
 [between rows, between columns]) and also given ITK's way (origin, spacing x/y/z, direction columns) so a test can
@@ -9,7 +9,7 @@ check what the server made of it. The MR is sagittal so orientation bugs show; s
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Sequence
 
@@ -166,24 +166,8 @@ def xray_series(folder: Path, modality: str = "DX") -> Series:
     return series
 
 
-def missing_slice_series(folder: Path) -> Series:
-    """A CT series whose middle slice never reached the PACS."""
-    series = ct_series(folder)
-    gone = next(p for p in series.files if p.name == f"CT_{CT_GEOMETRY.slices // 2:03d}.dcm")
-    series.files.remove(gone)
-    gone.unlink()
-    return series
-
-
-def mixed_orientation_series(folder: Path) -> Series:
-    """A CT series in which one slice is tilted: no single grid can hold it."""
-    tilted = replace(CT_GEOMETRY, column_cosine=(0.0, 0.9848078, 0.1736482))
-    series = Series("CT", generate_uid(), generate_uid(), CT_GEOMETRY, ct_volume())
-    return _write_volume(series, Path(folder), signed=True, orientation_of=lambda k, g: tilted if k == 4 else g)
-
-
 def main() -> None:
-    """`python -m tests.dicom_series DIR`: a CT, an MR and a DX series to try a PACS with (see docs/pacs.md)."""
+    """`python -m monailabel_app.demo.sample_dicom DIR`: a CT, an MR and a DX series to try a PACS with."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,0 +1,72 @@
+"""Test support: `bash scripts/start.sh` exactly as the README's newcomer runs it (no STUDIES, no arguments: the demo
+with the local PACS), on free ports and with the local PACS's storage in a test folder; stopped with SIGTERM, as an
+admin's Ctrl-C or service manager would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+from tests.monailabel_server import APP_DIR, free_port
+
+
+class DefaultStart:
+    def __init__(self, work_dir: Path):
+        self.work_dir = Path(work_dir)
+        self.port, self.orthanc_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_port}/dicom-web"
+        self.log_path = self.work_dir / "start.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 300) -> "DefaultStart":
+        env = {k: v for k, v in os.environ.items() if k not in ("STUDIES", "HOST")}
+        env.update(PORT=str(self.port), ORTHANC_PORT=str(self.orthanc_port), PACS_DIR=str(self.work_dir / "pacs"))
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(
+            ["bash", str(APP_DIR / "scripts" / "start.sh")],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=APP_DIR,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"scripts/start.sh exited with {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise TimeoutError(f"scripts/start.sh did not serve /info/ within {timeout_s}s:\n{self.log_tail()}")
+
+    def series(self, modality: str) -> list[dict]:
+        """QIDO-RS on the local PACS: the series the start loaded."""
+        response = requests.get(f"{self.dicomweb_url}/series", params={"Modality": modality}, timeout=30)
+        response.raise_for_status()
+        return response.json() if response.content else []
+
+    def stop(self) -> None:
+        """SIGTERM to the script only (it stops the server and then Orthanc); the whole group if it hangs."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_tail(self, lines: int = 60) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
