@@ -10,13 +10,17 @@ one 3D Slicer's module bundles), with a folder datastore:
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from monailabel.client import MONAILabelClient
 from PIL import Image
 
+from lib.server.routes.viewer import OHIF_DIR, viewer_router
 from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
 from tests.monailabel_server import MonaiLabelServer
 
@@ -114,3 +118,15 @@ def test_bad_answer_requests_are_refused(server, path, params, status):
     response = requests.get(f"{server.url}{path}", params=params, timeout=30)
     assert response.status_code == status, response.text
     assert requests.get(f"{server.url}/answers/list", params={"limit": 1}, timeout=30).status_code == 200
+
+
+def test_ohif_gets_the_answer_panel_unless_the_admin_turns_it_off(server):
+    served = requests.get(f"{server.url}/ohif/app-config.js", timeout=30)
+    assert served.status_code == 200 and "/answers/static/ohif-panel.js" in served.text
+    original = Path(OHIF_DIR, "app-config.js").read_text(encoding="utf-8")
+    assert served.text.startswith(original)  # OHIF's own configuration, unchanged, then the loader
+    app = FastAPI()
+    app.include_router(viewer_router(None, 30.0, answer_panel=False))  # --conf ohif_answer_panel false
+    assert TestClient(app).get("/ohif/app-config.js").text == original
+    panel = requests.get(f"{server.url}/answers/static/ohif-panel.js", timeout=30)
+    assert panel.status_code == 200 and "textContent" in panel.text and "innerHTML" not in panel.text

@@ -85,7 +85,9 @@ def test_info_lists_both_views_with_a_question_text_field(server):
 def test_slicer_volume_request_returns_label_on_the_input_geometry(server, studies, tmp_path):
     label_file, result = slicer_infer(server, "implicit_query", CT_ID, {"question": QUESTION})
     assert result["status"] == "ok", result
-    assert result["slice"] == CT_SHAPE[0] // 2 and result["label_names"] == {f"Answer: {QUESTION}": 1}
+    assert result["slice"] == CT_SHAPE[0] // 2
+    ((name, value),) = result["label_names"].items()  # Slicer's segment name: the answer in a few words
+    assert value == 1 and name.startswith(f"Answer: {QUESTION[:70]}") and len(name) <= 90
     assert result["reasoning"] and result["raw_text"].startswith("<think>")
     assert len(result["box_ijk"]) == 2 and all(p[2] == result["slice"] for p in result["points_ijk"])
     assert "untrained" in result["notice"]

@@ -57,7 +57,7 @@ class AnswerLog:
             self._loaded()  # the index of what was there before this entry
             self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
             answer_id = answer_id_at(self._last_us)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # clinical text: the server's user only
         record = {**entry, "answer_id": answer_id, "picture": None}
         if picture_png is not None:
             partial = self.folder / f".{answer_id}.png.partial"
