@@ -18,10 +18,12 @@ import requests
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
 from PIL import Image
 
 from lib.server.routes.viewer import OHIF_DIR, viewer_router
 from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
+from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
@@ -130,3 +132,22 @@ def test_ohif_gets_the_answer_panel_unless_the_admin_turns_it_off(server):
     assert TestClient(app).get("/ohif/app-config.js").text == original
     panel = requests.get(f"{server.url}/answers/static/ohif-panel.js", timeout=30)
     assert panel.status_code == 200 and "textContent" in panel.text and "innerHTML" not in panel.text
+
+
+def test_slicer_scope_volume_carries_the_answer_through_the_lesion(server, tmp_path):
+    client = slicer_client(server, tmp_path)
+    label_file, result = slicer_segmentation(client, CT_ID, QUESTION, scope="volume", window="soft_tissue")
+    carried = result["propagation"]
+    label = read_medical_image(label_file)
+    source = read_medical_image(str(server.studies / f"{CT_ID}.nii.gz"))
+    assert label.array.shape == source.array.shape
+    for key in ("spacing", "origin", "direction"):
+        assert np.allclose(label.geometry()[key], source.geometry()[key])
+    filled = np.flatnonzero(label.array.reshape(label.array.shape[0], -1).any(axis=1)).tolist()
+    assert filled == list(range(carried["slice_range"][0], carried["slice_range"][1] + 1))
+    assert len(filled) > 1 and carried["key_slice"] == result["slice"] and carried["seconds_per_slice"] > 0
+    assert set(carried["stopped"]) == {"up", "down"}
+    (entry,) = requests.get(f"{server.url}/answers/list", params={"limit": 1}, timeout=30).json()["answers"]
+    assert entry["propagation"] == carried
+    with pytest.raises(MONAILabelClientException, match="scope"):
+        slicer_segmentation(client, CT_ID, QUESTION, scope="everywhere")

@@ -85,9 +85,10 @@ def server(proxy, cache_dir, format_tuned_reasoner_dir, tmp_path_factory):
     running.stop()
 
 
-def ohif_infer(server, series_uid, question=QUESTION):
+def ohif_infer(server, series_uid, question=QUESTION, **options):
     """OHIF's MONAI Label panel: the SeriesInstanceUID as image id, its result format, the options it changed."""
     params = {"question": question, "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
+    params.update(options)
     params["restore_label_idx"] = False
     return requests.post(
         f"{server.url}/infer/implicit_query",
@@ -179,6 +180,17 @@ def test_ohif_infer_by_series_uid_gives_a_label_on_the_series_geometry(server, s
     assert np.allclose(slicer.geometry()["origin"], geometry.position(0), atol=1e-4)
     assert np.allclose(slicer.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
     assert np.array_equal(label.array[::-1], slicer.array)
+
+
+def test_ohif_scope_volume_gives_a_3d_label_on_the_series_geometry(server, series, tmp_path):
+    ct = series["ct"]
+    label = label_of(ohif_infer(server, ct.series_uid, scope="volume", window="soft_tissue"), tmp_path, "ct3d")
+    assert np.allclose(label.geometry()["origin"], ct.geometry.position(ct.geometry.slices - 1), atol=1e-4)
+    volume_order = label.array[::-1]
+    filled = np.flatnonzero(volume_order.reshape(volume_order.shape[0], -1).any(axis=1)).tolist()
+    answer = requests.get(f"{server.url}/answers/list", params={"image": ct.series_uid, "limit": 1}, timeout=30)
+    carried = answer.json()["answers"][0]["propagation"]
+    assert len(filled) > 1 and filled == list(range(carried["slice_range"][0], carried["slice_range"][1] + 1))
 
 
 @pytest.fixture(scope="module")

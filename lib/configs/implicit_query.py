@@ -62,8 +62,8 @@ class ImplicitQuery(TaskConfig):
                 self.answer_log,
                 InferType.SEGMENTATION,
                 3,
-                what + " Volumes: the slice option (-1 = middle).",
-                {**options, "slice": -1},
+                what + " Volumes: the slice option (-1 = middle); scope volume carries the answer through the volume.",
+                {**options, "slice": -1, "scope": ["slice", "volume"]},
             ),
             f"{self.name}_slice": ImplicitQueryInfer(
                 self.service,

@@ -1,6 +1,6 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
-Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `window`,
+Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `scope`, `window`,
 `think`, `confidence_samples`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy
 (`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a RequestError, a
 model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
@@ -60,8 +60,15 @@ class ImplicitQueryInfer(InferTask):
         extension, dtype, compress = _result_format(req)
         think = _flag("think", req["think"]) if "think" in req else None
         samples = _confidence_samples(req.get("confidence_samples"))
+        scope = str(req.get("scope") or "slice")[:40]
         grounded = self.service.ground_file(
-            req.get("image"), req.get("question"), req.get("slice"), str(req.get("window") or "auto"), think, samples
+            req.get("image"),
+            req.get("question"),
+            req.get("slice"),
+            str(req.get("window") or "auto"),
+            think,
+            samples,
+            scope,
         )
         if extension == ".png" and grounded.label.ndim == 3:
             raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
@@ -95,6 +102,7 @@ class ImplicitQueryInfer(InferTask):
             "reason": result.get("reason"),
             "mask_pixels": result.get("mask_pixels"),
             "num_slices": grounded.image.num_slices if grounded.image.is_volume else None,
+            "propagation": result.get("propagation"),
             "instance_number": result.get("instance_number"),
             "latency_s": round(took, 3),
             "notice": result.get("notice"),

@@ -10,12 +10,14 @@ import numpy as np
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.pipeline import GroundingPipeline, GroundingResult
+from monailabel_app.grounding.propagation import Propagation, propagate
 from monailabel_app.imaging.medical_image import MedicalImage
 from monailabel_app.imaging.windowing import to_display_rgb
 from monailabel_app.reasoning.prompt import validate_question
 
 LABEL_VALUE = 1
 MIDDLE_SLICE = -1  # the `slice` option's default: Slicer and OHIF show it as -1
+SCOPES = ("slice", "volume")  # the answer's slice only, or carried through the volume from it (`propagation.py`)
 
 
 class InvalidSliceError(RequestError):
@@ -29,6 +31,7 @@ class GroundedImage:
     label: np.ndarray  # uint8, the image's grid: (H, W) or (Z, Y, X); only the grounded slice is filled
     slice_index: Optional[int]  # k of the slice used, None for 2D images
     picture: Optional[np.ndarray] = None  # (H, W, 3) uint8: the windowed slice the model saw (the answers page's)
+    propagation: Optional[Propagation] = None  # scope volume: the slices the answer was carried to
 
     def to_json(self) -> dict:
         """The result, plus voxel indices (i, j, k) for volumes so a viewer can place box and points in 3D."""
@@ -38,6 +41,8 @@ class GroundedImage:
             x1, y1, x2, y2 = data["box"]
             data["box_ijk"] = [[x1, y1, self.slice_index], [x2, y2, self.slice_index]]
             data["points_ijk"] = [[x, y, self.slice_index] for x, y in data["points"]]
+        if self.propagation is not None:
+            data["propagation"] = self.propagation.to_json(self.slice_index)
         return data
 
 
@@ -72,19 +77,38 @@ def ground_image(
     think: Optional[bool] = None,
     confidence_samples: int = 0,
     confidence_temperature: float = 1.0,
+    scope: str = "slice",
 ) -> GroundedImage:
     """`pipeline` is called only once the question, slice and window are known to be usable: a bad request is
-    refused at once, without waiting for (or failing on) the models."""
+    refused at once, without waiting for (or failing on) the models. `scope` volume carries a volume's answer through
+    the volume from its slice; on a 2D picture it is the picture."""
     question = validate_question(question)
+    if scope not in SCOPES:
+        raise RequestError(f"scope must be one of {', '.join(SCOPES)}, got {str(scope)[:40]!r}")
     if image.is_volume:
         k = resolve_slice(image.num_slices, slice_index)
         pixels = image.array[k]
     else:
         k, pixels = None, image.array
     picture = to_display_rgb(pixels, window)
-    result = pipeline().ground(picture, question, think, confidence_samples, confidence_temperature)
+    grounder = pipeline()
+    result = grounder.ground(picture, question, think, confidence_samples, confidence_temperature)
     grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
     label = np.zeros(grid_shape, dtype=np.uint8)
-    if result.mask is not None:
+    carried = None
+    if scope == "volume" and k is not None and result.mask is not None and result.mask.any():
+        carried = propagate(
+            grounder.segmenter,
+            lambda z: to_display_rgb(image.array[z], window),
+            image.num_slices,
+            k,
+            result.mask,
+            result.mask_logits,
+        )
+        for z, mask in carried.masks.items():
+            label[z][mask] = LABEL_VALUE
+    elif result.mask is not None:
         (label[k] if k is not None else label)[result.mask] = LABEL_VALUE
-    return GroundedImage(result=result, image=image, label=label, slice_index=k, picture=picture)
+    if scope == "volume" and k is None:
+        result.warnings.append("scope volume applies to volumes; this is one picture")
+    return GroundedImage(result=result, image=image, label=label, slice_index=k, picture=picture, propagation=carried)

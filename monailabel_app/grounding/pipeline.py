@@ -37,6 +37,7 @@ class GroundingResult:
     points: Optional[list[tuple[float, float]]] = None
     mask: Optional[np.ndarray] = None
     mask_score: Optional[float] = None
+    mask_logits: Optional[np.ndarray] = None  # the segmenter's low-resolution logits of `mask` (a next prompt's input)
     embedding_cached: Optional[bool] = None  # True when the segmenter reused this picture's image embedding
     reason: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
@@ -123,6 +124,7 @@ class GroundingPipeline:
             segmented = self.segmenter.segment(image, box=result.box, points=result.points)
             result.mask = segmented.mask.astype(bool)
             result.mask_score = float(segmented.score)
+            result.mask_logits = segmented.low_res_logits
             result.embedding_cached = segmented.cache_hit
             result.status = STATUS_OK
             latencies.update(segmenter_encode=segmented.encode_s, segmenter_decode=segmented.decode_s)

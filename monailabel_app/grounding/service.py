@@ -120,8 +120,9 @@ class GroundingService:
         window: str = "auto",
         think: Optional[bool] = None,
         confidence_samples: Optional[int] = None,
+        scope: str = "slice",
     ) -> GroundedImage:
-        """`confidence_samples` None: the server's (`default_confidence_samples`)."""
+        """`confidence_samples` None: the server's (`default_confidence_samples`); `scope`: `slice` or `volume`."""
         samples = self.default_confidence_samples() if confidence_samples is None else confidence_samples
         if confidence_samples is not None and samples > self.settings.confidence_max_samples:
             raise RequestError(
@@ -130,7 +131,15 @@ class GroundingService:
             )
         image = read_medical_image(path, self.image_limits)
         return ground_image(
-            self.pipeline, image, question, slice_index, window, think, samples, self.settings.confidence_temperature
+            self.pipeline,
+            image,
+            question,
+            slice_index,
+            window,
+            think,
+            samples,
+            self.settings.confidence_temperature,
+            scope,
         )
 
     def default_confidence_samples(self) -> int:

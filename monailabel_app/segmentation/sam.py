@@ -27,7 +27,8 @@ def image_cache_key(image: np.ndarray) -> tuple:
 
 
 class SamSegmenter:
-    """Box plus all points as positive, multimask output, keep the best-scored mask (the paper's prompt recipe).
+    """Box plus all points as positive, multimask output, keep the best-scored mask (the paper's prompt recipe);
+    point labels and an earlier mask's logits for propagation and corrections.
 
     One predictor per cached image holds that image's embedding, so a second question on the same slice only runs
     the light prompt encoder and mask decoder. A lock serialises requests: the predictor state is not thread-safe.
@@ -50,17 +51,27 @@ class SamSegmenter:
         image: np.ndarray,
         box: Optional[Sequence[float]] = None,
         points: Optional[Sequence[Sequence[float]]] = None,
+        labels: Optional[Sequence[int]] = None,
+        mask_logits: Optional[np.ndarray] = None,
     ) -> SegmentOutput:
+        """With `mask_logits` SAM is asked for one mask (its recommendation when a mask prompt is given); without,
+        for three, and the best-scored one is kept."""
         check_rgb_uint8(image)
         box_array, point_array = prompt_arrays(box, points)
+        point_labels = None
+        if point_array is not None:
+            point_labels = np.ones(len(point_array), dtype=np.int64) if labels is None else np.asarray(labels, np.int64)
+            if point_labels.shape != (len(point_array),):
+                raise ValueError(f"{len(point_array)} points but {point_labels.size} labels")
         with self._lock:
             predictor, encode_s, cache_hit = self._predictor_for(image)
             decode_start = time.perf_counter()
-            masks, scores, _ = predictor.predict(
+            masks, scores, logits = predictor.predict(
                 point_coords=point_array,
-                point_labels=None if point_array is None else np.ones(len(point_array), dtype=np.int64),
+                point_labels=point_labels,
                 box=box_array,
-                multimask_output=True,
+                mask_input=None if mask_logits is None else _one_mask(mask_logits),
+                multimask_output=mask_logits is None,
             )
             decode_s = time.perf_counter() - decode_start
         best = int(np.argmax(scores))
@@ -70,6 +81,7 @@ class SamSegmenter:
             encode_s=encode_s,
             decode_s=decode_s,
             cache_hit=cache_hit,
+            low_res_logits=np.asarray(logits[best : best + 1], dtype=np.float32),
         )
 
     def _predictor_for(self, image: np.ndarray) -> tuple[Any, float, bool]:
@@ -88,6 +100,12 @@ class SamSegmenter:
         while len(self._predictors) > self.cache_size:
             self._predictors.popitem(last=False)
         return predictor, encode_s, False
+
+
+def _one_mask(logits: np.ndarray) -> np.ndarray:
+    """(1, h, w): the predictors' low-resolution mask size (256 for SAM and LiteMedSAM, image_size / 4 for SAM2)."""
+    array = np.asarray(logits, dtype=np.float32)
+    return array[None] if array.ndim == 2 else array.reshape(1, *array.shape[-2:])
 
 
 def check_rgb_uint8(image: np.ndarray) -> None:

@@ -1,4 +1,6 @@
-"""The segmenter contract: frozen promptable segmentation from a box and positive points (original pixel frame)."""
+"""The segmenter contract: frozen promptable segmentation from a box and points (original pixel frame), optionally
+with point labels (1 foreground, 0 background) and the low-resolution mask logits of an earlier prediction (a
+neighbouring slice's, when an answer is propagated through a volume)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,12 @@ class SegmentOutput:
     encode_s: float = 0.0  # 0.0 when the image embedding came from the cache
     decode_s: float = 0.0
     cache_hit: bool = False
+    low_res_logits: Optional[np.ndarray] = None  # (1, h, w) float32: the kept mask's logits, for a next prompt
 
 
 class Segmenter(Protocol):
-    """Box (x1, y1, x2, y2) and/or positive points [(x, y), ...], all in pixels of `image` (RGB uint8, H x W x 3)."""
+    """Box (x1, y1, x2, y2) and/or points [(x, y), ...], all in pixels of `image` (RGB uint8, H x W x 3); points are
+    positive unless `labels` says otherwise; `mask_logits` is an earlier `low_res_logits`."""
 
     name: str
     encoder_calls: int  # how many times the image encoder really ran (cache misses)
@@ -28,4 +32,6 @@ class Segmenter(Protocol):
         image: np.ndarray,
         box: Optional[Sequence[float]] = None,
         points: Optional[Sequence[Sequence[float]]] = None,
+        labels: Optional[Sequence[int]] = None,
+        mask_logits: Optional[np.ndarray] = None,
     ) -> SegmentOutput: ...

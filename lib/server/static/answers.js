@@ -52,6 +52,11 @@
     const facts = el("dl");
     row(facts, "Image", answer.image_id || "uploaded file");
     row(facts, "Where", sliceLabel(answer));
+    if (answer.propagation) {
+      const p = answer.propagation;
+      row(facts, "Carried", "slices " + p.slice_range[0] + " to " + p.slice_range[1] + " (index), stopped: " +
+        JSON.stringify(p.stopped) + ", " + p.seconds_per_slice + " s per slice");
+    }
     row(facts, "Window", answer.window);
     row(facts, "Box", answer.box ? JSON.stringify(answer.box) : "none");
     row(facts, "Points", answer.points ? JSON.stringify(answer.points) : "none");

@@ -44,7 +44,12 @@
     const of = answer.num_slices ? " of " + answer.num_slices : "";
     const instance = answer.instance_number === undefined || answer.instance_number === null
       ? "" : ", DICOM instance number " + answer.instance_number;
-    return "Mask on slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + "); scroll there if the view opened on another.";
+    const where = "Mask on slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + ")";
+    const carried = answer.propagation;
+    if (carried) {
+      return where + ", carried through slices " + (carried.slice_range[0] + 1) + " to " + (carried.slice_range[1] + 1) + ".";
+    }
+    return where + "; scroll there if the view opened on another.";
   }
 
   function show(answer) {
