@@ -184,8 +184,9 @@ class MedReasonerApp(MONAILabelApp):
             if not uri:
                 raise NotFoundError(f"No image with id {image_id!r} in the datastore")
             request = {**request, "image": uri}
+        request = {**request, "study_uid": None, "instance_numbers": None}  # the server's to say, never a request's
         if image_id:  # the answer log files answers by study too (OHIF's panel shows the open study's)
-            request = {**request, "study_uid": _study_of(store, image_id)}
+            request["study_uid"] = _study_of(store, image_id)
             if hasattr(store, "instance_numbers"):  # a PACS series: name the slice as the viewer does
                 request["instance_numbers"] = store.instance_numbers(image_id)
         result = super().infer({**request, "save_label": False}, datastore)  # saved below, under the id
@@ -289,7 +290,8 @@ def saved_answer_summary(image_id: str, info: dict) -> dict:
         return {}
     keys = ("question", "status", "reasoning", "box", "points", "slice", "window", "reasoner", "answered_at")
     summary = {"answer": {k: info[k] for k in keys if info.get(k) is not None}}
-    summary["answer"]["model_version"] = (info.get("reasoner_version") or {}).get("version")
+    version = info.get("reasoner_version")
+    summary["answer"]["model_version"] = version.get("version") if isinstance(version, dict) else None
     if info.get("ReportSeriesInstanceUID"):
         summary["report_series"] = info["ReportSeriesInstanceUID"]  # the DICOM SR beside the SEG
     summary["answers_page"] = f"/answers/?image={quote(image_id)}"

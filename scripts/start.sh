@@ -28,6 +28,13 @@ if [ -z "${STUDIES:-}" ]; then
   trap 'kill "$ORTHANC_PID" 2>/dev/null || true; wait "$ORTHANC_PID" 2>/dev/null || true' EXIT
   STUDIES="http://127.0.0.1:$ORTHANC_PORT/dicom-web"
   $PY -m monailabel_app.demo.local_pacs fill "$STUDIES" "$PACS_DIR"
+  if ! kill -0 "$ORTHANC_PID" 2>/dev/null; then  # another server on the port answered, not ours
+    echo "local PACS: Orthanc did not start (see $PACS_DIR/orthanc.log); is port $ORTHANC_PORT taken? Set ORTHANC_PORT." >&2
+    exit 1
+  fi
+  { read -r MONAI_LABEL_DATASTORE_USERNAME; read -r MONAI_LABEL_DATASTORE_PASSWORD; } \
+    < <($PY -m monailabel_app.demo.local_pacs user "$PACS_DIR")
+  export MONAI_LABEL_DATASTORE_USERNAME MONAI_LABEL_DATASTORE_PASSWORD
   echo "local PACS: Orthanc on 127.0.0.1:$ORTHANC_PORT (storage in $PACS_DIR/; log $PACS_DIR/orthanc.log)"
 fi
 case "$STUDIES" in
@@ -43,9 +50,15 @@ export MONAI_LABEL_RELOAD_APP_LIB=false
 SERVER=(.venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
   --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@")
 if [ -z "$ORTHANC_PID" ]; then exec "${SERVER[@]}"; fi
-# with the local PACS: the server runs as a child, so a stop (Ctrl-C, SIGTERM) reaches both and Orthanc goes too
+# with the local PACS: the server runs as a child, so a stop (Ctrl-C, SIGTERM, a closed terminal) reaches both and
+# Orthanc goes too; the script exits with the server's status
 "${SERVER[@]}" &
 SERVER_PID=$!
-trap 'kill "$SERVER_PID" 2>/dev/null || true' INT TERM
-wait "$SERVER_PID" || true
-wait "$SERVER_PID" 2>/dev/null || true
+trap 'kill "$SERVER_PID" 2>/dev/null || true' INT TERM HUP QUIT
+status=0
+wait "$SERVER_PID" || status=$?
+if [ "$status" -gt 128 ]; then  # a trapped signal ended `wait`, not the server: wait for the server's own status
+  status=0
+  wait "$SERVER_PID" || status=$?
+fi
+exit "$status"

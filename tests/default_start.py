@@ -49,9 +49,15 @@ class DefaultStart:
         self.stop()
         raise TimeoutError(f"scripts/start.sh did not serve /info/ within {timeout_s}s:\n{self.log_tail()}")
 
+    def pacs_auth(self) -> tuple[str, str]:
+        from monailabel_app.demo.local_pacs import credentials
+
+        return credentials(self.work_dir / "pacs")
+
     def series(self, modality: str) -> list[dict]:
-        """QIDO-RS on the local PACS: the series the start loaded."""
-        response = requests.get(f"{self.dicomweb_url}/series", params={"Modality": modality}, timeout=30)
+        """QIDO-RS on the local PACS (with the credentials the start made): the series the start loaded."""
+        params = {"Modality": modality}
+        response = requests.get(f"{self.dicomweb_url}/series", params=params, auth=self.pacs_auth(), timeout=30)
         response.raise_for_status()
         return response.json() if response.content else []
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -63,3 +65,22 @@ def test_large_pictures_are_scaled_down_with_their_drawing():
     png = Image.open(io.BytesIO(draw_answer(np.zeros((1536, 1024, 3), np.uint8), box=[100, 100, 900, 1400])))
     assert png.size == (512, 768)
     assert tuple(np.asarray(png)[50, 250]) == BOX_COLOUR  # the box's top edge at 100 / 2
+
+
+def test_concurrent_answers_all_arrive_in_time_order(tmp_path):
+    log = AnswerLog(tmp_path, keep=1000)
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda n: log.add(entry(n)), range(200)))
+    assert [e["answer_id"] for e in log.recent(100)] == sorted(ids, reverse=True)[:100]
+    assert len({e["answer_id"] for e in AnswerLog(tmp_path).recent(100)}) == 100
+
+
+def test_answers_another_process_keeps_are_seen(tmp_path):
+    server = AnswerLog(tmp_path)
+    first = server.add(entry(0))
+    batch = AnswerLog(tmp_path)  # MONAI Label's batch inference: a subprocess with its own log object
+    time.sleep(0.01)  # a later folder time stamp
+    second = batch.add(entry(1))
+    assert [e["answer_id"] for e in server.recent(5)] == [second, first]
+    third = server.add(entry(2))
+    assert third > second and [e["answer_id"] for e in server.recent(5)] == [third, second, first]

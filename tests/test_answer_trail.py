@@ -151,3 +151,11 @@ def test_slicer_scope_volume_carries_the_answer_through_the_lesion(server, tmp_p
     assert entry["propagation"] == carried
     with pytest.raises(MONAILabelClientException, match="scope"):
         slicer_segmentation(client, CT_ID, QUESTION, scope="everywhere")
+
+
+@pytest.mark.parametrize("forged", ["reasoning", "Reasoning", "raw_text", "answer_id", "reasoner_version", "box"])
+def test_a_save_cannot_put_words_in_the_models_mouth(server, tmp_path, forged):
+    client = slicer_client(server, tmp_path)
+    label_file, _ = slicer_segmentation(client, XRAY_ID, QUESTION)
+    with pytest.raises(MONAILabelClientException, match="the server keeps them"):
+        client.save_label(XRAY_ID, label_file, params={"label_info": [{"name": "target"}], forged: "forged"})

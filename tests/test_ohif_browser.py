@@ -13,6 +13,7 @@ import io
 import os
 import re
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +169,14 @@ def test_the_answers_page_shows_the_answer_with_its_picture(server, ct_study, br
     page.close()
 
 
-def test_stopping_the_default_start_stops_its_pacs(server):
+def test_the_local_pacs_wants_its_password_and_stops_with_the_start(server):
     assert server.series("CT")
+    assert requests.get(f"{server.dicomweb_url}/studies", timeout=10).status_code == 401  # no password, nothing
+    config = server.work_dir / "pacs" / "orthanc.json"
+    assert config.stat().st_mode & 0o077 == 0  # the password is the server user's only
     server.stop()
+    # the server's own status: uvicorn shuts down cleanly, then ends by the signal it was sent (128 + SIGTERM)
+    assert server.process.returncode in (0, 128 + signal.SIGTERM), server.log_tail()
     assert server.process.returncode is not None
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.dicomweb_url}/studies", timeout=5)

@@ -126,3 +126,30 @@ def test_slicer_signs_in_with_user_name_and_password(server, realm, tmp_path):
         requests.post(f"{server.url}/activelearning/random", json={}, headers=client._headers, timeout=30)
     log = requests.get(f"{server.url}/logs/", headers=admin, params={"lines": 5000}, timeout=30).text
     assert "xray_opacity" in log and "Where is the opacity?" not in log  # ids and events, not clinical text
+
+
+def test_a_user_sees_the_answers_to_their_own_questions_an_admin_all(server, realm):
+    mine, theirs = bearer(realm.sign("radiologist", USER_ROLES)), bearer(realm.sign("colleague", USER_ROLES))
+    admin = bearer(realm.sign("admin", ADMIN_ROLES))
+    params = {"params": (None, json.dumps({"question": "Which finding explains the cough?"}))}
+    asked = requests.post(
+        f"{server.url}/infer/implicit_query",
+        params={"image": "xray_opacity", "output": "json"},
+        files=params,
+        headers=mine,
+        timeout=300,
+    )
+    answer_id = asked.json()["answer_id"]
+
+    def listed(headers):
+        found = requests.get(f"{server.url}/answers/list", params={"limit": 100}, headers=headers, timeout=30)
+        return [entry["answer_id"] for entry in found.json()["answers"]]
+
+    assert answer_id in listed(mine) and answer_id in listed(admin) and answer_id not in listed(theirs)
+    for path in (f"/answers/{answer_id}", f"/answers/{answer_id}/picture"):
+        assert requests.get(f"{server.url}{path}", headers=theirs, timeout=30).status_code == 404
+        assert requests.get(f"{server.url}{path}", headers=mine, timeout=30).status_code == 200
+    assert requests.get(f"{server.url}/answers/{answer_id}", headers=admin, timeout=30).json()["asked_by"] == (
+        "radiologist"
+    )
+    assert requests.get(f"{server.url}/answers/list", timeout=30).status_code == 401

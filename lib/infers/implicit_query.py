@@ -99,6 +99,7 @@ class ImplicitQueryInfer(InferTask):
             "model": request.get("model"),
             "image_id": request.get("image_id"),
             "study_uid": request.get("study_uid"),
+            "asked_by": request.get("asked_by"),
             "reason": result.get("reason"),
             "mask_pixels": result.get("mask_pixels"),
             "num_slices": grounded.image.num_slices if grounded.image.is_volume else None,
@@ -128,7 +129,8 @@ def _instance_number(numbers: Any, slice_index: Optional[int]) -> Optional[int]:
 def segment_name(result: Dict[str, Any]) -> str:
     """The label's name, which Slicer shows as the segment's name (from the result's `label_names`): the answer in a
     few words, so the segment list says what was asked and whether the model found it."""
-    question = " ".join(str(result.get("question") or "").split())
+    question = " ".join(str(result.get("question") or "").replace("\\", "/").split())
+    question = "".join(c for c in question if c.isprintable())
     short = question if len(question) <= SEGMENT_QUESTION_CHARS else question[: SEGMENT_QUESTION_CHARS - 1] + "…"
     if result.get("status") != "ok":
         return f"No grounding: {short}"

@@ -52,7 +52,8 @@ from lib.pacs.dicom_seg import (
 )
 from lib.pacs.dicom_sr import reasoning_report, volume_order
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
-from monailabel_app.grounding.records import LAST_QUERY_KEY
+from monailabel_app.data.metadata import find_value, normalise_key
+from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
 
 logger = logging.getLogger(__name__)
@@ -204,14 +205,16 @@ class PacsDatastore(DICOMWebDatastore):
         try:
             _check_same_grid(label_filename, image_uri)
             asked = self.get_image_info(image_id).get(LAST_QUERY_KEY) or {}  # Slicer and OHIF send no question
-            if label_info.get("question") not in (None, "", asked.get("question")):
+            sent = {k: v for k, v in label_info.items() if normalise_key(k) not in ANSWER_KEYS_NORMALISED}
+            if find_value(sent, "question") not in (None, asked.get("question")):
                 asked = {}  # another question than the one answered: the answer's fields don't belong to it
-            provenance = provenance_of({**asked, **label_info}, self.app_version)
+            provenance = provenance_of({**asked, **sent}, self.app_version)
             image_dir = os.path.join(self._datastore.image_path(), image_id)
             seg_file = label_to_seg(label_filename, image_dir, provenance, segment_names(label_info))
             temporary.append(seg_file)
             report_file = self._write_report(seg_file, image_dir, provenance)
-            temporary.append(report_file)
+            if report_file:
+                temporary.append(report_file)
             with pacs_call(self.pacs_url, f"storing the DICOM SEG of series {image_id}"):
                 seg_series = dicom_web_upload_dcm(seg_file, self._client)
             if not seg_series:
@@ -248,21 +251,27 @@ class PacsDatastore(DICOMWebDatastore):
         headers = [
             pydicom.dcmread(os.path.join(image_dir, name), stop_before_pixels=True) for name in os.listdir(image_dir)
         ]
-        numbers = [
-            int(ds.InstanceNumber) if ds.get("InstanceNumber") is not None else None for ds in volume_order(headers)
-        ]
+        numbers = [_instance_number(ds) for ds in volume_order(headers)]
         with self._download_lock:
             self._instance_numbers[image_id] = numbers
         return numbers
 
-    def _write_report(self, seg_file: str, image_dir: str, provenance: Mapping[str, Any]) -> str:
-        report = reasoning_report(seg_file, image_dir, provenance, provenance.get("app") or "MedReasoner")
-        path = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
-        report.save_as(path, write_like_original=False)
-        return path
+    def _write_report(self, seg_file: str, image_dir: str, provenance: Mapping[str, Any]) -> Optional[str]:
+        """The SR's file, or None when it can't be made (a source series missing what the SR must copy): the
+        label is worth more than its report."""
+        try:
+            report = reasoning_report(seg_file, image_dir, provenance, provenance.get("app") or "MedReasoner")
+            path = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
+            report.save_as(path, write_like_original=False)
+            return path
+        except Exception as error:  # highdicom and pydicom raise many kinds for odd source series
+            logger.error(f"The answer's DICOM SR could not be made ({type(error).__name__}: {error}); storing the SEG")
+            return None
 
-    def _store_report(self, report_file: str, image_id: str) -> Dict[str, Any]:
+    def _store_report(self, report_file: Optional[str], image_id: str) -> Dict[str, Any]:
         """The SEG is stored by now: a report the PACS refuses is logged and noted, the label is kept."""
+        if report_file is None:
+            return {"report_stored": False}
         try:
             with pacs_call(self.pacs_url, f"storing the answer's report (SR) of series {image_id}"):
                 report_series = dicom_web_upload_dcm(report_file, self._client)
@@ -297,6 +306,16 @@ class PacsDatastore(DICOMWebDatastore):
         finally:
             os.unlink(label_file)
         return LocalDatastore.get_label_uri(self, image_id, label_tag)
+
+
+ANSWER_KEYS_NORMALISED = frozenset(normalise_key(key) for key in SERVER_ANSWER_KEYS)
+
+
+def _instance_number(ds) -> Optional[int]:
+    try:
+        return int(ds.InstanceNumber)
+    except (AttributeError, TypeError, ValueError):  # missing, multi-valued or not a number: unnamed
+        return None
 
 
 class GatedPacsDatastore(IdentifierGate, AtomicDatastoreFile, PacsDatastore):

@@ -157,7 +157,7 @@ def _with_pixel_plane(series_dir: str, work_dir: str) -> str:
 def _segment(value: int, segment_names: Mapping[int, str], model: str) -> Dict[str, Any]:
     return {
         "labelID": value,
-        "SegmentLabel": segment_names.get(value, "target" if value == 1 else f"label {value}")[:64],
+        "SegmentLabel": _plain(segment_names.get(value, "target" if value == 1 else f"label {value}"))[:64] or "target",
         "SegmentAlgorithmType": "SEMIAUTOMATIC",
         "SegmentAlgorithmName": f"MedReasoner {model}"[:64],
         "SegmentedPropertyCategoryCodeSequence": CATEGORY_CODE,
@@ -172,7 +172,7 @@ def _record_provenance(seg_file: str, provenance: Mapping[str, Any], question: s
     seg.SpecificCharacterSet = "ISO_IR 192"
     seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_CHARS)
     if question:
-        seg.ContentDescription = _shorten(question, 64)
+        seg.ContentDescription = _shorten(_plain(question), 64)
         description = f"Q: {question}\nA: {reasoning}" if reasoning else question
         for segment in seg.SegmentSequence:
             segment.SegmentDescription = _shorten(description, 1024)
@@ -191,6 +191,11 @@ def _fitting_json(provenance: Dict[str, Any], limit: int) -> str:
         provenance = {**provenance, "reasoning": _shorten(str(provenance["reasoning"]), max(spare, 1))}
         text = json.dumps(provenance, ensure_ascii=False)
     return text
+
+
+def _plain(text: str) -> str:
+    """Text for a DICOM string: a backslash separates values there, control characters are not allowed."""
+    return "".join(c for c in str(text).replace("\\", "/") if c.isprintable()).strip()
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -66,11 +66,12 @@ def reasoning_report(
         )
     )
     key = key_instance(sources, slice_index if slice_index is not None else record.get("slice"))
-    items.append(
-        hd.sr.ImageContentItem(
-            KEY_SLICE, key.SOPClassUID, key.SOPInstanceUID, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+    if key is not None:
+        items.append(
+            hd.sr.ImageContentItem(
+                KEY_SLICE, key.SOPClassUID, key.SOPInstanceUID, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+            )
         )
-    )
     root = hd.sr.ContainerContentItem(REPORT_TITLE)
     root.ContentSequence = hd.sr.ContentSequence(items)
     report = hd.sr.ComprehensiveSR(
@@ -97,14 +98,15 @@ def report_texts(report: Dataset) -> dict[str, str]:
     return texts
 
 
-def key_instance(sources: Sequence[Dataset], slice_index: Any) -> Dataset:
+def key_instance(sources: Sequence[Dataset], slice_index: Any) -> Optional[Dataset]:
     """The source instance at index `slice_index` of the volume MONAI Label made of the series (ITK orders slices by
-    position along the slice normal); the only instance for a radiograph."""
-    if len(sources) == 1 or slice_index is None:
-        return sources[len(sources) // 2]
+    position along the slice normal); the only instance for a radiograph; None when the slice isn't known."""
+    if len(sources) == 1:
+        return sources[0]
+    if isinstance(slice_index, bool) or not isinstance(slice_index, int):
+        return None
     ordered = volume_order(sources)
-    index = int(slice_index)
-    return ordered[index] if 0 <= index < len(ordered) else ordered[len(ordered) // 2]
+    return ordered[slice_index] if 0 <= slice_index < len(ordered) else None
 
 
 def volume_order(sources: Sequence[Dataset]) -> List[Dataset]:

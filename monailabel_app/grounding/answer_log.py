@@ -36,9 +36,18 @@ class _Indexed:
     answer_id: str
     image_id: Optional[str]
     study_uid: Optional[str]
+    asked_by: Optional[str] = None
 
-    def matches(self, image_id: Optional[str], study_uid: Optional[str]) -> bool:
-        return (image_id is None or self.image_id == image_id) and (study_uid is None or self.study_uid == study_uid)
+    def matches(self, image_id: Optional[str], study_uid: Optional[str], asked_by: Optional[str]) -> bool:
+        return (
+            (image_id is None or self.image_id == image_id)
+            and (study_uid is None or self.study_uid == study_uid)
+            and (asked_by is None or self.asked_by == asked_by)
+        )
+
+    @classmethod
+    def of(cls, answer_id: str, entry: Mapping[str, Any]) -> "_Indexed":
+        return cls(answer_id, _text(entry.get("image_id")), _text(entry.get("study_uid")), _text(entry.get("asked_by")))
 
 
 class AnswerLog:
@@ -49,14 +58,20 @@ class AnswerLog:
         self.keep = keep
         self._lock = threading.Lock()
         self._last_us = 0  # the time in the newest id: the next one is later, even within one microsecond
+        self._seen_mtime: Optional[int] = None  # the folder as the index last knew it (another process may write)
+        self._pending: dict[str, _Indexed] = {}  # indexed, files still being written: kept across a re-read
         self._index: Optional[list[_Indexed]] = None  # oldest first; read from the folder on first use
 
     def add(self, entry: Mapping[str, Any], picture_png: Optional[bytes] = None) -> str:
         """Stores one answer; returns its id. The picture first, so an entry never names a missing picture."""
-        with self._lock:
-            self._loaded()  # the index of what was there before this entry
+        with self._lock:  # the id and its place in the index in one step: the index stays in id (time) order
+            index = self._loaded()
             self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
             answer_id = answer_id_at(self._last_us)
+            indexed = _Indexed.of(answer_id, entry)
+            index.append(indexed)
+            self._pending[answer_id] = indexed
+            stale, self._index = index[: -self.keep], index[-self.keep :]
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # clinical text: the server's user only
         record = {**entry, "answer_id": answer_id, "picture": None}
         if picture_png is not None:
@@ -64,20 +79,25 @@ class AnswerLog:
             partial.write_bytes(picture_png)
             os.replace(partial, self.folder / f"{answer_id}.png")
             record["picture"] = f"{answer_id}.png"
-        write_json_atomically(self.folder / f"{answer_id}.json", record)
-        with self._lock:
-            index = self._loaded()
-            index.append(_Indexed(answer_id, _text(record.get("image_id")), _text(record.get("study_uid"))))
-            stale, self._index = index[: -self.keep], index[-self.keep :]
+        write_json_atomically(self.folder / f"{answer_id}.json", record)  # until then, readers skip the entry
         for old in stale:
             self._remove(old.answer_id)
+        with self._lock:
+            self._pending.pop(answer_id, None)
+            self._seen_mtime = self._folder_mtime()
         return answer_id
 
-    def recent(self, limit: int = 20, image_id: Optional[str] = None, study_uid: Optional[str] = None) -> list[dict]:
-        """The newest answers first, optionally only those about one image or one study."""
+    def recent(
+        self,
+        limit: int = 20,
+        image_id: Optional[str] = None,
+        study_uid: Optional[str] = None,
+        asked_by: Optional[str] = None,
+    ) -> list[dict]:
+        """The newest answers first, optionally only those about one image or study, or asked by one user."""
         limit = max(1, min(int(limit), MAX_LIST))
         with self._lock:
-            chosen = [item for item in reversed(self._loaded()) if item.matches(image_id, study_uid)][:limit]
+            chosen = [item for item in reversed(self._loaded()) if item.matches(image_id, study_uid, asked_by)][:limit]
         entries = [self.get(item.answer_id) for item in chosen]
         return [entry for entry in entries if entry is not None]
 
@@ -96,15 +116,29 @@ class AnswerLog:
         path = self.folder / f"{answer_id}.png"
         return path if path.is_file() else None
 
+    def _folder_mtime(self) -> Optional[int]:
+        try:
+            return self.folder.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
     def _loaded(self) -> list[_Indexed]:
-        if self._index is None:
+        """The index, read again from the folder when something else changed it (MONAI Label's batch inference
+        runs in a subprocess with its own log object)."""
+        mtime = self._folder_mtime()
+        if self._index is None or (mtime != self._seen_mtime and self._seen_mtime is not None):
             index = []
             names = sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
             for name in names:
                 entry = self.get(name)
                 if entry is not None:
-                    index.append(_Indexed(name, _text(entry.get("image_id")), _text(entry.get("study_uid"))))
-            self._index = index
+                    index.append(_Indexed.of(name, entry))
+            known = {item.answer_id for item in index}
+            index += [item for item in self._pending.values() if item.answer_id not in known]
+            index.sort(key=lambda item: item.answer_id)
+            self._index, self._seen_mtime = index[-self.keep :], mtime
+            if index:
+                self._last_us = max(self._last_us, _microseconds_of(index[-1].answer_id))
         return self._index
 
     def _remove(self, answer_id: str) -> None:
@@ -120,6 +154,12 @@ class AnswerLog:
 def answer_id_at(microseconds: int) -> str:
     when = datetime.fromtimestamp(microseconds // 1_000_000, timezone.utc)
     return when.strftime("%Y%m%dT%H%M%S") + f"{microseconds % 1_000_000:06d}-{secrets.token_hex(4)}"
+
+
+def _microseconds_of(answer_id: str) -> int:
+    stamp = answer_id.split("-")[0]
+    when = datetime.strptime(stamp[:15], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    return int(when.timestamp()) * 1_000_000 + int(stamp[15:])
 
 
 def _text(value: Any) -> Optional[str]:

@@ -19,6 +19,12 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
 LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the record of the last question answered on the image
+# What the model answered and which model it was: only the server writes these (a client's save may name the question,
+# slice and window it labelled, never the model's answer), so the archive can't be made to say what the model didn't.
+SERVER_ANSWER_KEYS = frozenset(
+    {"reasoner", "reasoner_version", "status", "reasoning", "raw_text", "box", "points", "confidence"}
+    | {"answered_at", "answer_id", "ReportSeriesInstanceUID", "report_stored"}
+)
 
 
 @dataclass

@@ -6,7 +6,8 @@
 - `GET /answers/{id}`: one answer; `GET /answers/{id}/picture`: its PNG;
 - `GET /answers/static/{answers.js|answers.css|ohif-panel.js}`: the page's and OHIF panel's own files.
 
-Every route needs the user role, like the rest of the API. The page builds its DOM with `textContent` only (the
+Every route needs the user role, like the rest of the API; with sign-in on, a user sees the answers to their own
+questions and an admin sees all (each answer records `asked_by`). The page builds its DOM with `textContent` only (the
 reasoning is a model's text: never markup), and its Content-Security-Policy allows only this server's own scripts.
 """
 
@@ -58,7 +59,7 @@ def answers_router(context: ServerContext) -> APIRouter:
             check_id(image)
         if study is not None and not STUDY_UID.match(study):
             raise RequestError("study must be a DICOM UID (digits and dots, at most 64 characters).")
-        entries = _log(context).recent(limit, image_id=image, study_uid=study)
+        entries = _log(context).recent(limit, image_id=image, study_uid=study, asked_by=_only_own(context, user))
         return JSONResponse({"answers": entries}, headers={"Cache-Control": "no-store"})
 
     @router.get("/answers/static/{name}", include_in_schema=False)
@@ -70,18 +71,27 @@ def answers_router(context: ServerContext) -> APIRouter:
     @router.get("/answers/{answer_id}", summary="One answer")
     def one(answer_id: str, user: User = Depends(RBAC(USER))):
         entry = _log(context).get(answer_id)
-        if entry is None:
+        if entry is None or _only_own(context, user) not in (None, entry.get("asked_by")):
             raise NotFoundError(f"No answer {answer_id[:40]!r} (it may be older than the answers kept).")
         return entry
 
     @router.get("/answers/{answer_id}/picture", include_in_schema=False)
     def picture(answer_id: str, user: User = Depends(RBAC(USER))):
-        path = _log(context).picture_path(answer_id)
-        if path is None:
+        log = _log(context)
+        path = log.picture_path(answer_id)
+        own = _only_own(context, user)
+        if path is None or (own is not None and (log.get(answer_id) or {}).get("asked_by") != own):
             raise NotFoundError(f"No picture for answer {answer_id[:40]!r}.")
         return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     return router
+
+
+def _only_own(context: ServerContext, user: User) -> Optional[str]:
+    """With sign-in on, a user sees the answers to their own questions; an admin sees all (the audit)."""
+    if not context.auth_enabled or settings.MONAI_LABEL_AUTH_ROLE_ADMIN in user.roles:
+        return None
+    return user.username
 
 
 def _log(context: ServerContext) -> AnswerLog:

@@ -33,8 +33,9 @@ from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import parse_params, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError
+from monailabel_app.data.metadata import normalise_key
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY
-from monailabel_app.grounding.records import LAST_QUERY_KEY
+from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
 
 # Info keys the server and MONAI Label manage: a client's info (an upload's or a save's params, an info update) can't
 # set them. `strategy` is active learning's record of when an image was handed out; `medreasoner_last_query` the
@@ -42,7 +43,9 @@ from monailabel_app.grounding.records import LAST_QUERY_KEY
 # learning ranks by; `saved_*` who saved what, when and from where.
 MANAGED_INFO_KEYS = frozenset(
     {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, CONFIDENCE_KEY, "saved_at", "saved_from", "saved_by"}
+    | SERVER_ANSWER_KEYS
 )
+MANAGED_NORMALISED = frozenset(normalise_key(key) for key in MANAGED_INFO_KEYS)  # "Reasoning" is "reasoning" too
 DATASTORE_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".tif")  # what the folder datastore lists
 LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".png", ".bin")  # .bin: OHIF's raw labelmap
 CHECKSUM_ALGORITHMS = ("SHA256", "SHA1", "MD5", "SHA512")
@@ -68,7 +71,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
 
     def client_info(raw: str, what: str = "params") -> dict:
         info = parse_params(raw, what)
-        managed = sorted(MANAGED_INFO_KEYS & set(info))
+        managed = sorted(key for key in info if normalise_key(key) in MANAGED_NORMALISED)
         if managed:
             raise RequestError(f"'{what}' can't set {', '.join(managed)}: the server keeps them.")
         return info

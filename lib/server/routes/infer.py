@@ -58,6 +58,7 @@ REQUEST_KEYS = frozenset(
         "saved_by",
         "study_uid",
         "instance_numbers",
+        "asked_by",
     }
 )
 RESULT_NAME = "label"
@@ -94,6 +95,7 @@ def infer_router(context: ServerContext) -> APIRouter:
                 image_path, image_id = await _resolve_input(context, scratch, image, session_id, file)
                 infer_request = {k: v for k, v in options.items() if k not in REQUEST_KEYS}
                 infer_request.update(model=model, image=image_path, image_id=image_id)
+                infer_request["asked_by"] = user.username if context.auth_enabled else None
                 if save_as and image_id:
                     infer_request.update(save_label=True, label_tag=save_as, saved_by=saved_by(request, user, context))
                 result = await run_in_threadpool(app.infer, infer_request)
