@@ -6,27 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monailabel_app.demo.sample_studies import Lesion, ct_slice
+from monailabel_app.demo.sample_studies import ellipsoid_ct
 from monailabel_app.grounding.propagation import StopRule, propagate
 from monailabel_app.imaging.windowing import to_display_rgb
 from monailabel_app.segmentation.factory import build_segmenter
 
-SLICES, KEY, HALF_DEPTH = 16, 7, 5  # the lesion: slices KEY-4 .. KEY+4
-CENTRE, RADII = (70.0, 50.0), (16.0, 12.0)
-
-
-def ellipsoid_ct() -> tuple[np.ndarray, np.ndarray]:
-    """(z, y, x) HU and the truth mask: an ellipsoid lesion whose cross-section shrinks towards its ends."""
-    volume, truth = [], []
-    for k in range(SLICES):
-        shrink = 1.0 - ((k - KEY) / HALF_DEPTH) ** 2
-        if shrink > 0:
-            lesion = Lesion(CENTRE[0], CENTRE[1], RADII[0] * np.sqrt(shrink), RADII[1] * np.sqrt(shrink))
-        else:
-            lesion = Lesion(-99, -99, 1, 1)
-        volume.append(ct_slice(100 + k, lesion=lesion))
-        truth.append(lesion.mask(*volume[-1].shape))
-    return np.stack(volume), np.stack(truth)
+SLICES, KEY, HALF_DEPTH = 16, 7, 5  # ellipsoid_ct's defaults: the lesion on slices KEY-4 .. KEY+4
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,22 @@ def ct_volume(seed: int = 0) -> np.ndarray:
     return np.stack(slices).round().astype(np.int16)
 
 
+def ellipsoid_ct(
+    slices: int = 16, key: int = 7, half_depth: float = 5, centre=(70.0, 50.0), radii=(16.0, 12.0), seed: int = 100
+) -> tuple[np.ndarray, np.ndarray]:
+    """(z, y, x) HU and its truth mask: an ellipsoid lesion centred on slice `key`, its cross-section shrinking towards
+    its ends (slices key - half_depth + 1 to key + half_depth - 1), for carrying an answer through a volume."""
+    volume, truth = [], []
+    for k in range(slices):
+        shrink = 1.0 - ((k - key) / half_depth) ** 2
+        lesion = Lesion(-99, -99, 1, 1)
+        if shrink > 0:
+            lesion = Lesion(centre[0], centre[1], radii[0] * np.sqrt(shrink), radii[1] * np.sqrt(shrink))
+        volume.append(ct_slice(seed + k, lesion=lesion))
+        truth.append(lesion.mask(*volume[-1].shape))
+    return np.stack(volume), np.stack(truth)
+
+
 def write_ct(path: Path, seed: int = 0) -> Path:
     image = itk.image_from_array(ct_volume(seed))
     image.SetSpacing(CT_SPACING)
