@@ -16,6 +16,7 @@ from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct
 from monailabel_app.grounding import service as service_module
+from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
@@ -57,9 +58,8 @@ def test_a_saved_label_trains_on_the_input_the_server_answered(tmp_path, site_se
     monkeypatch.setattr(service_module, "TransformersReasoner", RecordingReasoner)
     RecordingReasoner.inputs = []
     service = GroundingService(site_settings, str(tmp_path / "model"))
-    task = ImplicitQueryInfer(
-        service, InferType.SEGMENTATION, 3, "test", {"question": "", "think": False, "window": ["auto"]}
-    )
+    task_config = {"question": "", "think": False, "window": ["auto"]}
+    task = ImplicitQueryInfer(service, AnswerLog(tmp_path / "answers"), InferType.SEGMENTATION, 3, "test", task_config)
     ct = write_ct(tmp_path / "ct.nii.gz")
     k = CT_SHAPE[0] // 2 + 1
     _, result = task({"image": str(ct), "question": QUESTION, "slice": k, "window": "lung"})

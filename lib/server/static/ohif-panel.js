@@ -8,6 +8,7 @@
   if (window.medreasonerAnswerPanel) return;
   window.medreasonerAnswerPanel = true;
   const POLL_MS = 2000;
+  const GIVE_UP_MS = 60000;
   let shownId = null;
 
   function openStudy() {
@@ -84,9 +85,11 @@
 
   async function poll() {
     const study = openStudy();
+    let delay = POLL_MS;
     if (study && document.visibilityState !== "hidden") {
       try {
         const response = await fetch("/answers/list?limit=1&study=" + encodeURIComponent(study), { credentials: "same-origin" });
+        if (!response.ok) delay = GIVE_UP_MS; // signed out, or no answer log on this server: ask again much later
         if (response.ok) {
           const answer = (await response.json()).answers[0];
           if (answer && answer.answer_id !== shownId) {
@@ -98,7 +101,7 @@
         // the server may be restarting; the next poll tries again
       }
     }
-    window.setTimeout(poll, POLL_MS);
+    window.setTimeout(poll, delay);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", poll);
