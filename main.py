@@ -17,7 +17,7 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -185,6 +185,8 @@ class MedReasonerApp(MONAILabelApp):
                 raise NotFoundError(f"No image with id {image_id!r} in the datastore")
             request = {**request, "image": uri}
         request = {**request, "study_uid": None, "instance_numbers": None}  # the server's to say, never a request's
+        if image_id and self._infers[model].type == InferType.DEEPGROW:
+            request = self._continuing_last_question(store, image_id, request)
         if image_id:  # the answer log files answers by study too (OHIF's panel shows the open study's)
             request["study_uid"] = _study_of(store, image_id)
             if hasattr(store, "instance_numbers"):  # a PACS series: name the slice as the viewer does
@@ -205,6 +207,17 @@ class MedReasonerApp(MONAILabelApp):
                 os.unlink(result["file"])  # nobody will fetch it: the request failed
             raise
         return result
+
+    @staticmethod
+    def _continuing_last_question(store: Datastore, image_id: str, request: dict) -> dict:
+        """A point panel's clicks with no question (OHIF's point prompts send none; Slicer's point panel has its own,
+        often empty, text box) correct the image's last answer: its question, window and think flag."""
+        if str(request.get("question") or "").strip():
+            return request
+        last = store.get_image_info(image_id).get(LAST_QUERY_KEY) or {}
+        if not last.get("question"):
+            return request
+        return {**request, **{k: last[k] for k in ("question", "window", "think") if last.get(k) is not None}}
 
     @staticmethod
     def _answered_info(store: Datastore, image_id: str, asked: dict) -> dict:

@@ -22,9 +22,10 @@ from monailabel.client.client import MONAILabelClientException
 from PIL import Image
 
 from lib.server.routes.viewer import OHIF_DIR, viewer_router
-from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
+from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct, write_png, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import MonaiLabelServer
+from tests.test_server import ohif_infer
 
 pytestmark = pytest.mark.server
 
@@ -159,3 +160,67 @@ def test_a_save_cannot_put_words_in_the_models_mouth(server, tmp_path, forged):
     label_file, _ = slicer_segmentation(client, XRAY_ID, QUESTION)
     with pytest.raises(MONAILabelClientException, match="the server keeps them"):
         client.save_label(XRAY_ID, label_file, params={"label_info": [{"name": "target"}], forged: "forged"})
+
+
+def slicer_points(client: MONAILabelClient, model: str, image_id: str, foreground, background, k=None):
+    """Slicer's point panel: the model's config values, the clicks (voxel [i, j, k]) and, from a 2D view, the slice
+    of the click (`onClickDeepgrow`: a 3D view sends every click and no slice)."""
+    config = client.info()["models"][model]["config"]
+    params = {key: v[0] if isinstance(v, list) else v for key, v in config.items()}
+    params.update(question=QUESTION, label="target", foreground=foreground, background=background)
+    params.update(result_extension=".nrrd", result_dtype="uint8", **({} if k is None else {"slice": k}))
+    return client.infer(model, image_id, params)
+
+
+def filled_slices(label: np.ndarray) -> list[int]:
+    return np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1)).tolist()
+
+
+def test_slicer_clicks_correct_the_answer_without_asking_again_in_2d_and_3d(server, tmp_path):
+    client, k = slicer_client(server, tmp_path), CT_SHAPE[0] // 2 - 2  # a slice no other test asked this question on
+    chooser, background = [80, 40, k], [20, 20, k]
+    _, asked = slicer_points(client, "implicit_query_slice", CT_ID, [chooser], [], k)
+    assert asked["status"] == "ok" and asked["reasoner_called"] is True and asked["clicks_chose_slice"] == 1
+    label_file, refined = slicer_points(client, "implicit_query_slice", CT_ID, [chooser], [background], k)
+    assert refined["reasoner_called"] is False and refined["clicks_chose_slice"] == 1
+    assert refined["refined_by_clicks"] == {"foreground": [], "background": [[20, 20]]}
+    for key in ("question", "reasoning", "raw_text", "box", "points", "reasoner_version"):
+        assert refined[key] == asked[key], key
+    assert refined["answer_id"] != asked["answer_id"] and "reasoner_prefill" not in refined["latencies"]
+    (name,) = refined["label_names"]
+    assert name == f"Answer (refined by 1 clicks): {QUESTION}"
+    assert filled_slices(read_medical_image(label_file).array) in ([k], [])  # the 2D view writes its slice only
+    entry = requests.get(f"{server.url}/answers/{refined['answer_id']}", timeout=30).json()
+    assert entry["reasoner_called"] is False and entry["refined_by_clicks"] == refined["refined_by_clicks"]
+
+    saved = client.save_label(CT_ID, label_file, params={"label_info": [{"name": "target", "idx": 1}]})
+    assert saved["answer"]["question"] == QUESTION
+    record = requests.get(f"{server.url}/datastore/label/info", params={"label": CT_ID, "tag": "final"}, timeout=30)
+    assert record.json()["refined_by_clicks"] == refined["refined_by_clicks"]  # the label was corrected by clicks
+
+    label_file, volume = slicer_points(client, "implicit_query_3d", CT_ID, [chooser], [background])  # no slice
+    assert volume["reasoner_called"] is False and volume["slice"] == k  # the answer above, the same correction
+    assert volume["reasoning"] == asked["reasoning"] and volume["propagation"]["key_slice"] == k
+    first, last = volume["propagation"]["slice_range"]
+    assert filled_slices(read_medical_image(label_file).array) == list(range(first, last + 1))
+
+
+def test_ohif_point_prompts_correct_the_image_s_last_answer_on_the_slice_they_are_on(server):
+    n, k = CT_SHAPE[0], CT_SHAPE[0] // 2 + 1
+    asked = ohif_infer(server, "implicit_query", CT_ID, {"question": QUESTION, "slice": k, "window": "soft_tissue"})
+    assert asked.status_code == 200, asked.text
+    # OHIF's point prompts: no question, no slice, voxel indices of OHIF's volume (slices counted from the other end)
+    clicks = {"foreground": [[80, 40, n - 1 - k]], "background": [[20, 20, n - 1 - k]]}
+    refined = ohif_infer(server, "implicit_query_slice", CT_ID, clicks)
+    assert refined.status_code == 200, refined.text
+    latest = requests.get(f"{server.url}/answers/list", params={"image": CT_ID, "limit": 1}, timeout=30).json()
+    (entry,) = latest["answers"]
+    assert entry["model"] == "implicit_query_slice" and entry["reasoner_called"] is False
+    assert entry["question"] == QUESTION and entry["slice"] == k and entry["window"] == "soft_tissue"
+    assert entry["refined_by_clicks"] == {"foreground": [[80, 40]], "background": [[20, 20]]}
+    label_path = Path(server.studies.parent / "ohif_refined.nrrd")
+    label_path.write_bytes(refined.content)
+    stored = read_medical_image(str(label_path))  # in OHIF's order, from the last slice; its geometry says so
+    assert filled_slices(stored.array[::-1]) == [k] and stored.geometry()["direction"][2][2] < 0
+    off_grid = ohif_infer(server, "implicit_query_slice", CT_ID, {"foreground": [[80, 40, n]]})
+    assert off_grid.status_code == 422 and "outside the volume" in off_grid.text

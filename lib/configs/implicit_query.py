@@ -3,8 +3,11 @@
 Two views of one task (one set of models in memory):
 - `implicit_query` has type "segmentation": Slicer's and OHIF's auto-segmentation panels list it; the slice comes
   from the `slice` option (-1 = middle slice).
-- `implicit_query_slice` has type "deepgrow", dimension 2: Slicer's point panel lists it and, when a point is clicked,
-  sends the slice in view as `slice`; the point itself only chooses the slice.
+- `implicit_query_slice` has type "deepgrow", dimension 2: Slicer's and OHIF's point panels list it. The first click
+  on a slice asks the question there (it only chooses the slice); later clicks correct that answer's mask without
+  asking the reasoner again (`grounding/pipeline.py`). Both clients write the result on that slice only.
+- `implicit_query_3d` has type "deepgrow", dimension 3: the same, then carried through the volume from that slice
+  (scope volume); Slicer sends every click and replaces the whole segment with the result.
 String options (the question) appear as editable text fields in Slicer and OHIF; lists as drop-downs; bools as ticks.
 """
 
@@ -70,8 +73,17 @@ class ImplicitQuery(TaskConfig):
                 self.answer_log,
                 InferType.DEEPGROW,
                 2,
-                what + " Click a point on the slice to ground it.",
+                what + " Click a point on a slice to ask there; more clicks correct the mask (the answer is kept).",
                 options,
+            ),
+            f"{self.name}_3d": ImplicitQueryInfer(
+                self.service,
+                self.answer_log,
+                InferType.DEEPGROW,
+                3,
+                what + " Click a point on a slice to ask there and carry the answer through the volume; more clicks "
+                "on that slice correct it.",
+                {**options, "scope": ["volume", "slice"]},
             ),
         }
 

@@ -1,7 +1,9 @@
 """MONAI Label infer task `implicit_query`: a thin adapter from a MONAI Label request to the core grounding service.
 
 Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `scope`, `window`,
-`think`, `confidence_samples`, `result_extension`, `result_dtype`, `result_compress`. Errors are the app's taxonomy
+`think`, `confidence_samples`, `result_extension`, `result_dtype`, `result_compress`; on the point views (type
+deepgrow) also `foreground` and `background` (voxel indices [i, j, k]; `grounding/clicks.py`), with the server's
+`points_in_viewer_order` when the client counts slices from the other end (OHIF). Errors are the app's taxonomy
 (`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a RequestError, a
 model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
 (`lib/server/errors.py`).
@@ -16,11 +18,12 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional, Tuple
 
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.answer_picture import draw_answer
+from monailabel_app.grounding.clicks import PointPrompt
 from monailabel_app.grounding.image_grounding import GroundedImage
 from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
@@ -61,6 +64,10 @@ class ImplicitQueryInfer(InferTask):
         think = _flag("think", req["think"]) if "think" in req else None
         samples = _confidence_samples(req.get("confidence_samples"))
         scope = str(req.get("scope") or "slice")[:40]
+        points = None
+        if self.type == InferType.DEEPGROW:  # a point panel: its clicks refine the answer (or choose the slice)
+            reversed_slices = req.get("points_in_viewer_order") is True
+            points = PointPrompt(req.get("foreground"), req.get("background"), reversed_slices)
         grounded = self.service.ground_file(
             req.get("image"),
             req.get("question"),
@@ -69,6 +76,7 @@ class ImplicitQueryInfer(InferTask):
             think,
             samples,
             scope,
+            points,
         )
         if extension == ".png" and grounded.label.ndim == 3:
             raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
@@ -104,6 +112,7 @@ class ImplicitQueryInfer(InferTask):
             "mask_pixels": result.get("mask_pixels"),
             "num_slices": grounded.image.num_slices if grounded.image.is_volume else None,
             "propagation": result.get("propagation"),
+            "reasoner_called": result.get("reasoner_called"),
             "instance_number": result.get("instance_number"),
             "latency_s": round(took, 3),
             "notice": result.get("notice"),
@@ -135,8 +144,11 @@ def segment_name(result: Dict[str, Any]) -> str:
     if result.get("status") != "ok":
         return f"No grounding: {short}"
     confidence = result.get("confidence")
-    sure = f" ({round(100 * confidence)}% consistent)" if isinstance(confidence, (int, float)) else ""
-    return f"Answer{sure}: {short}"
+    notes = [f"{round(100 * confidence)}% consistent"] if isinstance(confidence, (int, float)) else []
+    clicks = result.get("refined_by_clicks")
+    if clicks:
+        notes.append(f"refined by {len(clicks['foreground']) + len(clicks['background'])} clicks")
+    return f"Answer{' (' + ', '.join(notes) + ')' if notes else ''}: {short}"
 
 
 def _labels_dir() -> str:

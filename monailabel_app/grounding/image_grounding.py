@@ -9,6 +9,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.grounding.clicks import VoxelClicks
 from monailabel_app.grounding.pipeline import GroundingPipeline, GroundingResult
 from monailabel_app.grounding.propagation import Propagation, propagate
 from monailabel_app.imaging.medical_image import MedicalImage
@@ -78,21 +79,30 @@ def ground_image(
     confidence_samples: int = 0,
     confidence_temperature: float = 1.0,
     scope: str = "slice",
+    clicks: Optional[VoxelClicks] = None,
 ) -> GroundedImage:
     """`pipeline` is called only once the question, slice and window are known to be usable: a bad request is
     refused at once, without waiting for (or failing on) the models. `scope` volume carries a volume's answer through
-    the volume from its slice; on a 2D picture it is the picture."""
+    the volume from its slice; on a 2D picture it is the picture. `clicks` (a point panel's, already checked against
+    the grid) name the slice when the request doesn't, and those on it refine the answer (`pipeline.py`)."""
     question = validate_question(question)
     if scope not in SCOPES:
         raise RequestError(f"scope must be one of {', '.join(SCOPES)}, got {str(scope)[:40]!r}")
     if image.is_volume:
+        no_slice = slice_index is None or (isinstance(slice_index, str) and not slice_index.strip())
+        if no_slice and clicks:
+            slice_index = clicks.slice_index()
         k = resolve_slice(image.num_slices, slice_index)
         pixels = image.array[k]
     else:
         k, pixels = None, image.array
     picture = to_display_rgb(pixels, window)
+    on_slice = None if clicks is None else clicks.on_slice(k)
     grounder = pipeline()
-    result = grounder.ground(picture, question, think, confidence_samples, confidence_temperature)
+    result = grounder.ground(picture, question, think, confidence_samples, confidence_temperature, on_slice)
+    if clicks is not None and clicks.count() > len(on_slice):
+        elsewhere = clicks.count() - len(on_slice)
+        result.warnings.append(f"{elsewhere} click(s) on other slices were left aside: clicks refine slice {k} only")
     grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
     label = np.zeros(grid_shape, dtype=np.uint8)
     carried = None

@@ -3,17 +3,26 @@
 A reasoner answer that can't be used is a result (status `no_grounding`, with the raw text and the reason), not an
 error: the clinician sees what the model said. Errors are kept for what the user must fix (question, image) or the
 admin must (models).
+
+Corrective clicks (`clicks.py`) on a picture already answered for the same prompt by the same reasoner don't ask the
+reasoner again (`answer_cache.py`): its answer is kept, the clicks move the answer's box (`box_with_clicks`) and join
+its points as positive and negative points. The earlier mask's logits are not fed back: with LiteMedSAM they pulled
+the mask back towards the very region a background click removed (README, Correct with clicks). The clicks that came
+with the question when it was first answered only chose the slice (Slicer resends every click on the slice with each
+request): they never become prompts.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
 
 from monailabel_app.core.frames import ImageFrame
+from monailabel_app.grounding.answer_cache import AnswerCache, CachedAnswer
+from monailabel_app.grounding.clicks import Click, box_with_clicks
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.reasoner import Reasoner, ReasonerOutput
@@ -45,6 +54,10 @@ class GroundingResult:
     confidence: Optional[Confidence] = None  # self-consistency, when asked for (`reasoning/self_consistency.py`)
     confidence_note: Optional[str] = None  # why there is none although it was asked for
     reasoner_batch: int = 1  # questions that shared the reasoner's generate call (batched serving)
+    reasoner_called: bool = True  # False when the answer was reused (clicks refining an earlier answer)
+    refined_by: Optional[tuple[Click, ...]] = None  # the clicks that corrected the answer's mask
+    clicks_chose_slice: int = 0  # clicks that only chose the slice the question was asked on
+    refined_box: Optional[tuple[float, float, float, float]] = None  # the answer's box as the clicks moved it
 
     def to_json(self) -> dict:
         """Everything but the mask, JSON-ready (rounded to 0.01 px / 0.1 ms)."""
@@ -65,6 +78,10 @@ class GroundingResult:
             "reasoner_batch": self.reasoner_batch,
             "confidence": None if self.confidence is None else round(self.confidence.value, 4),
             "confidence_detail": self.confidence.to_json() if self.confidence else _note(self.confidence_note),
+            "reasoner_called": self.reasoner_called,
+            "refined_by_clicks": _clicks_json(self.refined_by),
+            "refined_box": _rounded(self.refined_box),
+            "clicks_chose_slice": self.clicks_chose_slice,
         }
 
 
@@ -80,6 +97,15 @@ class GroundingPipeline:
         self.segmenter = segmenter
         self.think = think
         self.template_path = template_path
+        self.answers = AnswerCache()
+        self.generation = 0  # which reasoner answered a cached answer
+
+    def use_reasoner(self, reasoner: Reasoner) -> None:
+        """The one way to change the serving reasoner: answers the old one gave are never reused after."""
+        if reasoner is not self.reasoner:
+            self.reasoner = reasoner
+            self.generation += 1
+            self.answers.clear()
 
     def ground(
         self,
@@ -88,13 +114,70 @@ class GroundingPipeline:
         think: Optional[bool] = None,
         confidence_samples: int = 0,
         confidence_temperature: float = 1.0,
+        clicks: Optional[tuple[Click, ...]] = None,
     ) -> GroundingResult:
         """`image` is RGB uint8 (H, W, 3). Raises only for a bad question or a broken model, never for a bad answer.
 
         `confidence_samples` > 0 also samples that many answers in the same generate call and scores the answer's
-        self-consistency; a backend that can't (no `generate_with_samples`) says so in `confidence_note`."""
-        started = time.perf_counter()
+        self-consistency; a backend that can't (no `generate_with_samples`) says so in `confidence_note`.
+        `clicks` (a point panel's request, possibly none on this slice) refine this prompt's earlier answer on this
+        picture when there is one; None (the auto-segmentation panel) always asks the reasoner."""
         prompt = build_prompt(question, self.think if think is None else think, self.template_path)
+        key, generation = AnswerCache.key(image, prompt), self.generation
+        cached = self.answers.get(key, generation) if clicks is not None else None
+        if cached is not None:
+            return self._refine(image, cached, clicks)
+        result = self._ask(image, question, prompt, confidence_samples, confidence_temperature)
+        result.clicks_chose_slice = len(clicks or ())
+        kept = replace(result, warnings=list(result.warnings))  # the caller may add warnings to its own copy
+        self.answers.put(key, CachedAnswer(kept, frozenset(clicks or ()), generation))
+        return result
+
+    def _refine(self, image: np.ndarray, cached: CachedAnswer, clicks: tuple[Click, ...]) -> GroundingResult:
+        """The cached answer with the new clicks in the segmenter's prompt; the reasoner is not called."""
+        started = time.perf_counter()
+        answer = cached.result
+        new = tuple(click for click in clicks if click not in cached.chose_slice)
+        result = replace(
+            answer,
+            warnings=list(answer.warnings),
+            reasoner_called=False,
+            refined_by=new or None,
+            clicks_chose_slice=len(clicks) - len(new),
+            reasoner_batch=1,
+        )
+        if not new:  # the same request again: the same answer and mask
+            result.latencies = {"total": time.perf_counter() - started}
+            return result
+        box = box_with_clicks(answer.box, list(answer.points or []), new)
+        if box is None:
+            result.warnings.append("add a foreground click: the answer had no box, and background clicks mark nothing")
+            result.latencies = {"total": time.perf_counter() - started}
+            return result
+        points = list(answer.points or []) + [(c.x, c.y) for c in new]
+        labels = [1] * len(answer.points or []) + [int(c.foreground) for c in new]
+        segmented = self.segmenter.segment(image, box=box, points=points, labels=labels)
+        result.refined_box = box
+        result.mask = segmented.mask.astype(bool)
+        result.mask_score = float(segmented.score)
+        result.mask_logits = segmented.low_res_logits
+        result.embedding_cached = segmented.cache_hit
+        if answer.status != STATUS_OK:
+            result.status = STATUS_OK
+            result.warnings.append("the mask comes from your clicks alone: the model's answer had no usable box")
+        if not result.mask.any():
+            result.warnings.append("the segmenter returned an empty mask for this answer and these clicks")
+        result.latencies = {
+            "segmenter_encode": segmented.encode_s,
+            "segmenter_decode": segmented.decode_s,
+            "total": time.perf_counter() - started,
+        }
+        return result
+
+    def _ask(
+        self, image: np.ndarray, question: str, prompt: str, confidence_samples: int, confidence_temperature: float
+    ) -> GroundingResult:
+        started = time.perf_counter()
         answer, sampled, note = self._answers(image, prompt, confidence_samples, confidence_temperature)
         parse_started = time.perf_counter()
         frame = answer.frame
@@ -146,6 +229,16 @@ class GroundingPipeline:
             return self.reasoner.generate(image, prompt), [], note
         outputs = with_samples(image, prompt, samples, temperature)
         return outputs[0], outputs[1:], None
+
+
+def _clicks_json(clicks: Optional[tuple[Click, ...]]) -> Optional[dict]:
+    """Where the clinician clicked, in pixels of the picture (the slice's column and row)."""
+    if not clicks:
+        return None
+    return {
+        "foreground": [[c.x, c.y] for c in clicks if c.foreground],
+        "background": [[c.x, c.y] for c in clicks if not c.foreground],
+    }
 
 
 def _note(note: Optional[str]) -> Optional[dict]:

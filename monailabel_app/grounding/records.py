@@ -7,7 +7,9 @@ The record (`AnswerRecord.to_info()`, plain JSON):
 - `reasoner`, `reasoner_version` (`source`, `version`, `sha256`): which model answered;
 - `status`, `reasoning`, `raw_text`, `box`, `points`: what it answered (box and points in the picture's pixels);
 - `confidence`: its self-consistency in [0, 1] when it was measured (`reasoning/self_consistency.py`);
-- `answered_at`: when (UTC); `answer_id`: its entry in the server's answer log (`answer_log.py`), with the picture.
+- `answered_at`: when (UTC); `answer_id`: its entry in the server's answer log (`answer_log.py`), with the picture;
+- `refined_by_clicks`: {`foreground`, `background`: [[x, y], ...]} when the clinician's clicks corrected the answer's
+  mask (the reasoner's answer kept): the saved label's mask is then the clinician's, a training signal.
 The server keeps the last record per image under `LAST_QUERY_KEY` in the image's info, and copies it into the info of
 the final label saved next (a question sent with the save wins).
 """
@@ -23,7 +25,7 @@ LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the record of the last 
 # slice and window it labelled, never the model's answer), so the archive can't be made to say what the model didn't.
 SERVER_ANSWER_KEYS = frozenset(
     {"reasoner", "reasoner_version", "status", "reasoning", "raw_text", "box", "points", "confidence"}
-    | {"answered_at", "answer_id", "ReportSeriesInstanceUID", "report_stored"}
+    | {"answered_at", "answer_id", "refined_by_clicks", "ReportSeriesInstanceUID", "report_stored"}
 )
 
 
@@ -43,6 +45,7 @@ class AnswerRecord:
     confidence: Optional[float] = None
     answered_at: Optional[str] = None
     answer_id: Optional[str] = None
+    refined_by_clicks: Optional[dict] = None
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any]) -> "AnswerRecord":

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.grounding.clicks import PointPrompt, parse_clicks
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.grounding.reasoner_slot import ReasonerSlot
@@ -61,7 +62,7 @@ class GroundingService:
             reasoner = self._reasoners.current(self.reasoner_path())
             if self._pipeline is None:
                 self._pipeline = self._build(reasoner)
-            self._pipeline.reasoner = reasoner
+            self._pipeline.use_reasoner(reasoner)
             return self._pipeline
 
     def close(self) -> None:
@@ -121,8 +122,10 @@ class GroundingService:
         think: Optional[bool] = None,
         confidence_samples: Optional[int] = None,
         scope: str = "slice",
+        points: Optional[PointPrompt] = None,
     ) -> GroundedImage:
-        """`confidence_samples` None: the server's (`default_confidence_samples`); `scope`: `slice` or `volume`."""
+        """`confidence_samples` None: the server's (`default_confidence_samples`); `scope`: `slice` or `volume`;
+        `points`: a point panel's clicks (None from the auto-segmentation panel)."""
         samples = self.default_confidence_samples() if confidence_samples is None else confidence_samples
         if confidence_samples is not None and samples > self.settings.confidence_max_samples:
             raise RequestError(
@@ -130,6 +133,13 @@ class GroundingService:
                 f"({self.settings.confidence_max_samples}, --conf confidence_max_samples)"
             )
         image = read_medical_image(path, self.image_limits)
+        clicks = None
+        if points is not None:
+            height, width = image.array.shape[1:3] if image.is_volume else image.array.shape[:2]
+            num_slices = image.num_slices if image.is_volume else None
+            clicks = parse_clicks(
+                points.foreground, points.background, width, height, num_slices, points.reversed_slices
+            )
         return ground_image(
             self.pipeline,
             image,
@@ -140,6 +150,7 @@ class GroundingService:
             samples,
             self.settings.confidence_temperature,
             scope,
+            clicks,
         )
 
     def default_confidence_samples(self) -> int:

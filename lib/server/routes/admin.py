@@ -135,7 +135,17 @@ def admin_router(context: ServerContext) -> APIRouter:
             raise NotFoundError(f"No model {model[:80]!r}; available: {', '.join(app._infers)}")
         if run_sync:
             raise RequestError("run_sync is not offered; poll GET /batch/infer.")
-        server_keys = ("image", "image_id", "model", "session", "saved_by", "study_uid", "instance_numbers", "asked_by")
+        server_keys = (
+            "image",
+            "image_id",
+            "model",
+            "session",
+            "saved_by",
+            "study_uid",
+            "instance_numbers",
+            "asked_by",
+            "points_in_viewer_order",
+        )
         params = without_server_keys(params, server_keys)
         params["question"] = validate_question(params.get("question"))
         tag = check_tag(params.get("label_tag", DefaultLabelTag.ORIGINAL.value))

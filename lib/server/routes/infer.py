@@ -59,6 +59,7 @@ REQUEST_KEYS = frozenset(
         "study_uid",
         "instance_numbers",
         "asked_by",
+        "points_in_viewer_order",
     }
 )
 RESULT_NAME = "label"
@@ -96,6 +97,7 @@ def infer_router(context: ServerContext) -> APIRouter:
                 infer_request = {k: v for k, v in options.items() if k not in REQUEST_KEYS}
                 infer_request.update(model=model, image=image_path, image_id=image_id)
                 infer_request["asked_by"] = user.username if context.auth_enabled else None
+                infer_request["points_in_viewer_order"] = wants_viewer_order(options, output)  # OHIF's clicks' k
                 if save_as and image_id:
                     infer_request.update(save_label=True, label_tag=save_as, saved_by=saved_by(request, user, context))
                 result = await run_in_threadpool(app.infer, infer_request)

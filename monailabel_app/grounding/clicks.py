@@ -1,0 +1,145 @@
+"""A clinician's corrective clicks, as Slicer's and OHIF's point panels send them: `foreground` and `background`, each a
+list of voxel indices [i, j, k] (column, row, slice) of the image (2D pictures: [i, j] or [i, j, 0]).
+
+Checked at the boundary: a list of at most `MAX_CLICKS` points of 2 or 3 whole, finite numbers inside the image's grid;
+anything else is refused with a RequestError that says which point is wrong.
+
+Which slice: the request's `slice` when it sends one (Slicer's 2D point panel does); otherwise (OHIF, a 3D point
+view) the slice of the latest foreground click, or of the latest background click when there is none: each client
+appends a new click to the end of its list. Clicks on other slices are not prompts for this slice; the result says how
+many were left aside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from monailabel_app.core.errors import RequestError
+
+MAX_CLICKS = 64  # per list; a person's corrections on one target, with room to spare
+
+
+@dataclass(frozen=True)
+class Click:
+    x: float  # column, in pixels of the slice
+    y: float  # row
+    foreground: bool
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """A point panel's request as it came: unchecked until the image's grid is known (`parse_clicks`)."""
+
+    foreground: Any = None
+    background: Any = None
+    reversed_slices: bool = False  # the client counts slices from the other end (OHIF)
+
+
+@dataclass(frozen=True)
+class VoxelClicks:
+    """The request's clicks in the image's own voxel order (the viewer's slice order already undone)."""
+
+    foreground: tuple[tuple[int, int, Optional[int]], ...] = ()
+    background: tuple[tuple[int, int, Optional[int]], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.foreground or self.background)
+
+    def slice_index(self) -> Optional[int]:
+        """The slice the clicks name: the latest foreground click's, else the latest background click's."""
+        latest = self.foreground[-1] if self.foreground else self.background[-1] if self.background else None
+        return None if latest is None else latest[2]
+
+    def on_slice(self, k: Optional[int]) -> tuple[Click, ...]:
+        """The clicks on slice `k` (every click of a 2D picture), foreground first, each list in its order."""
+        chosen = [Click(i, j, True) for i, j, z in self.foreground if z == k or k is None]
+        return tuple(chosen + [Click(i, j, False) for i, j, z in self.background if z == k or k is None])
+
+    def count(self) -> int:
+        return len(self.foreground) + len(self.background)
+
+
+def parse_clicks(
+    foreground: Any, background: Any, width: int, height: int, num_slices: Optional[int], reversed_slices: bool = False
+) -> VoxelClicks:
+    """`num_slices` None for a 2D picture; `reversed_slices` when the client counts slices from the other end
+    (OHIF: `lib/server/viewer_slice_order.py`), so its k is mapped to the image's."""
+    lists = {}
+    for name, raw in (("foreground", foreground), ("background", background)):
+        lists[name] = tuple(
+            _voxel(name, n, p, width, height, num_slices, reversed_slices) for n, p in _items(name, raw)
+        )
+    return VoxelClicks(lists["foreground"], lists["background"])
+
+
+def _items(name: str, raw: Any) -> list[tuple[int, Any]]:
+    if raw is None or raw == "":
+        return []
+    if not isinstance(raw, list):
+        raise RequestError(f"{name} must be a list of points [i, j, k], got {type(raw).__name__}")
+    if len(raw) > MAX_CLICKS:
+        raise RequestError(f"{name} has {len(raw)} points; at most {MAX_CLICKS} are taken")
+    return list(enumerate(raw))
+
+
+def _voxel(name, n, point, width, height, num_slices, reversed_slices) -> tuple[int, int, Optional[int]]:
+    where = f"{name}[{n}]"
+    if not isinstance(point, list) or len(point) not in (2, 3):
+        raise RequestError(f"{where} must be a point [i, j, k] (or [i, j] on a 2D picture), got {str(point)[:60]}")
+    values = []
+    for value in point:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RequestError(f"{where} must hold numbers, got {str(point)[:60]}")
+        if value != int(value):
+            raise RequestError(f"{where} must be voxel indices (whole numbers), got {str(point)[:60]}")
+        values.append(int(value))
+    i, j = values[0], values[1]
+    k = values[2] if len(values) == 3 else None
+    if not (0 <= i < width and 0 <= j < height):
+        raise RequestError(f"{where} = {values} is outside the image ({width} x {height} pixels)")
+    if num_slices is None:
+        if k not in (None, 0):
+            raise RequestError(f"{where} = {values} names slice {k}, but this is a 2D picture")
+        return i, j, None
+    if k is None:
+        raise RequestError(f"{where} = {values} needs its slice: [i, j, k] on a volume")
+    if not 0 <= k < num_slices:
+        raise RequestError(f"{where} = {values} is outside the volume (slices 0 to {num_slices - 1})")
+    return i, j, (num_slices - 1 - k) if reversed_slices else k
+
+
+def box_with_clicks(
+    box: Optional[tuple[float, float, float, float]], keep: list[tuple[float, float]], clicks: tuple[Click, ...]
+) -> Optional[tuple[float, float, float, float]]:
+    """The answer's box, moved by the clicks. Box-trained segmenters (MedSAM, LiteMedSAM) follow the box far more than
+    points, so a click that only joined the points barely changed the mask (README, Correct with clicks):
+    - a foreground click outside the box extends the box to it (no box: the foreground clicks' own box);
+    - then each background click inside the box moves one edge just past it: of the four, the cut that keeps every
+      point in `keep` (the answer's points, the foreground clicks) inside and the most area; when every cut would lose
+      one, the box stays and the click acts as a negative point only."""
+    foreground = [(c.x, c.y) for c in clicks if c.foreground]
+    if box is None and not foreground:
+        return None
+    x1, y1, x2, y2 = box if box is not None else (*foreground[0], *foreground[0])
+    for x, y in foreground:
+        x1, y1, x2, y2 = min(x1, x), min(y1, y), max(x2, x), max(y2, y)
+    inside = [*keep, *foreground]
+    for click in clicks:
+        if click.foreground or not (x1 <= click.x <= x2 and y1 <= click.y <= y2):
+            continue
+        cuts = [
+            (click.x + 1, y1, x2, y2),
+            (x1, y1, click.x - 1, y2),
+            (x1, click.y + 1, x2, y2),
+            (x1, y1, x2, click.y - 1),
+        ]
+        kept = [c for c in cuts if c[0] < c[2] and c[1] < c[3] and all(_within(p, c) for p in inside)]
+        if kept:
+            x1, y1, x2, y2 = max(kept, key=lambda c: (c[2] - c[0]) * (c[3] - c[1]))
+    return x1, y1, x2, y2
+
+
+def _within(point: tuple[float, float], box: tuple[float, float, float, float]) -> bool:
+    return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
