@@ -141,6 +141,8 @@ def segment_name(result: Dict[str, Any]) -> str:
     question = " ".join(str(result.get("question") or "").replace("\\", "/").split())
     question = "".join(c for c in question if c.isprintable())
     short = question if len(question) <= SEGMENT_QUESTION_CHARS else question[: SEGMENT_QUESTION_CHARS - 1] + "…"
+    if result.get("status") == "not_found":
+        return f"Not in this image: {short}"
     if result.get("status") != "ok":
         return f"No grounding: {short}"
     confidence = result.get("confidence")

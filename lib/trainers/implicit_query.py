@@ -47,6 +47,7 @@ OPTIONS: Dict[str, tuple[str, Callable[[Any], Any]]] = {
     "reward_mode": ("reward_mode", str),
     "max_new_tokens": ("max_new_tokens", _whole),
     "temperature": ("temperature", float),
+    "abstain_reward": ("abstain_reward", float),
 }
 
 
@@ -60,6 +61,7 @@ BOUNDS: Dict[str, tuple[float, float]] = {
     "kl_coef": (0.0, 10.0),
     "max_new_tokens": (16, 8_192),
     "temperature": (0.05, 5.0),
+    "abstain_reward": (0.0, 10.0),
 }
 # Keys MONAI Label and its clients add to a train request besides the options.
 REQUEST_KEYS = frozenset({"model", "client_id", "local_rank", "device", "gpus", "name"})
@@ -102,6 +104,7 @@ class ImplicitQueryTrainer(TrainTask):
             "reward_mode": list(REWARD_MODES),
             "max_new_tokens": preset.max_new_tokens,
             "temperature": preset.temperature,
+            "abstain_reward": preset.abstain_reward,  # 0: off; > 0 needs --conf template abstain (README)
         }
 
     def stats(self) -> Dict[str, Any]:

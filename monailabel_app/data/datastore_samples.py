@@ -10,6 +10,8 @@ keyed by the entry's label path. MONAI Label stores the `params` sent when a lab
 - "window" (optional): the display window ("auto", "lung", "40,400", ...) the picture is rendered with, as at inference;
 - "label_value" (optional): which value of a multi-label map is the target (default: every non-zero voxel);
 - "modality", "supercategory", "category" (optional): for per-category metrics.
+A clinician's saved label is a negative where it says the target is absent (`labelled_images`, negatives): an all-zero
+label saved with the question (a deliberate "no finding"), and a volume's slices well outside the labelled ones.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def _entry_samples(
         window=str(find_value(info, "window") or default_window),
         categories=categories(info),
         extra={"label_info": dict(info)},
+        negatives=True,
     )
 
 

@@ -5,6 +5,12 @@ voxel (x, y, k)): only `slice_index` when one is recorded with the question (the
 slice whose mask is non-empty, each one sample with the same question and the id "<id>:z<k>". Slices are windowed to
 RGB with `to_display_rgb`, the ground truth comes from the slice's mask. A ground truth given with the record is used
 instead only when the record means a single picture (a 2D image or an explicit slice), as a box can't span slices.
+
+Negatives (`negatives=True`, for labels a clinician saved: the datastore): an all-zero mask is a deliberate "no
+finding", a sample whose truth is `NEGATIVE_TRUTH` (on the recorded slice, else the middle one); and a volume whose mask
+covers some slices also gives, with the same question, slices well outside them (at least `NEGATIVE_GAP` slices, and
+at least the labelled range's own depth, from it), as many as it gave positives, spread evenly. Elsewhere an empty
+mask is skipped, as before.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from monailabel_app.data.load_report import (
     UNREADABLE_IMAGE,
     SkippedSample,
 )
-from monailabel_app.data.sample import GroundingSample
+from monailabel_app.data.sample import NEGATIVE_TRUTH, GroundingSample
 from monailabel_app.imaging.medical_image import InvalidImageError, MedicalImage, read_medical_image
 from monailabel_app.imaging.windowing import InvalidWindowError, to_display_rgb, window_bounds
+
+NEGATIVE_GAP = 3  # slices between a labelled range and the nearest slice taken as a negative
 
 
 def labelled_image_samples(
@@ -42,6 +50,7 @@ def labelled_image_samples(
     ground_truth: Optional[dict] = None,
     categories: Optional[dict] = None,
     extra: Optional[dict] = None,
+    negatives: bool = False,
 ) -> list[GroundingSample]:
     """All samples of one image/label pair; raises `SkippedSample` when none can be made.
 
@@ -61,24 +70,43 @@ def labelled_image_samples(
     if foreground is None and not single_picture:
         raise SkippedSample(NO_GROUND_TRUTH, "a volume without a mask needs the slice its box and points belong to")
 
+    def sample(k: Optional[int], mask: Optional[np.ndarray], truth: dict) -> GroundingSample:
+        return GroundingSample(
+            sample_id=f"{sample_id}:z{k}" if k is not None else sample_id,
+            image=to_display_rgb(_plane(image.array, k), window),
+            question=question.strip(),
+            ground_truth=truth,
+            mask=mask,
+            **(categories or {}),
+            extra={**(extra or {}), "image_path": image_path, "mask_path": mask_path, "slice": k, "window": window},
+        )
+
     samples = []
-    for k in _slices(image, foreground, explicit_slice):
+    for k in _slices(image, foreground, explicit_slice, negatives):
         mask = None if foreground is None else _plane(foreground, k)
         if mask is not None and not mask.any():
-            raise SkippedSample(EMPTY_MASK, "the mask is empty" if k is None else f"slice {k} of the mask is empty")
+            if not negatives:
+                raise SkippedSample(EMPTY_MASK, "the mask is empty" if k is None else f"slice {k} of the mask is empty")
+            samples.append(sample(k, mask, dict(NEGATIVE_TRUTH)))
+            continue
         truth = ground_truth if ground_truth is not None and single_picture else ground_truth_from_mask(mask)
-        samples.append(
-            GroundingSample(
-                sample_id=f"{sample_id}:z{k}" if k is not None else sample_id,
-                image=to_display_rgb(_plane(image.array, k), window),
-                question=question.strip(),
-                ground_truth=truth,
-                mask=mask,
-                **(categories or {}),
-                extra={**(extra or {}), "image_path": image_path, "mask_path": mask_path, "slice": k, "window": window},
-            )
-        )
+        samples.append(sample(k, mask, truth))
+    if negatives and image.is_volume and foreground is not None and foreground.any():
+        positives = sum(not s.is_negative for s in samples)
+        samples += [sample(k, _plane(foreground, k), dict(NEGATIVE_TRUTH)) for k in _far_slices(foreground, positives)]
     return samples
+
+
+def _far_slices(foreground: np.ndarray, count: int) -> list[int]:
+    """Up to `count` slices well outside the labelled ones, spread evenly over what there is."""
+    labelled = np.flatnonzero(foreground.reshape(foreground.shape[0], -1).any(axis=1))
+    low, high = int(labelled.min()), int(labelled.max())
+    gap = max(NEGATIVE_GAP, high - low + 1)
+    far = [k for k in range(foreground.shape[0]) if k <= low - gap or k >= high + gap]
+    if not far or count < 1:
+        return []
+    picks = np.unique(np.linspace(0, len(far) - 1, min(count, len(far))).round().astype(int))
+    return [far[i] for i in picks]
 
 
 def _check_window(window: str) -> None:
@@ -125,9 +153,10 @@ def _explicit_slice(slice_index: object) -> Optional[int]:
 
 
 def _slices(
-    image: MedicalImage, foreground: Optional[np.ndarray], explicit_slice: Optional[int]
+    image: MedicalImage, foreground: Optional[np.ndarray], explicit_slice: Optional[int], negatives: bool = False
 ) -> list[Optional[int]]:
-    """[None] for a 2D image; the recorded slice; else every slice with a labelled voxel."""
+    """[None] for a 2D image; the recorded slice; else every slice with a labelled voxel (none: the middle slice, as a
+    negative, when negatives are wanted)."""
     if not image.is_volume:
         return [None]
     if explicit_slice is not None:
@@ -137,6 +166,8 @@ def _slices(
             )
         return [explicit_slice]
     labelled = [int(k) for k in np.flatnonzero(foreground.reshape(foreground.shape[0], -1).any(axis=1))]
+    if not labelled and negatives:
+        return [image.num_slices // 2]
     if not labelled:
         raise SkippedSample(EMPTY_MASK, "no slice of the mask has a labelled voxel")
     return labelled

@@ -243,13 +243,14 @@ def _random_rgb(rng: np.random.Generator) -> Image.Image:
 
 def _random_prompt(rng: np.random.Generator) -> str:
     """Anything from one word to template-sized text, so the learned answer does not depend on the prompt; and the
-    app's own prompts (think and no-think), whose words the checkpoint's repetition penalty then meets again in the
-    answer ("points", "bbox"), so the answer must win there too."""
+    app's own prompts (think and no-think, the paper's and the `abstain` template), whose words the checkpoint's
+    repetition penalty then meets again in the answer ("points", "bbox", "found"), so the answer must win there too."""
     words = " ".join(_TRAINING_CORPUS).split()
     kind = rng.integers(4)
     if kind == 3:
         question = " ".join(rng.choice(words, size=int(rng.integers(3, 20)))) + "?"
-        return build_prompt(question, think=bool(rng.integers(2)))
+        template = "abstain" if len(question) % 2 else None  # both built-in templates, without another draw
+        return build_prompt(question, think=bool(rng.integers(2)), template_path=template)
     if kind == 0:
         return " ".join(rng.choice(words, size=int(rng.integers(1, 12))))
     if kind == 1:
@@ -309,7 +310,8 @@ def format_tune(
     """
     rng = np.random.default_rng(seed)
     held_out = [
-        (_random_rgb(rng), build_prompt("Which structure explains the finding?", think=bool(i % 2))) for i in range(4)
+        (_random_rgb(rng), build_prompt("Which structure explains the finding?", bool(i % 2), ("abstain", None)[i < 2]))
+        for i in range(4)
     ]
     held_out += [(_random_rgb(rng), _random_prompt(rng)) for _ in range(12)]
     held_out_examples = [_answer_example(processor, image, prompt, answer_text) for image, prompt in held_out]

@@ -70,8 +70,9 @@ def compare_runs(a: RunResults, b: RunResults, most_changed: int = MOST_CHANGED)
             raise RequestError(f"{a.folder} and {b.folder}: no sample has an answer in both runs (failed requests).")
         raise RequestError(f"{a.folder} and {b.folder} have no sample in common: they scored different data.")
     pairs = [(a.lines[sample_id], b.lines[sample_id]) for sample_id in common]
-    names = _shared_metrics(pairs)
-    tests = {name: paired_test(*_paired_values(pairs, name)).to_json() for name in names}
+    scored = [(x, y) for x, y in pairs if not (x.get("negative") or y.get("negative"))]  # negatives: no box to score
+    names = _shared_metrics(scored)
+    tests = {name: paired_test(*_paired_values(scored, name)).to_json() for name in names}
     ranking = "dice_joint" if "dice_joint" in names else "iou"  # a metric both runs have
     return {
         "run_a": {"folder": str(a.folder), "label": a.label, "run": a.run},

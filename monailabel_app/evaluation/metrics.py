@@ -82,6 +82,11 @@ def sample_metrics(
     return result
 
 
+def positives(lines: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The result lines with a target to score: a negative's ("no finding") line has no metrics."""
+    return [line for line in lines if not line.get("negative")]
+
+
 def metric_value(record: Mapping[str, Any], name: str) -> float:
     """A record's metric, with a missing, None or NaN value counted as a failure (0)."""
     value = record.get(name)

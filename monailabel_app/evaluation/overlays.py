@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.evaluation.figures import overlay
-from monailabel_app.evaluation.metrics import metric_value
+from monailabel_app.evaluation.metrics import metric_value, positives
 from monailabel_app.segmentation.segmenter import Segmenter
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def ranking_metric(lines: Sequence[Mapping[str, Any]]) -> str:
 
 def choose_overlays(lines: Sequence[Mapping[str, Any]], per_kind: int) -> list[ChosenOverlay]:
     """`per_kind` worst, median and best samples, each sample at most once (small runs give fewer)."""
+    lines = positives(lines)  # a negative has no target to draw
     if per_kind <= 0 or not lines:
         return []
     metric = ranking_metric(lines)

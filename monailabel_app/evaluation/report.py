@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from monailabel_app.evaluation.figures import METRIC_LABELS, distribution_histograms, group_bars
+from monailabel_app.evaluation.metrics import positives
 from monailabel_app.evaluation.overlays import OVERLAY_DIR, ChosenOverlay, ranking_metric
 from monailabel_app.evaluation.paper_reference import PAPER_FIGURES, comparability
 from monailabel_app.evaluation.report_document import (
@@ -68,7 +69,8 @@ def write_reports(
         for key, name in CHART_FILES.items():
             group_bars(output_dir / name, f"Per {GROUP_TITLES[key].lower()}", metrics[key], metrics["metric_names"])
         shown = [name for name in DISTRIBUTION_METRICS if name in metrics["metric_names"]]
-        per_sample = {name: [100 * v for v in metric_values((x["metrics"] for x in lines), name)] for name in shown}
+        scored = [x["metrics"] for x in positives(lines)]
+        per_sample = {name: [100 * v for v in metric_values(scored, name)] for name in shown}
         distribution_histograms(output_dir / DISTRIBUTION_FILE, per_sample)
     blocks = report_blocks(metrics, overlays, charts)
     (output_dir / REPORT_FILE).write_text(render_markdown(blocks), encoding="utf-8")
@@ -88,6 +90,7 @@ def report_blocks(
     blocks += [Paragraph(f"Means are x100 over every sample; a failed sample counts as 0. {metrics['intervals']}.")]
     blocks += [Heading("Overall"), _overall_table(metrics["overall"], names), Paragraph(PDICE_NOTE)]
     blocks += _failure_blocks(metrics)
+    blocks += _abstention_blocks(metrics)
     blocks += _distribution_blocks(metrics, charts)
     for key in ("supercategory", "modality", "category"):
         blocks += [Heading(f"Per {GROUP_TITLES[key].lower()}"), _group_table(GROUP_TITLES[key], metrics[key], names)]
@@ -177,6 +180,22 @@ def _group_table(title: str, entries: Mapping[str, Mapping[str, Any]], names: Se
             cells.append(f"{entry[name]:.2f} ({interval})" if interval != "n too small" else f"{entry[name]:.2f}")
         rows.append(cells)
     return Table([title, "n", *(f"{METRIC_LABELS[name]} (95% interval)" for name in names)], rows)
+
+
+def _abstention_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    """The false-positive rate on negatives and the abstention rate on positives, where the run has either."""
+    rates = metrics.get("abstention") or {}
+    if not rates.get("negatives") and not rates.get("abstention_rate_on_positives"):
+        return []
+    lines = [
+        f'Positives: {rates["positives"]}; answered "not in this image": {rates["abstention_rate_on_positives"]}%.'
+    ]
+    if rates.get("negatives"):
+        lines.append(
+            f'Negatives (saved "no finding"): {rates["negatives"]}; a box drawn anyway (false positive): '
+            f'{rates["false_positive_rate"]}%; "not in this image": {rates["abstained_on_negatives"]}%.'
+        )
+    return [Heading("Not in this image"), Bullets(lines)]
 
 
 def _failure_blocks(metrics: Mapping[str, Any]) -> list[Block]:

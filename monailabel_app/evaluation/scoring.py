@@ -10,6 +10,9 @@ multiples of 28) the frame is the identity, so this is the paper's raw compariso
 Dice: the segmenter is prompted three ways, as in the paper's table: points only, box only, and joint (box and both
 points, all positive); each keeps its best-scored mask. One image embedding serves all three (the segmenter's cache).
 A failed answer is scored 0 everywhere and never reaches the segmenter.
+"Not in this image" (`answer_parser.says_absent`, whichever parser scores the box) makes the line's status
+`not_found`. A negative sample (its truth `NEGATIVE_TRUTH`: a saved "no finding") has no box to score: its line has no
+metrics and says `negative: true`; the summary counts it in the false-positive rate instead (`summary.abstention`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from monailabel_app.data.sample import GroundingSample
 from monailabel_app.evaluation.answers import ModelAnswer
 from monailabel_app.evaluation.metrics import PROMPT_SETTINGS, sample_metrics
 from monailabel_app.evaluation.reference_parser import parse_reference_answer
-from monailabel_app.grounding.pipeline import STATUS_NO_GROUNDING, STATUS_OK
-from monailabel_app.reasoning.answer_parser import ParsedAnswer, parse_answer
+from monailabel_app.grounding.pipeline import STATUS_NO_GROUNDING, STATUS_NOT_FOUND, STATUS_OK
+from monailabel_app.reasoning.answer_parser import ParsedAnswer, parse_answer, says_absent
 from monailabel_app.segmentation.segmenter import Segmenter
 
 PARSERS = ("paper", "app")
@@ -57,15 +60,17 @@ def score_sample(
         box = answer.frame.box_to_original(parsed.box)
         points = [answer.frame.point_to_original(point) for point in parsed.points]
     masks, segment_s = None, 0.0
-    if segmenter is not None and sample.mask is not None:
+    if segmenter is not None and sample.mask is not None and not sample.is_negative:
         masks, segment_s = segment_three_ways(segmenter, sample.image, box, points)
+    status = STATUS_OK if parsed.ok else STATUS_NOT_FOUND if says_absent(answer.text) else STATUS_NO_GROUNDING
     line = {
         "id": sample.sample_id,
         "question": sample.question,
         "modality": sample.modality,
         "supercategory": sample.supercategory,
         "category": sample.category,
-        "status": STATUS_OK if parsed.ok else STATUS_NO_GROUNDING,
+        "status": status,
+        "negative": sample.is_negative,
         "raw_output": answer.text,
         "answer_error": answer.error,
         "parser": parser,
@@ -76,7 +81,7 @@ def score_sample(
         "answer": {"box": parsed.box, "points": parsed.points},
         "prediction": {"box": box, "points": points},
         "ground_truth": sample.ground_truth,
-        "metrics": sample_metrics(box, points, sample.ground_truth, masks, sample.mask),
+        "metrics": {} if sample.is_negative else sample_metrics(box, points, sample.ground_truth, masks, sample.mask),
         "timing": {
             "prefill_s": answer.prefill_s,
             "decode_s": answer.decode_s,

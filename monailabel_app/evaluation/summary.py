@@ -4,7 +4,9 @@ distribution of per-sample values, why answers failed, and how long they took.
 Everything is computed from the lines of `results.jsonl` alone, so a resumed run, or one re-scored from an answers
 file, reports exactly what its lines say. Means are x100 and a failed sample counts as 0 in every one of them (the
 paper's rule). Dice is averaged over the samples that have a ground-truth mask (all of them for U-MRG and datastore
-labels).
+labels). Negatives (saved "no finding" labels) have no box to score: the paper's means are over the positives, and
+`abstention` gives the false-positive rate on negatives (a box where there is nothing) and the abstention rate on
+positives ("not in this image" where there is something) beside them.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from monailabel_app.core.statistics import CONFIDENCE, RESAMPLES, SEED, bootstrap_interval, quantiles
-from monailabel_app.evaluation.metrics import GROUP_KEYS, PROMPT_SETTINGS, aggregate, metric_value
-from monailabel_app.grounding.pipeline import STATUS_OK
+from monailabel_app.evaluation.metrics import GROUP_KEYS, PROMPT_SETTINGS, aggregate, metric_value, positives
+from monailabel_app.grounding.pipeline import STATUS_NOT_FOUND, STATUS_OK
 
 BOX_POINT_METRICS = ("iou", "pdice")
 DICE_METRICS = tuple(f"dice_{setting}" for setting in PROMPT_SETTINGS)
@@ -32,7 +34,7 @@ def summarise(lines: Sequence[Mapping[str, Any]]) -> dict:
     """{"overall": {...}, "supercategory": {label: {...}}, "category": ..., "modality": ...} of means x100 and counts,
     each entry with "ci95": {metric: [low, high]} (x100); Dice entries (and "dice_count") where some sample had a
     ground-truth mask."""
-    records = [{**line["metrics"], **{key: line.get(key) for key in GROUP_KEYS}} for line in lines]
+    records = [{**line["metrics"], **{key: line.get(key) for key in GROUP_KEYS}} for line in positives(lines)]
     summary = aggregate(records, BOX_POINT_METRICS)
     with_dice = [record for record in records if "dice_joint" in record]
     if with_dice:
@@ -49,6 +51,23 @@ def summarise(lines: Sequence[Mapping[str, Any]]) -> dict:
         for label, entry in summary[key].items():
             _add_intervals(entry, members[label])
     return summary
+
+
+def abstention(lines: Sequence[Mapping[str, Any]]) -> dict:
+    """Rates x100: boxes on negatives (false positives), abstentions on negatives, abstentions on positives."""
+    negatives = [line for line in lines if line.get("negative")]
+    positive = positives(lines)
+
+    def rate(members: Sequence[Mapping[str, Any]], status: str) -> Any:
+        return round(100.0 * sum(line["status"] == status for line in members) / len(members), 2) if members else None
+
+    return {
+        "negatives": len(negatives),
+        "false_positive_rate": rate(negatives, STATUS_OK),
+        "abstained_on_negatives": rate(negatives, STATUS_NOT_FOUND),
+        "positives": len(positive),
+        "abstention_rate_on_positives": rate(positive, STATUS_NOT_FOUND),
+    }
 
 
 def _add_dice(entry: dict, dice_entry: Mapping[str, Any]) -> None:
@@ -93,7 +112,7 @@ def failure_reasons(lines: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     kinds = Counter(
         NO_ANSWER if line.get("answer_error") else str(line.get("reason") or "unknown").split(":")[0][:120]
         for line in lines
-        if line["status"] != STATUS_OK
+        if line["status"] != STATUS_OK and not line.get("negative")
     )
     return dict(kinds.most_common())
 
@@ -129,21 +148,23 @@ def build_metrics(
     """What metrics.json holds: the run's settings, the loading tally, the table, failures, distributions, latency,
     and what this session of the run did (`session`)."""
     summary = summarise(lines)
-    grounded = sum(line["status"] == STATUS_OK for line in lines)
+    scored = positives(lines)
+    grounded = sum(line["status"] == STATUS_OK for line in scored)
     metric_names = [name for name in (*BOX_POINT_METRICS, *DICE_METRICS) if name in summary["overall"]]
     return {
         "run": dict(run),
         "loading": loading,
         "session": dict(session),
-        "samples": len(lines),
+        "samples": len(scored),
         "grounded": grounded,
-        "failed": len(lines) - grounded,
-        "failure_rate": (len(lines) - grounded) / len(lines) if lines else 0.0,
+        "failed": len(scored) - grounded,
+        "failure_rate": (len(scored) - grounded) / len(scored) if scored else 0.0,
         "failure_reasons": failure_reasons(lines),
+        "abstention": abstention(lines),
         "scale": "means x100; a failed sample counts as 0 in every mean",
         "intervals": INTERVALS_TEXT,
         "metric_names": metric_names,
         **summary,
-        "distributions": distributions(lines, metric_names),
+        "distributions": distributions(scored, metric_names),
         "latency": latency(lines),
     }

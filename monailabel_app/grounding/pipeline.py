@@ -31,6 +31,7 @@ from monailabel_app.segmentation.segmenter import Segmenter
 
 STATUS_OK = "ok"
 STATUS_NO_GROUNDING = "no_grounding"
+STATUS_NOT_FOUND = "not_found"  # the model says the target is not in this image (`answer_parser.py`): no mask
 
 
 @dataclass
@@ -191,6 +192,8 @@ class GroundingPipeline:
             reason=parsed.reason,
             warnings=list(parsed.warnings),
         )
+        if parsed.absent:
+            result.status = STATUS_NOT_FOUND
         result.confidence_note = note
         result.reasoner_batch = answer.batch_size
         if sampled:

@@ -9,6 +9,10 @@ What is accepted, deliberately (docs/method.md §2: what models emit):
 - ints and floats; not booleans, strings, NaN or infinities;
 - a box with swapped corners is reordered, and coordinates outside the image are clamped to it (both noted in
   `warnings`); a box with no area left after that is rejected, as are points that aren't two numbers each.
+
+"Not in this image": an answer object whose `found` is JSON `false` (`{'found': false}`, what the opt-in `abstain`
+template asks for) says the target is absent: `absent` is True, whatever else the object holds. Any other object is
+read as above, so the released checkpoints' answers (which never hold `found`) mean what they always meant.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class ParsedAnswer:
     points: Optional[list[tuple[float, float]]] = None
     reason: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
+    absent: bool = False  # the model says the target is not in this image
+
+
+ABSENT_REASON = "the model says the target is not in this image"
 
 
 def parse_answer(text: str, width: float, height: float) -> ParsedAnswer:
@@ -47,6 +55,9 @@ def parse_answer(text: str, width: float, height: float) -> ParsedAnswer:
     result = ParsedAnswer(ok=False, think=think)
     if source_note:
         result.warnings.append(source_note)
+    if obj.get("found") is False:
+        result.absent, result.reason = True, ABSENT_REASON
+        return result
     try:
         box = _read_box(obj)
         points = _read_points(obj)
@@ -61,6 +72,11 @@ def parse_answer(text: str, width: float, height: float) -> ParsedAnswer:
         return result
     result.ok = True
     return result
+
+
+def says_absent(text: object) -> bool:
+    """Whether an answer is the "not in this image" form; coordinates don't matter for that."""
+    return isinstance(text, str) and parse_answer(text, 1e9, 1e9).absent
 
 
 def think_block(text: str) -> Optional[str]:

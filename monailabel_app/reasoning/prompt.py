@@ -1,5 +1,9 @@
 """The grounding prompt: a swappable template file with one `{question}` slot (docs/method.md §2).
 
+Built in: the paper's template (the default, what the released checkpoints were trained on) and, opt-in by the name
+`abstain`, the same template that also offers the "not in this image" answer `{'found': false}`
+(`answer_parser.py`), for a reasoner retrained with negatives.
+
 Plain text substitution, not str.format, so a template may hold JSON braces as they are.
 """
 
@@ -12,6 +16,12 @@ from monailabel_app.core.errors import RequestError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 BUILTIN_TEMPLATES = {True: TEMPLATE_DIR / "grounding_think.txt", False: TEMPLATE_DIR / "grounding_nothink.txt"}
+NAMED_TEMPLATES = {
+    "abstain": {
+        True: TEMPLATE_DIR / "grounding_think_abstain.txt",
+        False: TEMPLATE_DIR / "grounding_nothink_abstain.txt",
+    }
+}
 MAX_QUESTION_CHARS = 2000
 
 
@@ -33,8 +43,12 @@ def validate_question(question: object) -> str:
 
 
 def load_template(think: bool = True, template_path: Optional[str] = None) -> str:
-    """A user template wins over the built-in one; it must contain `{question}` exactly once."""
-    path = Path(template_path) if template_path else BUILTIN_TEMPLATES[bool(think)]
+    """A user template (a file, or a built-in's name) wins over the built-in one; it must contain `{question}` exactly
+    once."""
+    if template_path in NAMED_TEMPLATES:
+        path = NAMED_TEMPLATES[template_path][bool(think)]
+    else:
+        path = Path(template_path) if template_path else BUILTIN_TEMPLATES[bool(think)]
     text = path.read_text(encoding="utf-8")
     if text.count("{question}") != 1:
         raise ValueError(f"Prompt template {path} must contain the placeholder {{question}} exactly once.")

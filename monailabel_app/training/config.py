@@ -51,6 +51,7 @@ class GRPOConfig:
     min_pixels: Optional[int] = None  # reasoner image bounds; the checkpoint processor's own when empty
     max_pixels: Optional[int] = TRAINED_FRAME_MAX_PIXELS  # a cap: the released checkpoints' training frame (840 x 840)
     reward_mode: str = "soft"  # soft (the released model) | hard
+    abstain_reward: float = 0.0  # "not in this image" on negatives (`abstention.py`); 0 = the released reward, exact
     # Loss
     clip_eps: float = 0.2
     dual_clip_c: Optional[float] = 3.0  # verl's dual clip for negative advantages; None turns it off
@@ -111,6 +112,13 @@ class GRPOConfig:
             problems.append("temperature must be > 0 (GRPO needs sampled, varied answers)")
         if self.reward_mode not in REWARD_MODES:
             problems.append(f"reward_mode must be one of {REWARD_MODES}")
+        if self.abstain_reward < 0:
+            problems.append("abstain_reward must be >= 0 (0 = off, the released reward)")
+        elif self.abstain_reward > 0 and not self.template:
+            problems.append(
+                "abstain_reward > 0 needs a template that offers the 'not in this image' answer: template=abstain "
+                "(the built-in one) or your own"
+            )
         if self.kl_estimator not in KL_ESTIMATORS:
             problems.append(f"kl_estimator must be one of {KL_ESTIMATORS}")
         if self.kl_coef < 0 or self.clip_eps <= 0 or self.lr <= 0 or self.grad_clip < 0:

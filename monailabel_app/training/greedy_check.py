@@ -3,7 +3,8 @@
 `mean_greedy_reward` is the mean training reward on (up to `MAX_CHECK_SAMPLES` of) the labels the run trained on: not
 a held-out validation, it tells an admin whether the run moved the reasoner the right way on the cases it was given,
 with the same prompt, decoding and reward as inference and training. `greedy_box_ious` gives the per-sample box IoU
-(the paper's headline metric; an unusable answer scores 0) that the publish check compares on held-out labels.
+(the paper's headline metric; an unusable answer scores 0) that the publish check compares on held-out labels. On a
+negative (`abstention.py`) that per-sample figure is 1 for "not in this image" and 0 for anything else.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from monailabel_app.data.sample import GroundingSample
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.training.abstention import training_reward
 from monailabel_app.training.config import GRPOConfig
-from monailabel_app.training.rewards import compute_reward
 from monailabel_app.training.rollout import ground_truth_in_frame
 
 MAX_CHECK_SAMPLES = 32  # bounds the check's time on a site with many labels
@@ -32,15 +33,18 @@ def greedy_scores(reasoner_path: str, samples: Sequence[GroundingSample], config
         min_pixels=config.min_pixels,
         max_pixels=config.max_pixels,
     )
-    scores = []
+    scores, reward = [], training_reward(config)
     try:
         for sample in samples:
             prompt = build_prompt(sample.question, config.think, config.template)
             answer = reasoner.generate(sample.image, prompt)
             truth = ground_truth_in_frame(sample.ground_truth, answer.frame)
             parsed = parse_answer(answer.text, answer.frame.model_width, answer.frame.model_height)
-            iou = box_iou(list(parsed.box), truth["bbox_2d"], IOU_EPS) if parsed.ok else 0.0
-            scores.append({"reward": compute_reward(answer.text, truth, config.reward_mode)["score"], "iou": iou})
+            if sample.is_negative:
+                iou = 1.0 if parsed.absent else 0.0
+            else:
+                iou = box_iou(list(parsed.box), truth["bbox_2d"], IOU_EPS) if parsed.ok else 0.0
+            scores.append({"reward": reward(answer.text, truth)["score"], "iou": iou})
     finally:
         reasoner.close()  # training loads the same checkpoint next, on the same GPU
     return scores

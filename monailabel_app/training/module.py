@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.transformers_reasoner import load_qwen_vl
+from monailabel_app.training.abstention import training_reward
 from monailabel_app.training.config import GRPOConfig
 from monailabel_app.training.loss import group_advantages, grpo_loss
-from monailabel_app.training.rewards import compute_reward
 from monailabel_app.training.rollout import (
     GroupRollout,
     decode_responses,
@@ -89,7 +89,8 @@ def sample_seed(run_seed: int, step: int, sample_id: str) -> int:
 class GRPOModule(pl.LightningModule):
     """Trains a Qwen2.5-VL reasoner on `samples` with GRPO; see the module docstring.
 
-    `reward_fn` defaults to the paper's reward (`rewards.compute_reward` in `config.reward_mode`). `config.precision`
+    `reward_fn` defaults to the paper's reward (`rewards.compute_reward` in `config.reward_mode`, with the abstention
+    term when `config.abstain_reward` > 0: `abstention.training_reward`). `config.precision`
     should be resolved ("bf16-mixed", "32-true"...) by the caller; "auto" loads fp32 weights.
     """
 
@@ -107,7 +108,7 @@ class GRPOModule(pl.LightningModule):
         self.config = config
         self.model_path = str(model_path)
         self.samples = samples if isinstance(samples, Sequence) else list(samples)  # a lazy sequence stays lazy
-        self.reward_fn = reward_fn or partial(compute_reward, mode=config.reward_mode)
+        self.reward_fn = reward_fn or training_reward(config)
         self.automatic_optimization = False
         self.strict_loading = False  # checkpoints carry only trained weights (see the module docstring)
 

@@ -19,6 +19,7 @@ from monailabel_app.core.errors import RequestError
 from monailabel_app.data.load_report import LoadReport
 from monailabel_app.data.loaders import load_samples
 from monailabel_app.reasoning.model_store import prune_oldest, publish_reasoner
+from monailabel_app.training.abstention import trainable_samples
 from monailabel_app.training.config import GRPOConfig
 from monailabel_app.training.greedy_check import mean_greedy_reward
 from monailabel_app.training.publish_check import MIN_HELD_OUT, check_before_publish, skipped, split_held_out
@@ -47,8 +48,10 @@ def retrain_reasoner(
     stats = {"run": run_name, "status": "running", "base_reasoner": str(base_reasoner), "final_labels": len(entries)}
     write_training_stats(model_dir, stats)  # /info shows this run at once, not the previous one
     report = LoadReport()
-    samples = list(load_samples(list(entries), report))
+    samples, set_aside = trainable_samples(list(load_samples(list(entries), report)), config)
     stats.update(samples=len(samples), data=report.summary())
+    if set_aside:
+        stats["negatives_set_aside"] = set_aside  # "no finding" labels: abstain_reward is 0, nothing to learn
     try:
         if not samples:
             raise NoTrainingDataError(

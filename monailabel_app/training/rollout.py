@@ -79,7 +79,10 @@ def encode_prompt(
 
 
 def ground_truth_in_frame(ground_truth: dict, frame: ImageFrame) -> dict:
-    """Original-pixel ground truth -> the frame the model answers in, which is where rewards compare."""
+    """Original-pixel ground truth -> the frame the model answers in, which is where rewards compare; a negative's
+    ("absent") has no coordinates."""
+    if ground_truth.get("absent") is True:
+        return dict(ground_truth)
     return {
         "bbox_2d": list(frame.box_to_model(ground_truth["bbox_2d"])),
         "point_2d": [list(frame.point_to_model(point)) for point in ground_truth["point_2d"]],

@@ -46,8 +46,11 @@
     }
     const text = el("div", undefined, "text");
     text.append(el("h2", answer.question));
-    const status = answer.status === "ok" ? "Grounded" : "No grounding" + (answer.reason ? ": " + answer.reason : "");
-    text.append(el("p", status, "status-" + answer.status));
+    const status = answer.status === "ok" ? "Grounded" : answer.status === "not_found" ? "Not in this image"
+      : "No grounding" + (answer.reason ? ": " + answer.reason : "");
+    const clicks = answer.refined_by_clicks;
+    const refined = clicks ? " · corrected by " + (clicks.foreground.length + clicks.background.length) + " clicks, model not asked again" : "";
+    text.append(el("p", status + refined, "status-" + answer.status));
     text.append(el("p", answer.reasoning || "(no reasoning given)", "reasoning"));
     const facts = el("dl");
     row(facts, "Image", answer.image_id || "uploaded file");

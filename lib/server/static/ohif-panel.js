@@ -62,8 +62,11 @@
     hide.addEventListener("click", () => { box.style.display = "none"; });
     header.append(hide);
     const grounded = answer.status === "ok";
-    const status = grounded ? "Grounded" : "No grounding" + (answer.reason ? ": " + answer.reason : "");
+    const status = grounded ? "Grounded" : answer.status === "not_found" ? "Not in this image"
+      : "No grounding" + (answer.reason ? ": " + answer.reason : "");
     const confidence = answer.confidence === undefined ? "" : " · " + Math.round(100 * answer.confidence) + "% consistent";
+    const clicks = answer.refined_by_clicks;
+    const refined = clicks ? " · corrected by " + (clicks.foreground.length + clicks.background.length) + " clicks, model not asked again" : "";
     const version = (answer.reasoner_version || {}).version;
     const link = el("a", "All answers for this study", "color:#5acce6");
     link.href = "/answers/?study=" + encodeURIComponent(answer.study_uid || "");
@@ -72,7 +75,7 @@
     box.replaceChildren(
       header,
       el("div", "Q: " + answer.question, "margin-top:6px;font-weight:600"),
-      el("div", status + confidence, "margin-top:4px;color:" + (grounded ? "#7ee07e" : "#ff8a8a")),
+      el("div", status + confidence + refined, "margin-top:4px;color:" + (grounded ? "#7ee07e" : "#ff8a8a")),
       el("div", answer.reasoning || "(no reasoning given)", "margin-top:6px;white-space:pre-wrap"),
       el("div", sliceText(answer), "margin-top:6px;color:#c8d3e6"),
       el("div", "Model: " + (answer.reasoner || "?") + (version ? " (" + version + ")" : "") + " · " + (answer.answered_at || ""),
