@@ -40,6 +40,7 @@ def server(format_tuned_reasoner_dir, tmp_path_factory):
     write_ct(studies / f"{CT_ID}.nii.gz")
     write_png(xray_picture(), studies / f"{XRAY_ID}.png")
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
+    conf["embedding_cache"] = "32"  # the volume tests' slices are encoded once for the module
     running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
     yield running
     running.stop()
@@ -167,7 +168,7 @@ def slicer_points(client: MONAILabelClient, model: str, image_id: str, foregroun
     of the click (`onClickDeepgrow`: a 3D view sends every click and no slice)."""
     config = client.info()["models"][model]["config"]
     params = {key: v[0] if isinstance(v, list) else v for key, v in config.items()}
-    params.update(question=QUESTION, label="target", foreground=foreground, background=background)
+    params.update(question=QUESTION, label="target", foreground=foreground, background=background, window="soft_tissue")
     params.update(result_extension=".nrrd", result_dtype="uint8", **({} if k is None else {"slice": k}))
     return client.infer(model, image_id, params)
 

@@ -19,7 +19,7 @@ from tests.test_server_security import APP_SKIP, scratch_left, settle
 pytestmark = pytest.mark.server
 
 STORM_REQUESTS, STORM_THREADS = 600, 8
-LOAD_SECONDS = float(os.environ.get("LOAD_TEST_SECONDS", "60"))
+LOAD_SECONDS = float(os.environ.get("LOAD_TEST_SECONDS", "30"))  # longer: LOAD_TEST_SECONDS=600
 LOAD_CLIENTS = 16
 
 
@@ -54,7 +54,7 @@ def test_a_storm_of_bad_requests_gets_only_4xx_and_changes_nothing_outside(serve
     assert scratch_left(server) == []
 
 
-def test_sixteen_clients_for_a_minute_are_all_answered(server):
+def test_sixteen_clients_for_half_a_minute_are_all_answered(server):
     outcome = load(server.url, LOAD_SECONDS, LOAD_CLIENTS)
     assert outcome.errors == []
     assert outcome.server_errors() == 0 and outcome.retry_after_missing == 0, outcome.statuses
