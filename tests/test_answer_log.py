@@ -84,3 +84,23 @@ def test_answers_another_process_keeps_are_seen(tmp_path):
     assert [e["answer_id"] for e in server.recent(5)] == [second, first]
     third = server.add(entry(2))
     assert third > second and [e["answer_id"] for e in server.recent(5)] == [third, second, first]
+
+
+def test_a_failed_write_leaves_nothing_half_written_and_the_log_goes_on(tmp_path, monkeypatch):
+    from monailabel_app.grounding import answer_log as module
+
+    log = AnswerLog(tmp_path / "answers")
+    kept = log.add(entry(1), b"\x89PNG picture")
+
+    def disk_full(path, record):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:  # the disk fills up between the picture and the record
+        patched.setattr(module, "write_json_atomically", disk_full)
+        with pytest.raises(OSError):
+            log.add(entry(2), b"\x89PNG picture")
+    assert sorted(p.name for p in (tmp_path / "answers").iterdir()) == [f"{kept}.json", f"{kept}.png"]
+    assert [a["answer_id"] for a in log.recent()] == [kept]
+    later = log.add(entry(3))
+    assert [a["answer_id"] for a in log.recent()] == [later, kept]
+    assert log.get(kept + "\n") is None and log.get(kept)["answer_id"] == kept  # the whole id, nothing after it

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional
 from monailabel_app.core.json_files import write_json_atomically
 
 logger = logging.getLogger(__name__)
-ANSWER_ID = re.compile(r"^\d{8}T\d{12}-[0-9a-f]{8}$")
+ANSWER_ID = re.compile(r"\d{8}T\d{12}-[0-9a-f]{8}")  # always with fullmatch
 DEFAULT_KEEP = 500
 MAX_LIST = 100
 
@@ -74,12 +74,20 @@ class AnswerLog:
             stale, self._index = index[: -self.keep], index[-self.keep :]
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # clinical text: the server's user only
         record = {**entry, "answer_id": answer_id, "picture": None}
-        if picture_png is not None:
-            partial = self.folder / f".{answer_id}.png.partial"
-            partial.write_bytes(picture_png)
-            os.replace(partial, self.folder / f"{answer_id}.png")
-            record["picture"] = f"{answer_id}.png"
-        write_json_atomically(self.folder / f"{answer_id}.json", record)  # until then, readers skip the entry
+        partial = self.folder / f".{answer_id}.png.partial"
+        try:
+            if picture_png is not None:
+                partial.write_bytes(picture_png)
+                os.replace(partial, self.folder / f"{answer_id}.png")
+                record["picture"] = f"{answer_id}.png"
+            write_json_atomically(self.folder / f"{answer_id}.json", record)  # until then, readers skip the entry
+        except OSError:  # a full disk: nothing half-written stays, and the index forgets the entry
+            partial.unlink(missing_ok=True)
+            self._remove(answer_id)
+            with self._lock:
+                self._pending.pop(answer_id, None)
+                self._index = [item for item in self._index if item.answer_id != answer_id]
+            raise
         for old in stale:
             self._remove(old.answer_id)
         with self._lock:
@@ -102,7 +110,7 @@ class AnswerLog:
         return [entry for entry in entries if entry is not None]
 
     def get(self, answer_id: str) -> Optional[dict]:
-        if not ANSWER_ID.match(answer_id or ""):
+        if not ANSWER_ID.fullmatch(answer_id or ""):
             return None
         try:
             return json.loads((self.folder / f"{answer_id}.json").read_text(encoding="utf-8"))
@@ -111,7 +119,7 @@ class AnswerLog:
 
     def picture_path(self, answer_id: str) -> Optional[Path]:
         """The answer's picture, or None: only a well-formed id, only inside the folder."""
-        if not ANSWER_ID.match(answer_id or ""):
+        if not ANSWER_ID.fullmatch(answer_id or ""):
             return None
         path = self.folder / f"{answer_id}.png"
         return path if path.is_file() else None
