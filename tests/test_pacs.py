@@ -279,8 +279,10 @@ def test_a_fresh_machine_finds_the_seg_for_training(orthanc, series, saved_ct_la
     assert len(entries) == 1
     assert np.array_equal(read_medical_image(entries[0]["label"]).array, label)
     infos = {entries[0]["label"]: datastore.get_label_info(ct.series_uid, "final")}
-    (sample,) = datastore_samples(entries, infos)
+    samples = list(datastore_samples(entries, infos))
+    (sample,) = [s for s in samples if not s.is_negative]
     assert sample.question == QUESTION and sample.sample_id.endswith(f":z{k}")
+    assert all(abs(s.extra["slice"] - k) >= 3 for s in samples if s.is_negative)  # far slices: "not in this image"
 
 
 def test_radiograph_label_round_trips_through_the_pacs(server, orthanc, series, tmp_path):

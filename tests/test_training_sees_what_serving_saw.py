@@ -72,7 +72,8 @@ def test_a_saved_label_trains_on_the_input_the_server_answered(tmp_path, site_se
     assert info["window"] == "lung" and info["slice"] == k and info["think"] is False
 
     config = ImplicitQueryTrainer(str(tmp_path / "model"), service.reasoner_path, {}, site_settings).config_for({})
-    (sample,) = datastore_samples([{"image": str(ct), "label": label_path, "label_info": info}])
+    samples = datastore_samples([{"image": str(ct), "label": label_path, "label_info": info}])
+    (sample,) = [s for s in samples if not s.is_negative]  # the far slices are "not in this image" negatives
     processor = AutoProcessor.from_pretrained(site_settings.reasoner)
     prompt = build_prompt(sample.question, config.think, config.template)
     trained = encode_prompt(processor, sample.image, prompt, config.min_pixels, config.max_pixels).features

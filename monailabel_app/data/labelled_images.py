@@ -85,7 +85,7 @@ def labelled_image_samples(
     for k in _slices(image, foreground, explicit_slice, negatives):
         mask = None if foreground is None else _plane(foreground, k)
         if mask is not None and not mask.any():
-            if not negatives:
+            if not negatives or foreground.any():  # a negative is a wholly empty label, not an empty chosen slice
                 raise SkippedSample(EMPTY_MASK, "the mask is empty" if k is None else f"slice {k} of the mask is empty")
             samples.append(sample(k, mask, dict(NEGATIVE_TRUTH)))
             continue
