@@ -81,17 +81,18 @@ def labelled_image_samples(
             extra={**(extra or {}), "image_path": image_path, "mask_path": mask_path, "slice": k, "window": window},
         )
 
+    labelled = foreground is not None and bool(foreground.any())
     samples = []
     for k in _slices(image, foreground, explicit_slice, negatives):
         mask = None if foreground is None else _plane(foreground, k)
         if mask is not None and not mask.any():
-            if not negatives or foreground.any():  # a negative is a wholly empty label, not an empty chosen slice
+            if not negatives or labelled:  # a negative is a wholly empty label, not an empty chosen slice
                 raise SkippedSample(EMPTY_MASK, "the mask is empty" if k is None else f"slice {k} of the mask is empty")
             samples.append(sample(k, mask, dict(NEGATIVE_TRUTH)))
             continue
         truth = ground_truth if ground_truth is not None and single_picture else ground_truth_from_mask(mask)
         samples.append(sample(k, mask, truth))
-    if negatives and image.is_volume and foreground is not None and foreground.any():
+    if negatives and image.is_volume and labelled:
         positives = sum(not s.is_negative for s in samples)
         samples += [sample(k, _plane(foreground, k), dict(NEGATIVE_TRUTH)) for k in _far_slices(foreground, positives)]
     return samples
