@@ -19,6 +19,7 @@ from monailabel.client import MONAILabelClient
 from pydicom import dcmread
 
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
+from lib.pacs.dicom_sr import report_texts
 from lib.pacs.dicomweb import PacsSettings, pacs_client
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.labelled_images import NEGATIVE_GAP
@@ -322,14 +323,36 @@ def test_unknown_series_and_non_image_series(server, orthanc, saved_ct_label, se
     assert response.status_code == 422 and "SEG" in response.json()["detail"]
 
 
-def test_labels_that_cannot_be_stored(server, orthanc, series):
+def test_a_label_on_another_grid_is_refused(server, orthanc, series):
     cr = series["cr"]
-    empty = np.zeros((cr.geometry.rows, cr.geometry.columns), np.uint8)
-    response = ohif_save(server, cr.series_uid, empty, {"question": QUESTION})
-    assert response.status_code == 422 and "empty" in response.json()["detail"], response.text
     response = ohif_save(server, cr.series_uid, np.ones((3, 4), np.uint8), {"question": QUESTION})
     assert response.status_code == 422 and "voxels" in response.json()["detail"], response.text
     assert segs_referencing(orthanc, cr.series_uid) == []
+
+
+def test_no_finding_is_stored_in_the_pacs_and_trains_as_a_negative(server, orthanc, series, tmp_path):
+    """An all-zero label saved from OHIF is a clinician's "no finding": a SEG whose one segment says so and whose
+    frame is empty; another machine's datastore reads it back as a negative sample with its question."""
+    cr = series["cr"]
+    empty = np.zeros((cr.geometry.rows, cr.geometry.columns), np.uint8)
+    params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
+    response = ohif_save(server, cr.series_uid, empty, params)
+    assert response.status_code == 200, response.text
+    (seg,) = segs_referencing(orthanc, cr.series_uid)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["No finding"]
+    assert seg.NumberOfFrames == 1 and not seg.pixel_array.any()
+    assert json.loads(seg.ImageComments)["question"] == QUESTION
+    assert seg.SegmentSequence[0].SegmentDescription.startswith(f"Q: {QUESTION}")
+    (report,) = reports_referencing(orthanc, seg)
+    assert report_texts(report)["Question"] == QUESTION
+
+    datastore = PacsDatastore(pacs_client(orthanc.dicomweb_url, 30), PacsSettings(), "test", str(tmp_path))
+    (entry,) = [e for e in datastore.datalist() if cr.series_uid in e["image"]]
+    assert read_medical_image(entry["label"]).array.shape == empty.shape
+    assert not read_medical_image(entry["label"]).array.any()
+    infos = {entry["label"]: datastore.get_label_info(cr.series_uid, "final")}
+    (sample,) = datastore_samples([entry], infos)
+    assert sample.is_negative and sample.question == QUESTION
 
 
 def test_pacs_going_away_mid_transfer(server, proxy, series, cache_dir, tmp_path):

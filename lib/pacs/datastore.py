@@ -41,7 +41,6 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from lib.datastore.atomic_file import AtomicDatastoreFile
 from lib.datastore.gate import IdentifierGate
 from lib.pacs.dicom_seg import (
-    EmptyLabelError,
     SegConversionError,
     dcmqi_tool,
     label_to_seg,
@@ -227,8 +226,6 @@ class PacsDatastore(DICOMWebDatastore):
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
             logger.info(f"DICOM SEG {seg_series} stored for series {image_id}")
             return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
-        except EmptyLabelError as error:
-            raise HTTPException(422, str(error)) from error
         except SegConversionError as error:
             raise HTTPException(500, f"The label was not saved: {error}") from error
         finally:

@@ -12,6 +12,10 @@ Where the question goes (so it travels with the SEG to any PACS, viewer or later
   the SEG (`dicom_sr.py`).
 - `SeriesDescription` names the app and model; `SegmentAlgorithmType` is SEMIAUTOMATIC (a model proposed, a person
   corrected and saved).
+
+An all-zero label is a clinician's deliberate "no finding" for the question: it is stored as a SEG with one segment
+labelled "No finding" whose frames are all empty, so the PACS keeps the negative and a later training run on another
+machine reads it back as one. dcmqi refuses an empty label (its issue 490), so highdicom writes that SEG.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+import highdicom
 import numpy as np
 import pydicom
 import pydicom.uid
@@ -55,11 +60,8 @@ DCMQI_TIMEOUT_S = 300
 IMAGE_COMMENTS_CHARS = 10_240  # LT's limit
 TYPE_CODE = {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Tissue"}
 CATEGORY_CODE = {"CodeValue": "91723000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"}
+NO_FINDING = "No finding"
 SEGMENT_COLOURS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255)]
-
-
-class EmptyLabelError(ValueError):
-    """A label with no labelled voxel: there is nothing to store as a SEG."""
 
 
 class SegConversionError(RuntimeError):
@@ -94,10 +96,12 @@ def label_to_seg(
     """Writes a DICOM SEG for `label_file` (on the series' grid) referencing the series in `series_dir`."""
     label = SimpleITK.ReadImage(label_file)
     values = [int(v) for v in np.unique(SimpleITK.GetArrayViewFromImage(label)) if v > 0]
-    if not values:
-        raise EmptyLabelError("the label is empty: nothing to store in the PACS")
     question = str(provenance.get("question") or "")
     model = str(provenance.get("model") or "implicit_query")
+    if not values:
+        output = _no_finding_seg(series_dir, model, str(provenance.get("app") or APP_NAME))
+        _record_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING))
+        return output
     metadata = {
         "ContentCreatorName": "MedReasoner",
         "SeriesDescription": f"MedReasoner {model}"[:64],
@@ -132,6 +136,53 @@ def label_to_seg(
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
             raise SegConversionError(f"itkimage2segimage could not write the DICOM SEG (exit {run.returncode}): {tail}")
     _record_provenance(output, provenance, question, str(provenance.get("reasoning") or ""))
+    return output
+
+
+def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
+    """A SEG of one "No finding" segment whose frames (one per source image) are all empty."""
+    with tempfile.TemporaryDirectory(prefix="seg-") as work:
+        planes_dir = _with_pixel_plane(series_dir, os.path.join(work, "source"))
+        sources = [pydicom.dcmread(str(path)) for path in sorted(Path(planes_dir).iterdir())]
+    for source in sources:  # a radiograph has none; highdicom and pydicom-seg (the reader) need one
+        source.SliceThickness = source.get("SliceThickness") or 1.0
+    first = sources[0]
+    segment = highdicom.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=NO_FINDING,
+        segmented_property_category=highdicom.sr.CodedConcept(
+            CATEGORY_CODE["CodeValue"], CATEGORY_CODE["CodingSchemeDesignator"], CATEGORY_CODE["CodeMeaning"]
+        ),
+        segmented_property_type=highdicom.sr.CodedConcept(
+            TYPE_CODE["CodeValue"], TYPE_CODE["CodingSchemeDesignator"], TYPE_CODE["CodeMeaning"]
+        ),
+        algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
+        algorithm_identification=highdicom.AlgorithmIdentificationSequence(
+            name=f"MedReasoner {model}"[:64],
+            family=highdicom.sr.CodedConcept("123109", "DCM", "Manual Processing"),
+            version=app[-16:],
+        ),
+    )
+    seg = highdicom.seg.Segmentation(
+        source_images=sources,
+        pixel_array=np.zeros((len(sources), first.Rows, first.Columns), np.uint8),
+        segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=highdicom.UID(),
+        series_number=300,
+        sop_instance_uid=highdicom.UID(),
+        instance_number=1,
+        manufacturer="MedReasoner",
+        manufacturer_model_name=f"MedReasoner {model}"[:64],
+        software_versions=app[:64],
+        device_serial_number="none",
+        series_description=f"MedReasoner {model}"[:64],
+        content_label="IMPLICIT_QUERY",
+        content_creator_name="MedReasoner^",
+        omit_empty_frames=False,  # the empty frames are the finding
+    )
+    output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
+    seg.save_as(output)
     return output
 
 
