@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
+import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
@@ -29,6 +30,7 @@ from monailabel_app.segmentation.checkpoints import (
     require_file,
 )
 from monailabel_app.segmentation.sam import SamSegmenter
+from monailabel_app.segmentation.sam2_tracking import track
 
 SAM2_CONFIG_OPTION = "sam2_config"  # explicit SAM2.1 size for `build_sam2` when the file name does not tell it
 
@@ -54,6 +56,13 @@ BUILD_SAM2_DECODER_ARGS = {
     "dynamic_multimask_stability_delta": 0.05,
     "dynamic_multimask_stability_thresh": 0.98,
 }
+# What sam2.build_sam.build_sam2_video_predictor sets for tracking, except its hole filling (fill_hole_area=8), which
+# needs the package's CUDA extension and is skipped without it: 0 gives the same masks on every machine.
+VIDEO_PREDICTOR_ARGS = {
+    "_target_": "sam2.sam2_video_predictor.SAM2VideoPredictor",
+    "binarize_mask_from_pts_for_mem_enc": True,
+    "fill_hole_area": 0,
+}
 
 
 class AnyResolutionImagePredictor(SAM2ImagePredictor):
@@ -75,6 +84,18 @@ class Sam2Segmenter(SamSegmenter):
     def __init__(self, sam2_model: SAM2Base, name: str = "sam2", cache_size: int = 4):
         super().__init__(sam2_model, name, cache_size, predictor_class=AnyResolutionImagePredictor)
 
+    def track(
+        self,
+        render: Callable[[int], np.ndarray],
+        num_slices: int,
+        key: int,
+        key_mask: np.ndarray,
+        step: int,
+        max_slices: int,
+    ) -> Iterator[tuple[int, np.ndarray, float]]:
+        """The key slice's mask carried slice by slice in direction `step` by the video predictor (`sam2_tracking`)."""
+        return track(self.model, render, num_slices, key, key_mask, step, max_slices)
+
 
 def package_model_config(config_name: str, image_size: Optional[int] = None) -> DictConfig:
     """The `model` node of the installed package's configs/sam2.1/<config_name>.yaml, optionally at another size.
@@ -95,8 +116,9 @@ def package_model_config(config_name: str, image_size: Optional[int] = None) -> 
 
 
 def sam2_model(model_config: DictConfig) -> SAM2Base:
-    """A SAM2Base (random weights) from a `model` config node, instantiated without Hydra's global state."""
-    return instantiate(model_config, _recursive_=True).eval()
+    """A SAM2VideoPredictor (random weights) from a `model` config node, instantiated without Hydra's global state."""
+    video_config = OmegaConf.merge(model_config, VIDEO_PREDICTOR_ARGS)
+    return instantiate(video_config, _recursive_=True).eval()
 
 
 def build_sam2(

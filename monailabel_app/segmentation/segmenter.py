@@ -5,7 +5,7 @@ neighbouring slice's, when an answer is propagated through a volume)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -35,3 +35,19 @@ class Segmenter(Protocol):
         labels: Optional[Sequence[int]] = None,
         mask_logits: Optional[np.ndarray] = None,
     ) -> SegmentOutput: ...
+
+
+@runtime_checkable
+class VolumeTracker(Protocol):
+    """A segmenter that carries a key slice's mask through a volume itself (SAM2's video predictor), remembering
+    the slices it has seen; `track` yields (slice, mask) outwards from `key` in direction `step` (+1 or -1)."""
+
+    def track(
+        self,
+        render: Callable[[int], np.ndarray],
+        num_slices: int,
+        key: int,
+        key_mask: np.ndarray,
+        step: int,
+        max_slices: int,
+    ) -> Iterator[tuple[int, np.ndarray, float]]: ...
