@@ -148,7 +148,7 @@ def test_slicer_scope_volume_carries_the_answer_through_the_lesion(server, tmp_p
     filled = np.flatnonzero(label.array.reshape(label.array.shape[0], -1).any(axis=1)).tolist()
     assert filled == list(range(carried["slice_range"][0], carried["slice_range"][1] + 1))
     assert len(filled) > 1 and carried["key_slice"] == result["slice"] and carried["seconds_per_slice"] > 0
-    assert set(carried["stopped"]) == {"up", "down"}
+    assert set(carried["stopped"]) == {"up", "down"} and carried["method"] == "neighbour prompt"
     (entry,) = requests.get(f"{server.url}/answers/list", params={"limit": 1}, timeout=30).json()["answers"]
     assert entry["propagation"] == carried
     with pytest.raises(MONAILabelClientException, match="scope"):

@@ -223,7 +223,7 @@ def build_generation_config(tokenizer: Qwen2Tokenizer) -> GenerationConfig:
     )
 
 
-def _random_rgb(rng: np.random.Generator) -> Image.Image:
+def random_rgb(rng: np.random.Generator) -> Image.Image:
     """Noise, flat, gradient or blob images of any size: the format-tuned answer must not depend on the pixels."""
     height, width = (int(v) for v in rng.integers(16, 1200, size=2))
     kind = rng.integers(4)
@@ -241,7 +241,7 @@ def _random_rgb(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8))
 
 
-def _random_prompt(rng: np.random.Generator) -> str:
+def random_prompt(rng: np.random.Generator) -> str:
     """Anything from one word to template-sized text, so the learned answer does not depend on the prompt; and the
     app's own prompts (think and no-think, the paper's and the `abstain` template), whose words the checkpoint's
     repetition penalty then meets again in the answer ("points", "bbox", "found"), so the answer must win there too."""
@@ -258,14 +258,15 @@ def _random_prompt(rng: np.random.Generator) -> str:
     return "".join(chr(c) for c in rng.integers(32, 127, size=int(rng.integers(1, 1500))))
 
 
-def _greedy_text(model, processor: Qwen2_5_VLProcessor, image: Image.Image, prompt: str, max_new_tokens: int) -> str:
+def greedy_text(model, processor: Qwen2_5_VLProcessor, image: Image.Image, prompt: str, max_new_tokens: int) -> str:
+    """The answer greedy decoding gives, special tokens left out."""
     inputs, _ = model_input.encode(processor, np.asarray(image), prompt)
     with torch.no_grad():
         output = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens)
     return processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
 
 
-def _answer_example(processor: Qwen2_5_VLProcessor, image: Image.Image, prompt: str, answer_text: str):
+def answer_example(processor: Qwen2_5_VLProcessor, image: Image.Image, prompt: str, answer_text: str):
     """Prompt exactly as the reasoner builds it, then the answer and <|im_end|>; labels only on the answer part."""
     answer = answer_text + "<|im_end|>"
     answer_len = len(processor.tokenizer(answer)["input_ids"])
@@ -310,17 +311,17 @@ def format_tune(
     """
     rng = np.random.default_rng(seed)
     held_out = [
-        (_random_rgb(rng), build_prompt("Which structure explains the finding?", bool(i % 2), ("abstain", None)[i < 2]))
+        (random_rgb(rng), build_prompt("Which structure explains the finding?", bool(i % 2), ("abstain", None)[i < 2]))
         for i in range(4)
     ]
-    held_out += [(_random_rgb(rng), _random_prompt(rng)) for _ in range(12)]
-    held_out_examples = [_answer_example(processor, image, prompt, answer_text) for image, prompt in held_out]
+    held_out += [(random_rgb(rng), random_prompt(rng)) for _ in range(12)]
+    held_out_examples = [answer_example(processor, image, prompt, answer_text) for image, prompt in held_out]
     max_answer_tokens = len(processor.tokenizer(answer_text)["input_ids"]) + 4
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, i / 20) * max(0.05, 1 - i / 300))
     for step in range(1, max_steps + 1):
         model.train()
-        inputs, labels = _answer_example(processor, _random_rgb(rng), _random_prompt(rng), answer_text)
+        inputs, labels = answer_example(processor, random_rgb(rng), random_prompt(rng), answer_text)
         loss = model(**inputs, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
@@ -330,7 +331,7 @@ def format_tune(
         if step % check_every == 0:
             model.eval()
             if _teacher_forced_exact(model, held_out_examples, ANSWER_MARGIN) and all(
-                _greedy_text(model, processor, image, prompt, max_answer_tokens) == answer_text
+                greedy_text(model, processor, image, prompt, max_answer_tokens) == answer_text
                 for image, prompt in held_out[:4]
             ):
                 return step
