@@ -8,7 +8,6 @@ needs is explained in `support/abstention_toys.py`. Seeded, on one CPU thread: t
 from __future__ import annotations
 
 import pytest
-import torch
 
 from monailabel_app.training.run import train_reasoner
 from tests.support import abstention_toys as toys
@@ -17,15 +16,7 @@ from tests.support.grpo_toys import tiny_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_grpo_learns_to_abstain_on_negatives_and_answer_on_positives(tmp_path, one_thread):
+def test_grpo_learns_to_abstain_on_negatives_and_answer_on_positives(tmp_path, one_torch_thread):
     warm = toys.warm_start(tmp_path / "warm", steps=400, seed=0, abstain_share=0.3)
     before = toys.rates(warm)
     config = tiny_config(

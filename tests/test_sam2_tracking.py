@@ -16,7 +16,7 @@ from monailabel_app.grounding.propagation import StopRule, propagate
 from monailabel_app.imaging.windowing import to_display_rgb
 from monailabel_app.segmentation.factory import build_segmenter
 from monailabel_app.segmentation.sam2 import Sam2Segmenter
-from monailabel_app.segmentation.sam2_tracking import SliceFrames, track, tracking_state
+from monailabel_app.segmentation.sam2_tracking import SliceFrames, tracking_state
 from monailabel_app.segmentation.segmenter import VolumeTracker
 from tests.test_sam2_segmenter import tiny_sam2
 
@@ -68,10 +68,11 @@ def test_a_sam2_segmenter_tracks_the_volume_with_its_video_predictor(tiny_tracke
 def test_tracking_goes_outwards_and_stops_at_its_window(tiny_tracker, volume):
     render, truth = volume
     key_mask = truth[KEY].astype(bool)
-    up = [k for k, _, _ in track(tiny_tracker.model, render, SLICES, KEY, key_mask, 1, max_slices=3)]
-    down = [k for k, _, _ in track(tiny_tracker.model, render, SLICES, KEY, key_mask, -1, max_slices=100)]
-    assert up == [KEY + 1, KEY + 2, KEY + 3] and down == list(range(KEY - 1, -1, -1))
-    assert list(track(tiny_tracker.model, render, SLICES, SLICES - 1, truth[SLICES - 1], 1, max_slices=5)) == []
+    up = [(k, picture) for k, picture, _, _ in tiny_tracker.track(render, SLICES, KEY, key_mask, 1, max_slices=3)]
+    down = [k for k, _, _, _ in tiny_tracker.track(render, SLICES, KEY, key_mask, -1, max_slices=100)]
+    assert [k for k, _ in up] == [KEY + 1, KEY + 2, KEY + 3] and down == list(range(KEY - 1, -1, -1))
+    assert all(np.array_equal(picture, render(k)) for k, picture in up)  # the picture the tracker saw
+    assert list(tiny_tracker.track(render, SLICES, SLICES - 1, truth[SLICES - 1], 1, max_slices=5)) == []
 
 
 def test_slice_segmenters_keep_the_neighbour_prompt(volume):

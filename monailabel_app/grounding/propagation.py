@@ -86,9 +86,9 @@ def propagate(
         else:
             candidates = _neighbour_prompted(segmenter, render, num_slices, key, masks[key], key_logits, step)
         previous, stopped[name] = masks[key], "edge"
-        for k, mask, score in candidates:
+        for k, picture, mask, score in candidates:
             steps += 1
-            reason = _broken_rule(mask, score, previous, _mean_grey(render(k), mask), key_grey, rule)
+            reason = _broken_rule(mask, score, previous, _mean_grey(picture, mask), key_grey, rule)
             if reason:
                 stopped[name] = reason
                 break
@@ -108,14 +108,15 @@ def _neighbour_prompted(
     key_mask: np.ndarray,
     key_logits: Optional[np.ndarray],
     step: int,
-) -> Iterator[tuple[int, np.ndarray, float]]:
-    """(slice, mask, score) outwards from the key slice, each prompted from the one before (the caller stops reading
-    at the first slice its rule refuses, so the one before is always the last one kept)."""
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+    """(slice, picture, mask, score) outwards from the key slice, each prompted from the one before (the caller stops
+    reading at the first slice its rule refuses, so the one before is always the last one kept)."""
     previous, logits = key_mask, key_logits
     k = key + step
     while 0 <= k < num_slices:
-        output = segmenter.segment(render(k), box=_box_around(previous), mask_logits=logits)
-        yield k, output.mask, output.score
+        picture = render(k)
+        output = segmenter.segment(picture, box=_box_around(previous), mask_logits=logits)
+        yield k, picture, output.mask, output.score
         previous, logits = output.mask, output.low_res_logits
         k += step
 

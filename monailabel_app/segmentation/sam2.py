@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from sam2.modeling.sam2_base import SAM2Base
@@ -30,7 +31,7 @@ from monailabel_app.segmentation.checkpoints import (
     require_file,
 )
 from monailabel_app.segmentation.sam import SamSegmenter
-from monailabel_app.segmentation.sam2_tracking import track
+from monailabel_app.segmentation.sam2_tracking import SliceFrames, tracking_state
 
 SAM2_CONFIG_OPTION = "sam2_config"  # explicit SAM2.1 size for `build_sam2` when the file name does not tell it
 
@@ -92,9 +93,22 @@ class Sam2Segmenter(SamSegmenter):
         key_mask: np.ndarray,
         step: int,
         max_slices: int,
-    ) -> Iterator[tuple[int, np.ndarray, float]]:
-        """The key slice's mask carried slice by slice in direction `step` by the video predictor (`sam2_tracking`)."""
-        return track(self.model, render, num_slices, key, key_mask, step, max_slices)
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+        """The key slice's mask carried by the video predictor (`sam2_tracking`): (slice, picture, mask, score) for
+        slices key + step, key + 2 step, ... up to the volume's edge or `max_slices` away; the caller stops reading
+        when its stop rule says so. The score is the tracker's own belief that the target is on that slice (its object
+        score, as a probability; under 0.5 the mask is empty)."""
+        slices = [key + step * i for i in range(max_slices + 1) if 0 <= key + step * i < num_slices]
+        if len(slices) < 2:
+            return
+        frames = SliceFrames(render, slices, self.model.image_size)
+        state = tracking_state(self.model, frames, *key_mask.shape)
+        self.model.add_new_mask(state, frame_idx=0, obj_id=1, mask=np.asarray(key_mask, dtype=bool))
+        for index, _, logits in self.model.propagate_in_video(state, start_frame_idx=0):
+            if index > 0:
+                output = state["output_dict_per_obj"][0]["non_cond_frame_outputs"][index]
+                score = torch.sigmoid(output["object_score_logits"].float()).item()
+                yield slices[index], frames.picture(index), (logits[0, 0] > 0).cpu().numpy(), score
 
 
 def package_model_config(config_name: str, image_size: Optional[int] = None) -> DictConfig:

@@ -3,18 +3,20 @@ SAM2's memory of the slices before it (how MedSAM2 segments 3D CT and MRI).
 
 sam2 1.1's `init_state` reads frames only from a JPEG folder or an mp4 file. The slices are in memory already and a
 JPEG round trip would blur them, so `tracking_state` builds the same state with `SliceFrames`: a slice is rendered,
-resized and normalised as the package's own loader does it when the tracker reaches it, and is not kept. The tests
-compare the state's keys with the package's, so an upgrade that changes them fails there and not in a clinic.
+resized and normalised as the package's own loader does it when the tracker reaches it; only the latest is kept (the
+stop rule reads it). The tests compare the state's keys with the package's, so an upgrade that changes them fails
+there and not in a clinic.
 
-Each direction is its own session whose frames run from the key slice outwards (frame i is slice key ± i), so both
-are tracked forwards from a mask on frame 0. Memory stays bounded on long series: no frame is stored, a session
-holds at most `max_slices` + 1 frames, and the per-frame memories go to the CPU when the model is on a GPU.
+`Sam2Segmenter.track` runs each direction as its own session, whose frames run from the key slice outwards (frame i
+is slice key ± i), so both are tracked forwards from a mask on frame 0. Memory stays bounded on long series: one
+frame is held at a time, a session holds at most `max_slices` + 1 frames, and the per-frame memories go to the CPU
+when the model is on a GPU.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +24,6 @@ from PIL import Image
 
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # the package's video loader's defaults (ImageNet)
 IMAGE_STD = (0.229, 0.224, 0.225)
-OBJECT_ID = 1
 
 
 class SliceFrames(Sequence):
@@ -30,14 +31,21 @@ class SliceFrames(Sequence):
 
     def __init__(self, render: Callable[[int], np.ndarray], slices: Sequence[int], image_size: int):
         self.render, self.slices, self.image_size = render, list(slices), image_size
+        self._last: tuple[int, np.ndarray] = (-1, np.empty(0))  # the tracker asks for a frame right before its mask
         self._mean = torch.tensor(IMAGE_MEAN, dtype=torch.float32)[:, None, None]
         self._std = torch.tensor(IMAGE_STD, dtype=torch.float32)[:, None, None]
 
     def __len__(self) -> int:
         return len(self.slices)
 
+    def picture(self, index: int) -> np.ndarray:
+        """Frame `index` as rendered (RGB uint8), rendered once when the tracker asks for it and then the mask."""
+        if self._last[0] != index:
+            self._last = (index, self.render(self.slices[index]))
+        return self._last[1]
+
     def __getitem__(self, index: int) -> torch.Tensor:
-        picture = Image.fromarray(self.render(self.slices[index])).convert("RGB")
+        picture = Image.fromarray(self.picture(index)).convert("RGB")
         resized = np.array(picture.resize((self.image_size, self.image_size))) / 255.0  # as sam2's JPEG loader
         return (torch.from_numpy(resized).permute(2, 0, 1).float() - self._mean) / self._std
 
@@ -68,28 +76,3 @@ def tracking_state(predictor, frames: SliceFrames, height: int, width: int) -> d
     with torch.inference_mode():
         predictor._get_image_feature(state, frame_idx=0, batch_size=1)  # as init_state: frame 0's features cached
     return state
-
-
-def track(
-    predictor,
-    render: Callable[[int], np.ndarray],
-    num_slices: int,
-    key: int,
-    key_mask: np.ndarray,
-    step: int,
-    max_slices: int,
-) -> Iterator[tuple[int, np.ndarray, float]]:
-    """(slice, mask, score) for slices key + step, key + 2 step, ... up to the volume's edge or `max_slices` away;
-    the caller stops reading when its stop rule says so. The score is the tracker's own belief that the target is
-    on that slice (its object score, as a probability; under 0.5 the mask is empty)."""
-    slices = [key + step * i for i in range(max_slices + 1) if 0 <= key + step * i < num_slices]
-    if len(slices) < 2:
-        return
-    height, width = key_mask.shape
-    state = tracking_state(predictor, SliceFrames(render, slices, predictor.image_size), height, width)
-    predictor.add_new_mask(state, frame_idx=0, obj_id=OBJECT_ID, mask=np.asarray(key_mask, dtype=bool))
-    for index, _, logits in predictor.propagate_in_video(state, start_frame_idx=0):
-        if index > 0:
-            output = state["output_dict_per_obj"][0]["non_cond_frame_outputs"][index]
-            score = torch.sigmoid(output["object_score_logits"].float()).item()
-            yield slices[index], (logits[0, 0] > 0).cpu().numpy(), score

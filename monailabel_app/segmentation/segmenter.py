@@ -40,7 +40,8 @@ class Segmenter(Protocol):
 @runtime_checkable
 class VolumeTracker(Protocol):
     """A segmenter that carries a key slice's mask through a volume itself (SAM2's video predictor), remembering
-    the slices it has seen; `track` yields (slice, mask) outwards from `key` in direction `step` (+1 or -1)."""
+    the slices it has seen; `track` yields (slice, picture, mask, score) outwards from `key` in direction `step` (+1
+    or -1), the picture being the slice as rendered for the tracker."""
 
     def track(
         self,
@@ -50,4 +51,4 @@ class VolumeTracker(Protocol):
         key_mask: np.ndarray,
         step: int,
         max_slices: int,
-    ) -> Iterator[tuple[int, np.ndarray, float]]: ...
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]: ...
