@@ -99,7 +99,10 @@ def label_to_seg(
     question = str(provenance.get("question") or "")
     model = str(provenance.get("model") or "implicit_query")
     if not values:
-        output = _no_finding_seg(series_dir, model, str(provenance.get("app") or APP_NAME))
+        try:
+            output = _no_finding_seg(series_dir, model, str(provenance.get("app") or APP_NAME))
+        except Exception as error:  # highdicom and pydicom raise many kinds for series they can't pair with a SEG
+            raise SegConversionError(f"highdicom could not write the 'No finding' SEG: {error}") from error
         _record_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING))
         return output
     metadata = {
@@ -160,7 +163,7 @@ def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
         algorithm_identification=highdicom.AlgorithmIdentificationSequence(
             name=f"MedReasoner {model}"[:64],
             family=highdicom.sr.CodedConcept("123109", "DCM", "Manual Processing"),
-            version=app[-16:],
+            version=app[:64],  # AlgorithmVersion is LO
         ),
     )
     seg = highdicom.seg.Segmentation(
