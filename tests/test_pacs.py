@@ -25,6 +25,7 @@ from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.labelled_images import NEGATIVE_GAP
 from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
 from monailabel_app.demo.sample_studies import write_png, xray_picture
+from monailabel_app.grounding.records import LAST_QUERY_KEY
 from monailabel_app.imaging.medical_image import read_medical_image
 from tests.broken_series import missing_slice_series, mixed_orientation_series
 from tests.monailabel_server import MonaiLabelServer, free_port
@@ -146,6 +147,19 @@ def test_info_lists_every_served_modality(server, series):
     assert info["datastore"]["modalities"] == ["CT", "MR", "DX", "CR"]
     assert info["datastore"]["total"] == len(series)
     assert info["models"]["implicit_query"]["config"]["question"] == ""
+
+
+def test_a_series_sent_to_the_pacs_after_the_listing_is_served_at_once(server, orthanc, tmp_path):
+    """The server caches the PACS's series listing (for 2 hours by default); a study that reaches the PACS later is
+    found by its UID: its answer, and the record of it that OHIF's panel and the point prompts read."""
+    assert requests.get(f"{server.url}/info/", timeout=30).status_code == 200  # the listing is cached now
+    arrived = ct_series(tmp_path / "arrived")
+    orthanc.upload(arrived.files)
+    assert ohif_infer(server, arrived.series_uid).status_code == 200
+    info = requests.get(f"{server.url}/datastore/image/info", params={"image": arrived.series_uid}, timeout=30)
+    assert info.status_code == 200 and info.json()[LAST_QUERY_KEY]["question"] == QUESTION, info.text
+    nowhere = requests.get(f"{server.url}/datastore/image/info", params={"image": "1.2.3.4.5.6.7"}, timeout=30)
+    assert nowhere.status_code == 404
 
 
 def test_modality_filter_is_configurable(orthanc, series, tmp_path):

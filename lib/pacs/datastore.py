@@ -109,6 +109,17 @@ class PacsDatastore(DICOMWebDatastore):
                 series += [str(ds[SERIES_UID_TAG]["Value"][0]) for ds in found if ds.get(SERIES_UID_TAG)]
         return list(dict.fromkeys(series))
 
+    def has_image(self, image_id: str) -> bool:
+        """The listing is cached (MONAI Label's DICOMweb cache: MONAI_LABEL_DICOMWEB_CACHE_EXPIRY, 2 hours by
+        default); a series that reached the PACS since is looked up by its UID, so a study sent a minute ago has its
+        record at once, as its answer does (`get_image_uri` looks it up the same way)."""
+        if image_id in self.list_images():
+            return True
+        if not UID.match(image_id or "") or len(image_id) > 64:
+            return False
+        found = self._find_series(image_id)
+        return found is not None and found[1] in self.pacs.modalities
+
     def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
         with pacs_call(self.pacs_url, "listing the DICOM SEGs"):
             return super().get_labeled_images(label_tag, labels)

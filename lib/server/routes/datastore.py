@@ -244,7 +244,8 @@ def _save_and_record(datastore, app, image_id: str, label_file: str, tag: str, i
 
 def _require_image(datastore, image_id: str) -> None:
     check_id(image_id)
-    if image_id not in datastore.list_images():
+    known = datastore.has_image(image_id) if hasattr(datastore, "has_image") else image_id in datastore.list_images()
+    if not known:
         raise NotFoundError(f"No image with id {image_id!r} in the datastore")
 
 
