@@ -189,7 +189,7 @@ def test_slicer_clicks_correct_the_answer_without_asking_again_in_2d_and_3d(serv
         assert refined[key] == asked[key], key
     assert refined["answer_id"] != asked["answer_id"] and "reasoner_prefill" not in refined["latencies"]
     (name,) = refined["label_names"]
-    assert name == f"Answer (refined by 1 clicks): {QUESTION}"
+    assert name == f"Answer (refined by 1 click): {QUESTION}"
     assert filled_slices(read_medical_image(label_file).array) in ([k], [])  # the 2D view writes its slice only
     entry = requests.get(f"{server.url}/answers/{refined['answer_id']}", timeout=30).json()
     assert entry["reasoner_called"] is False and entry["refined_by_clicks"] == refined["refined_by_clicks"]
@@ -210,8 +210,8 @@ def test_ohif_point_prompts_correct_the_image_s_last_answer_on_the_slice_they_ar
     n, k = CT_SHAPE[0], CT_SHAPE[0] // 2 + 1
     asked = ohif_infer(server, "implicit_query", CT_ID, {"question": QUESTION, "slice": k, "window": "soft_tissue"})
     assert asked.status_code == 200, asked.text
-    # OHIF's point prompts: no question, no slice, voxel indices of OHIF's volume (slices counted from the other end)
-    clicks = {"foreground": [[80, 40, n - 1 - k]], "background": [[20, 20, n - 1 - k]]}
+    # OHIF's point prompts: no question, no slice, voxel indices of OHIF's volume (the slices in the volume's order)
+    clicks = {"foreground": [[80, 40, k]], "background": [[20, 20, k]]}
     refined = ohif_infer(server, "implicit_query_slice", CT_ID, clicks)
     assert refined.status_code == 200, refined.text
     latest = requests.get(f"{server.url}/answers/list", params={"image": CT_ID, "limit": 1}, timeout=30).json()
@@ -221,7 +221,7 @@ def test_ohif_point_prompts_correct_the_image_s_last_answer_on_the_slice_they_ar
     assert entry["refined_by_clicks"] == {"foreground": [[80, 40]], "background": [[20, 20]]}
     label_path = Path(server.studies.parent / "ohif_refined.nrrd")
     label_path.write_bytes(refined.content)
-    stored = read_medical_image(str(label_path))  # in OHIF's order, from the last slice; its geometry says so
-    assert filled_slices(stored.array[::-1]) == [k] and stored.geometry()["direction"][2][2] < 0
+    stored = read_medical_image(str(label_path))  # written on that slice only, the volume's geometry kept
+    assert filled_slices(stored.array) == [k] and stored.geometry()["direction"][2][2] > 0
     off_grid = ohif_infer(server, "implicit_query_slice", CT_ID, {"foreground": [[80, 40, n]]})
     assert off_grid.status_code == 422 and "outside the volume" in off_grid.text

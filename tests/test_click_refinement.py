@@ -120,7 +120,6 @@ def test_clicks_are_checked_against_the_grid_and_name_the_slice():
     clicks = parse_clicks([[3, 4, 2], [5, 6, 7]], [[1, 1, 7]], WIDTH, HEIGHT, 12)
     assert clicks.slice_index() == 7 and clicks.on_slice(7) == (Click(5, 6, True), Click(1, 1, False))
     assert parse_clicks([], [[1, 1, 3]], WIDTH, HEIGHT, 12).slice_index() == 3  # only background: its slice
-    assert parse_clicks([[3, 4, 2]], None, WIDTH, HEIGHT, 12, reversed_slices=True).foreground == ((3, 4, 9),)
     assert parse_clicks([[3, 4]], [], WIDTH, HEIGHT, None).on_slice(None) == (Click(3, 4, True),)
     bad = [
         ([[3, 4, 12]], "outside the volume"),

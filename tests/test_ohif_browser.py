@@ -10,6 +10,7 @@ kept as test artifacts (see ARTIFACTS_DIR).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
@@ -19,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from dicomweb_client import DICOMwebClient
+from dicomweb_client.session_utils import create_session_from_user_pass
 from PIL import Image
+from pydicom import dcmread
 
+from lib.infers.implicit_query import LABEL_NAME as LABEL
+from monailabel_app.demo.sample_dicom import FLIPPED_CT, flipped_ct_series
 from tests.default_start import DefaultStart
 from tests.monailabel_server import APP_DIR
 from tests.orthanc_server import INSTALL_HINT, orthanc_installed
@@ -48,8 +54,17 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ct_study(server):
     """The sample CT the default start loaded into its local PACS: (study UID, series UID)."""
-    (hit,) = server.series("CT")
+    (hit,) = [one for one in server.series("CT") if one["0008103E"]["Value"][0] != FLIPPED_CT]
     return hit["0020000D"]["Value"][0], hit["0020000E"]["Value"][0]
+
+
+@pytest.fixture(scope="module")
+def flipped_study(server, tmp_path_factory):
+    """The sample CT feet first (`sample_dicom.flipped_ct_series`), stored in the same local PACS: (study, series)."""
+    series = flipped_ct_series(tmp_path_factory.mktemp("feet_first"))
+    client = DICOMwebClient(server.dicomweb_url, session=create_session_from_user_pass(*server.pacs_auth()))
+    client.store_instances([dcmread(str(path)) for path in series.files])
+    return series.study_uid, series.series_uid
 
 
 @pytest.fixture(scope="module")
@@ -84,30 +99,50 @@ def segment_pixels(page, canvas_box) -> int:
     return int(green.sum())
 
 
+def segment_centre(page, canvas_box) -> tuple[float, float]:
+    """Where on the page the middle of one viewport's segment-coloured pixels is."""
+    picture = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
+    x0, y0 = int(canvas_box["x"]), int(canvas_box["y"])
+    region = picture[y0 : y0 + int(canvas_box["height"]), x0 : x0 + int(canvas_box["width"])]
+    rows, columns = np.nonzero((region[..., 1] - region[..., 0] > 40) & (region[..., 1] - region[..., 2] > 40))
+    assert rows.size, "no segment drawn in the viewport"
+    return x0 + float(np.median(columns)), y0 + float(np.median(rows))
+
+
+# The instance the axial viewport draws, as cornerstone (OHIF's renderer) knows it: the image its slice came from.
+# Not the viewport's "I: n" overlay: on a head-first series this OHIF build numbers the axial view's slices from the
+# top in the series' instance order and names the wrong instance (README, What we found about OHIF).
+SHOWN_INSTANCE_JS = """() => {
+  const viewports = window.cornerstone.getRenderingEngines()[0].getViewports();
+  const axial = viewports.find(v => v.id.includes('axial')) || viewports[0];
+  return window.cornerstone.metaData.get('generalImageModule', axial.getCurrentImageId()).instanceNumber;
+}"""
+
+
 def instances_showing_the_mask(page, slices: int) -> dict[int, int]:
-    """Scrolls the axial view through the whole series: OHIF's instance number ("I: n" in the viewport) -> pixels of
+    """Scrolls the axial view through the whole series: the DICOM instance number of each image drawn -> pixels of
     the mask drawn on it. Ends on the instance with the most."""
     axial = page.locator("canvas").first.bounding_box()
     page.mouse.move(axial["x"] + axial["width"] / 2, axial["y"] + axial["height"] / 2)
     for _ in range(slices):  # to the first image
         page.mouse.wheel(0, -100)
         page.wait_for_timeout(150)
-    drawn = {}
+    drawn = []
     for _ in range(slices):
         page.wait_for_timeout(500)
-        (shown,) = re.findall(r"I:\s*(\d+)\s*\(\d+/\d+\)", page.locator("body").inner_text())[:1]
-        drawn[int(shown)] = segment_pixels(page, axial)
+        drawn.append((int(page.evaluate(SHOWN_INSTANCE_JS)), segment_pixels(page, axial)))
         page.mouse.wheel(0, 100)
-    best = max(drawn, key=drawn.get)
-    for _ in range(slices - best):
+    best = max(range(slices), key=lambda n: drawn[n][1])
+    for _ in range(slices - 1 - best):  # back from the last image
         page.mouse.wheel(0, -100)
         page.wait_for_timeout(150)
     page.wait_for_timeout(800)
-    return drawn
+    assert sorted(n for n, _ in drawn) == list(range(1, slices + 1)), drawn  # every image, once
+    return dict(drawn)
 
 
-def test_ohif_asks_the_question_shows_the_mask_and_the_reasoning(server, ct_study, browser):
-    study_uid, series_uid = ct_study
+def open_the_monai_label_mode(server, browser, study_uid: str, question: str):
+    """OHIF on the study in the MONAI Label mode, its panel connected to this server, the question typed in."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(STEP_TIMEOUT_MS)
     page.goto(f"{server.url}/ohif/monai-label?StudyInstanceUIDs={study_uid}")
@@ -117,18 +152,30 @@ def test_ohif_asks_the_question_shows_the_mask_and_the_reasoning(server, ct_stud
     page.locator("#monailabelServerURL").press("Tab")
     page.locator("button.actionButton").first.click()
     page.get_by_text("Options / Configurations").click()
-    page.fill("#inferimplicit_queryquestion", QUESTION)  # our string option, shown as a text field
+    page.fill("#inferimplicit_queryquestion", question)  # our string option, shown as a text field
     page.get_by_role("button", name="Confirm").click()
     page.get_by_text("Auto-Segmentation").click()
     page.wait_for_timeout(2000)  # let the viewports settle before measuring them
-    before = mask_pixels(page)
+    return page
+
+
+def run_auto_segmentation(page, series_uid: str, question: str):
+    """Runs `implicit_query` from Auto-Segmentation; the server's record of this very request."""
     with page.expect_response(lambda r: "/infer/implicit_query" in r.url) as answer:
         page.locator(".modelSelector button.actionButton").first.click()
     response = answer.value
     assert response.status == 200, response.text()
-    assert f'"question":"{QUESTION}"' in (response.request.post_data or "")
+    assert f'"question":"{question}"' in (response.request.post_data or "")
     assert series_uid in response.url
     page.get_by_text("Running Segmentation - Successful").wait_for()
+    return response
+
+
+def test_ohif_asks_the_question_shows_the_mask_and_the_reasoning(server, ct_study, browser):
+    study_uid, series_uid = ct_study
+    page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
+    before = mask_pixels(page)
+    run_auto_segmentation(page, series_uid, QUESTION)
     info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
     this_run = info["medreasoner_last_query"]  # what the server recorded for this very request
     assert this_run["question"] == QUESTION
@@ -142,12 +189,57 @@ def test_ohif_asks_the_question_shows_the_mask_and_the_reasoning(server, ct_stud
     page.wait_for_timeout(3000)  # the label map is drawn on the next render
     after = mask_pixels(page)
     drawn = instances_showing_the_mask(page, 12)
-    # on the very instance the answer names (OHIF's own slice order: lib/server/viewer_slice_order.py)
+    # on the very instance the answer names
     assert [n for n, pixels in drawn.items() if pixels > 50] == [answer["instance_number"]], drawn
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS_DIR / "ohif_implicit_query.png"))
     page.close()
     assert after > before + 200, (before, after)
+
+
+def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_instance_shown(
+    server, flipped_study, browser
+):
+    """The CT with its slice normal to the feet and its instance numbers counting against it: the mask shows on the
+    instance the answer names, and a Point Prompts click on that instance corrects that very answer on that slice
+    (OHIF sends its volume's voxel index, the slices in the volume's order: `grounding/clicks.py`)."""
+    study_uid, series_uid = flipped_study
+    page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
+    run_auto_segmentation(page, series_uid, QUESTION)
+    info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
+    k = info["medreasoner_last_query"]["slice"]
+    answer = requests.get(f"{server.url}/answers/{info['medreasoner_last_query']['answer_id']}", timeout=30).json()
+    assert answer["instance_number"] == 12 - k  # numbered from the far end: the server's slice k is instance 12 - k
+    page.wait_for_timeout(3000)
+    drawn = instances_showing_the_mask(page, 12)  # ends on the instance with the mask
+    assert [n for n, pixels in drawn.items() if pixels > 50] == [answer["instance_number"]], drawn
+
+    page.get_by_text("Point Prompts").click()
+    prompts = page.locator(".tab", has=page.get_by_text("Point Prompts"))
+    prompts.locator("select.selectBox").select_option("implicit_query_slice")
+    prompts.get_by_role("cell", name=LABEL, exact=True).click()  # the segment the clicks are for
+    x, y = segment_centre(page, page.locator("canvas").first.bounding_box())
+    page.mouse.click(x, y)  # a foreground click in the middle of the mask shown
+    page.wait_for_timeout(500)
+    with page.expect_response(lambda r: "/infer/implicit_query_slice" in r.url) as refined:
+        prompts.locator("button.actionButton").click()
+    response = refined.value
+    assert response.status == 200, response.text()
+    sent = json.loads(re.search(r'"foreground":(\[\[[^\]]*\]\])', response.request.post_data or "").group(1))
+    latest = requests.get(f"{server.url}/answers/list", params={"image": series_uid, "limit": 1}, timeout=30).json()
+    (entry,) = latest["answers"]
+    assert entry["model"] == "implicit_query_slice" and entry["reasoner_called"] is False, entry
+    assert entry["slice"] == k and entry["question"] == QUESTION, (entry, sent)  # that answer, on that slice
+    assert entry["refined_by_clicks"]["foreground"] == [sent[0][:2]], (entry, sent)
+    x1, y1, x2, y2 = answer["box"]  # pixels of the slice
+    assert x1 <= sent[0][0] <= x2 and y1 <= sent[0][1] <= y2, (sent, answer["box"])  # where the mask was drawn
+    page.get_by_text("Running Inference for Point Prompts - Successful").wait_for()
+    page.wait_for_timeout(2000)
+    drawn = instances_showing_the_mask(page, 12)
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / "ohif_feet_first_clicks.png"))
+    page.close()
+    assert [n for n, pixels in drawn.items() if pixels > 50] == [answer["instance_number"]], drawn
 
 
 def test_the_answers_page_shows_the_answer_with_its_picture(server, ct_study, browser):

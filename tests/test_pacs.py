@@ -188,22 +188,20 @@ def test_ohif_infer_by_series_uid_gives_a_label_on_the_series_geometry(server, s
         return
     assert label.array.shape == (geometry.slices, geometry.rows, geometry.columns)
     assert np.allclose(label.geometry()["spacing"], geometry.itk_spacing(), atol=1e-5)
-    # OHIF's slice order (lib/server/viewer_slice_order.py): stored from the last slice, and the geometry says so
-    assert np.allclose(label.geometry()["origin"], geometry.position(geometry.slices - 1), atol=1e-4)
-    flipped = geometry.itk_direction() * np.array([1.0, 1.0, -1.0])
-    assert np.allclose(label.geometry()["direction"], flipped, atol=1e-6)
-    slicer = slicer_infer(server, one.series_uid, tmp_path / "slicer")  # the same answer in the volume's order
+    # the volume's order along the slice normal, which OHIF's volume has too (README, What we found about OHIF)
+    assert np.allclose(label.geometry()["origin"], geometry.position(0), atol=1e-4)
+    assert np.allclose(label.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
+    slicer = slicer_infer(server, one.series_uid, tmp_path / "slicer")  # Slicer gets the very same label
     assert np.allclose(slicer.geometry()["origin"], geometry.position(0), atol=1e-4)
     assert np.allclose(slicer.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
-    assert np.array_equal(label.array[::-1], slicer.array)
+    assert np.array_equal(label.array, slicer.array)
 
 
 def test_ohif_scope_volume_gives_a_3d_label_on_the_series_geometry(server, series, tmp_path):
     ct = series["ct"]
     label = label_of(ohif_infer(server, ct.series_uid, scope="volume", window="soft_tissue"), tmp_path, "ct3d")
-    assert np.allclose(label.geometry()["origin"], ct.geometry.position(ct.geometry.slices - 1), atol=1e-4)
-    volume_order = label.array[::-1]
-    filled = np.flatnonzero(volume_order.reshape(volume_order.shape[0], -1).any(axis=1)).tolist()
+    assert np.allclose(label.geometry()["origin"], ct.geometry.position(0), atol=1e-4)
+    filled = np.flatnonzero(label.array.reshape(label.array.shape[0], -1).any(axis=1)).tolist()
     answer = requests.get(f"{server.url}/answers/list", params={"image": ct.series_uid, "limit": 1}, timeout=30)
     carried = answer.json()["answers"][0]["propagation"]
     assert len(filled) > 1 and filled == list(range(carried["slice_range"][0], carried["slice_range"][1] + 1))
@@ -214,14 +212,14 @@ def saved_ct_label(server, series, tmp_path_factory):
     """Infer on the CT, correct the mask as a radiologist would (erase a corner, add a blob), save it as final."""
     ct = series["ct"]
     response = ohif_infer(server, ct.series_uid)
-    label = label_of(response, tmp_path_factory.mktemp("labels"), "ct").array[::-1].copy()  # the volume's order
+    label = label_of(response, tmp_path_factory.mktemp("labels"), "ct").array.copy()
     k = int(np.flatnonzero(label.reshape(label.shape[0], -1).any(axis=1))[0])
     rows, columns = np.nonzero(label[k])
     label[k, rows.min() : rows.min() + 3, columns.min() : columns.min() + 3] = 0
     label[k, 2:6, 2:8] = 1
     params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
     params.update(slice=k, window="soft_tissue")
-    saved = ohif_save(server, ct.series_uid, label[::-1], params)  # OHIF sends its own slice order
+    saved = ohif_save(server, ct.series_uid, label, params)  # OHIF's raw voxels, in the volume's order
     assert saved.status_code == 200, saved.text
     return label, k
 
@@ -367,6 +365,23 @@ def test_no_finding_is_stored_in_the_pacs_and_trains_as_a_negative(server, ortha
     infos = {entry["label"]: datastore.get_label_info(cr.series_uid, "final")}
     (sample,) = datastore_samples([entry], infos)
     assert sample.is_negative and sample.question == QUESTION
+
+
+def test_no_finding_on_a_ct_has_one_empty_frame_per_slice(server, orthanc, tmp_path):
+    ct = ct_series(tmp_path / "healthy")  # its own series: the sample CT's SEG is another test's
+    orthanc.upload(ct.files)
+    empty = np.zeros((ct.geometry.slices, ct.geometry.rows, ct.geometry.columns), np.uint8)
+    params = {"label_info": [{"name": "target", "idx": 1}], "question": QUESTION, "model": "implicit_query"}
+    response = ohif_save(server, ct.series_uid, empty, params)
+    assert response.status_code == 200, response.text
+    (seg,) = segs_referencing(orthanc, ct.series_uid)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["No finding"]
+    assert seg.NumberOfFrames == ct.geometry.slices and not seg.pixel_array.any()
+    referenced = {
+        f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for f in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced == {dcmread(str(path)).SOPInstanceUID for path in ct.files}  # every slice, once
 
 
 def test_pacs_going_away_mid_transfer(server, proxy, series, cache_dir, tmp_path):

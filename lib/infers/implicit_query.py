@@ -2,10 +2,9 @@
 
 Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `scope`, `window`,
 `think`, `confidence_samples`, `result_extension`, `result_dtype`, `result_compress`; on the point views (type
-deepgrow) also `foreground` and `background` (voxel indices [i, j, k]; `grounding/clicks.py`), with the server's
-`points_in_viewer_order` when the client counts slices from the other end (OHIF). Errors are the app's taxonomy
-(`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a RequestError, a
-model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
+deepgrow) also `foreground` and `background` (voxel indices [i, j, k]; `grounding/clicks.py`). Errors are the app's
+taxonomy (`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a
+RequestError, a model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
 (`lib/server/errors.py`).
 """
 
@@ -66,8 +65,7 @@ class ImplicitQueryInfer(InferTask):
         scope = str(req.get("scope") or "slice")[:40]
         points = None
         if self.type == InferType.DEEPGROW:  # a point panel: its clicks refine the answer (or choose the slice)
-            reversed_slices = req.get("points_in_viewer_order") is True
-            points = PointPrompt(req.get("foreground"), req.get("background"), reversed_slices)
+            points = PointPrompt(req.get("foreground"), req.get("background"))
         grounded = self.service.ground_file(
             req.get("image"),
             req.get("question"),
@@ -149,7 +147,8 @@ def segment_name(result: Dict[str, Any]) -> str:
     notes = [f"{round(100 * confidence)}% consistent"] if isinstance(confidence, (int, float)) else []
     clicks = result.get("refined_by_clicks")
     if clicks:
-        notes.append(f"refined by {len(clicks['foreground']) + len(clicks['background'])} clicks")
+        count = len(clicks["foreground"]) + len(clicks["background"])
+        notes.append(f"refined by {count} click{'' if count == 1 else 's'}")
     return f"Answer{' (' + ', '.join(notes) + ')' if notes else ''}: {short}"
 
 

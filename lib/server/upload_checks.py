@@ -14,7 +14,6 @@ from pathlib import Path
 import itk
 import numpy as np
 
-from lib.server.viewer_slice_order import from_viewer_order
 from monailabel_app.core.errors import RequestError
 from monailabel_app.imaging.image_limits import ImageLimits
 from monailabel_app.imaging.medical_image import MedicalImage, read_medical_image
@@ -53,15 +52,15 @@ def check_label_upload(label_path: Path, image_path: str, limits: ImageLimits) -
 
 
 def _raw_label_on_grid(raw_file: Path, image: MedicalImage) -> Path:
-    """OHIF sends the labelmap as raw uint8 voxels, x fastest, for the image's grid, its slices in OHIF's order
-    (`viewer_slice_order.py`)."""
+    """OHIF sends the labelmap as raw uint8 voxels, x fastest, for the image's grid, its slices in the volume's order
+    along the slice normal: ITK's, so the image's own (README, What we found about OHIF)."""
     voxels = np.fromfile(raw_file, dtype=np.uint8)
     grid = image.array.shape[: image.itk_image.GetImageDimension()]
     if voxels.size != int(np.prod(grid)):
         raise RequestError(
             f"The raw label has {voxels.size:,} voxels; its image has {int(np.prod(grid)):,} {list(grid)}."
         )
-    label = itk.image_from_array(from_viewer_order(voxels.reshape(grid)))
+    label = itk.image_from_array(np.ascontiguousarray(voxels.reshape(grid)))
     label.SetSpacing(image.itk_image.GetSpacing())
     label.SetOrigin(image.itk_image.GetOrigin())
     label.SetDirection(image.itk_image.GetDirection())

@@ -4,6 +4,8 @@ data. The default start loads them into its local PACS (`local_pacs.py`); the PA
 Geometry is written the DICOM way (ImagePositionPatient per slice, ImageOrientationPatient, PixelSpacing as
 [between rows, between columns]) and also given ITK's way (origin, spacing x/y/z, direction columns) so a test can
 check what the server made of it. The MR is sagittal so orientation bugs show; slices are written in shuffled order.
+The flipped CT (`FLIPPED_CT_GEOMETRY`, numbered from the far end) is the CT with its slice normal pointing down and its
+instance numbers counting against it, as a feet-first series can come: what a viewer's slice order must survive.
 """
 
 from __future__ import annotations
@@ -60,9 +62,15 @@ class Series:
     geometry: SeriesGeometry
     pixels: np.ndarray  # (z, y, x) stored values
     files: List[Path] = field(default_factory=list)
+    description: str = ""  # SeriesDescription; "Synthetic <modality>" when empty
 
 
 CT_GEOMETRY = SeriesGeometry(96, 128, 12, 0.8, 0.75, 2.5, origin=(-48.0, -38.4, 102.5))
+# rows run posterior -> anterior, so the normal (row x column) points to the feet; slice 0 is the top one
+FLIPPED_CT_GEOMETRY = SeriesGeometry(
+    96, 128, 12, 0.8, 0.75, 2.5, column_cosine=(0.0, -1.0, 0.0), origin=(-48.0, 38.4, 130.0)
+)
+FLIPPED_CT = "Synthetic CT, feet first"
 MR_GEOMETRY = SeriesGeometry(
     80, 64, 10, 1.1, 0.9, 3.0, row_cosine=(0.0, 1.0, 0.0), column_cosine=(0.0, 0.0, -1.0), origin=(-13.5, -35.0, 40.0)
 )
@@ -101,14 +109,17 @@ def _base_dataset(series: Series, number: int, sop_uid: str, path: Path) -> File
     ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
     ds.Modality, ds.Manufacturer = series.modality, "MedReasoner synthetic"
     ds.SeriesNumber, ds.InstanceNumber = 1, number
-    ds.StudyDescription, ds.SeriesDescription = f"Synthetic {series.modality} study", f"Synthetic {series.modality}"
+    ds.StudyDescription = f"Synthetic {series.modality} study"
+    ds.SeriesDescription = series.description or f"Synthetic {series.modality}"
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = series.geometry.rows, series.geometry.columns
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     return ds
 
 
-def _write_volume(series: Series, folder: Path, signed: bool, orientation_of=lambda k, g: g) -> Series:
+def _write_volume(
+    series: Series, folder: Path, signed: bool, orientation_of=lambda k, g: g, numbered_from_the_far_end: bool = False
+) -> Series:
     folder.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng(0).permutation(series.geometry.slices)  # shuffled on disk and in the PACS
     frame_of_reference = generate_uid()
@@ -116,7 +127,8 @@ def _write_volume(series: Series, folder: Path, signed: bool, orientation_of=lam
         geometry = orientation_of(int(k), series.geometry)
         sop_uid = generate_uid()
         path = folder / f"{series.modality}_{k:03d}.dcm"
-        ds = _base_dataset(series, int(k) + 1, sop_uid, path)
+        number = series.geometry.slices - int(k) if numbered_from_the_far_end else int(k) + 1
+        ds = _base_dataset(series, number, sop_uid, path)
         ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_of_reference, ""
         ds.ImagePositionPatient = geometry.position(int(k))
         ds.ImageOrientationPatient = [float(v) for v in (*geometry.row_cosine, *geometry.column_cosine)]
@@ -139,6 +151,12 @@ def _write_volume(series: Series, folder: Path, signed: bool, orientation_of=lam
 def ct_series(folder: Path, geometry: SeriesGeometry = CT_GEOMETRY) -> Series:
     series = Series("CT", generate_uid(), generate_uid(), geometry, ct_volume())
     return _write_volume(series, Path(folder), signed=True)
+
+
+def flipped_ct_series(folder: Path) -> Series:
+    """The CT feet first: InstanceNumber 1 is the last slice along the normal (ITK's and the server's last)."""
+    series = Series("CT", generate_uid(), generate_uid(), FLIPPED_CT_GEOMETRY, ct_volume(), description=FLIPPED_CT)
+    return _write_volume(series, Path(folder), signed=True, numbered_from_the_far_end=True)
 
 
 def mr_series(folder: Path) -> Series:

@@ -34,12 +34,11 @@ class PointPrompt:
 
     foreground: Any = None
     background: Any = None
-    reversed_slices: bool = False  # the client counts slices from the other end (OHIF)
 
 
 @dataclass(frozen=True)
 class VoxelClicks:
-    """The request's clicks in the image's own voxel order (the viewer's slice order already undone)."""
+    """The request's clicks, checked, in the image's voxel indices."""
 
     foreground: tuple[tuple[int, int, Optional[int]], ...] = ()
     background: tuple[tuple[int, int, Optional[int]], ...] = ()
@@ -61,16 +60,13 @@ class VoxelClicks:
         return len(self.foreground) + len(self.background)
 
 
-def parse_clicks(
-    foreground: Any, background: Any, width: int, height: int, num_slices: Optional[int], reversed_slices: bool = False
-) -> VoxelClicks:
-    """`num_slices` None for a 2D picture; `reversed_slices` when the client counts slices from the other end
-    (OHIF: `lib/server/viewer_slice_order.py`), so its k is mapped to the image's."""
+def parse_clicks(foreground: Any, background: Any, width: int, height: int, num_slices: Optional[int]) -> VoxelClicks:
+    """`num_slices` None for a 2D picture. Both clients send indices of the volume as ITK stacks it (slices in order
+    along the normal): Slicer's are its own volume's; OHIF's come from its volume's `worldToIndex`, whose slices are
+    in that same order (README, What we found about OHIF)."""
     lists = {}
     for name, raw in (("foreground", foreground), ("background", background)):
-        lists[name] = tuple(
-            _voxel(name, n, p, width, height, num_slices, reversed_slices) for n, p in _items(name, raw)
-        )
+        lists[name] = tuple(_voxel(name, n, p, width, height, num_slices) for n, p in _items(name, raw))
     return VoxelClicks(lists["foreground"], lists["background"])
 
 
@@ -84,7 +80,7 @@ def _items(name: str, raw: Any) -> list[tuple[int, Any]]:
     return list(enumerate(raw))
 
 
-def _voxel(name, n, point, width, height, num_slices, reversed_slices) -> tuple[int, int, Optional[int]]:
+def _voxel(name, n, point, width, height, num_slices) -> tuple[int, int, Optional[int]]:
     where = f"{name}[{n}]"
     if not isinstance(point, list) or len(point) not in (2, 3):
         raise RequestError(f"{where} must be a point [i, j, k] (or [i, j] on a 2D picture), got {str(point)[:60]}")
@@ -107,7 +103,7 @@ def _voxel(name, n, point, width, height, num_slices, reversed_slices) -> tuple[
         raise RequestError(f"{where} = {values} needs its slice: [i, j, k] on a volume")
     if not 0 <= k < num_slices:
         raise RequestError(f"{where} = {values} is outside the volume (slices 0 to {num_slices - 1})")
-    return i, j, (num_slices - 1 - k) if reversed_slices else k
+    return i, j, k
 
 
 def box_with_clicks(

@@ -144,7 +144,6 @@ def admin_router(context: ServerContext) -> APIRouter:
             "study_uid",
             "instance_numbers",
             "asked_by",
-            "points_in_viewer_order",
         )
         params = without_server_keys(params, server_keys)
         params["question"] = validate_question(params.get("question"))

@@ -7,8 +7,7 @@ What differs from MONAI Label's own route:
 - `params` must be one JSON object; `output` is `all` (default), `image` or `json` (`dicom_seg`: 422);
 - the inference runs in a worker thread under admission control, so other clients are served meanwhile;
 - the upload and the result live in the request's scratch folder, removed once the response is sent or on any error;
-- `save_label` stores the result under a gated `label_tag` (never `final`: final labels come from a person);
-- OHIF's requests get the label in OHIF's slice order, with the geometry that says so (`viewer_slice_order.py`).
+- `save_label` stores the result under a gated `label_tag` (never `final`: final labels come from a person).
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from lib.server.identifiers import check_id, check_session_id, check_tag
 from lib.server.provenance import saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.uploads import IMAGE_SUFFIXES, parse_params, save_upload
-from lib.server.viewer_slice_order import store_in_viewer_order, wants_viewer_order
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.grounding.settings import parse_bool
 
@@ -59,7 +57,6 @@ REQUEST_KEYS = frozenset(
         "study_uid",
         "instance_numbers",
         "asked_by",
-        "points_in_viewer_order",
     }
 )
 RESULT_NAME = "label"
@@ -97,7 +94,6 @@ def infer_router(context: ServerContext) -> APIRouter:
                 infer_request = {k: v for k, v in options.items() if k not in REQUEST_KEYS}
                 infer_request.update(model=model, image=image_path, image_id=image_id)
                 infer_request["asked_by"] = user.username if context.auth_enabled else None
-                infer_request["points_in_viewer_order"] = wants_viewer_order(options, output)  # OHIF's clicks' k
                 if save_as and image_id:
                     infer_request.update(save_label=True, label_tag=save_as, saved_by=saved_by(request, user, context))
                 result = await run_in_threadpool(app.infer, infer_request)
@@ -105,8 +101,6 @@ def infer_router(context: ServerContext) -> APIRouter:
                 label_file = _into(scratch, result.get("file"))
                 if label_file is None and result.get("label"):  # saved in the datastore: send that file back
                     label_file = _into(scratch, app.datastore().get_label_uri(result["label"], save_as), copy=True)
-                if label_file is not None and wants_viewer_order(options, output):
-                    await run_in_threadpool(store_in_viewer_order, str(label_file))
                 return _respond(answer, label_file, output, scratch)
             except BaseException:
                 remove_scratch(scratch)

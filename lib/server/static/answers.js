@@ -49,7 +49,8 @@
     const status = answer.status === "ok" ? "Grounded" : answer.status === "not_found" ? "Not in this image"
       : "No grounding" + (answer.reason ? ": " + answer.reason : "");
     const clicks = answer.refined_by_clicks;
-    const refined = clicks ? " · corrected by " + (clicks.foreground.length + clicks.background.length) + " clicks, model not asked again" : "";
+    const count = clicks ? clicks.foreground.length + clicks.background.length : 0;
+    const refined = clicks ? " · corrected by " + count + (count === 1 ? " click" : " clicks") + ", model not asked again" : "";
     text.append(el("p", status + refined, "status-" + answer.status));
     text.append(el("p", answer.reasoning || "(no reasoning given)", "reasoning"));
     const facts = el("dl");

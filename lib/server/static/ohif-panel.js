@@ -66,7 +66,8 @@
       : "No grounding" + (answer.reason ? ": " + answer.reason : "");
     const confidence = answer.confidence === undefined ? "" : " · " + Math.round(100 * answer.confidence) + "% consistent";
     const clicks = answer.refined_by_clicks;
-    const refined = clicks ? " · corrected by " + (clicks.foreground.length + clicks.background.length) + " clicks, model not asked again" : "";
+    const count = clicks ? clicks.foreground.length + clicks.background.length : 0;
+    const refined = clicks ? " · corrected by " + count + (count === 1 ? " click" : " clicks") + ", model not asked again" : "";
     const version = (answer.reasoner_version || {}).version;
     const link = el("a", "All answers for this study", "color:#5acce6");
     link.href = "/answers/?study=" + encodeURIComponent(answer.study_uid || "");
