@@ -103,8 +103,7 @@ def label_to_seg(
             output = _no_finding_seg(series_dir, model, str(provenance.get("app") or APP_NAME))
         except Exception as error:  # highdicom and pydicom raise many kinds for series they can't pair with a SEG
             raise SegConversionError(f"highdicom could not write the 'No finding' SEG: {error}") from error
-        _record_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING))
-        return output
+        return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING))
     metadata = {
         "ContentCreatorName": "MedReasoner",
         "SeriesDescription": f"MedReasoner {model}"[:64],
@@ -133,12 +132,25 @@ def label_to_seg(
             "--inputMetadata",
             metadata_file,
         ]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=DCMQI_TIMEOUT_S)
+        try:
+            run = subprocess.run(command, capture_output=True, text=True, timeout=DCMQI_TIMEOUT_S)
+        except subprocess.TimeoutExpired as error:
+            os.unlink(output)
+            raise SegConversionError(f"itkimage2segimage took more than {DCMQI_TIMEOUT_S} s") from error
         if run.returncode != 0 or not os.path.getsize(output):
             os.unlink(output)
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
             raise SegConversionError(f"itkimage2segimage could not write the DICOM SEG (exit {run.returncode}): {tail}")
-    _record_provenance(output, provenance, question, str(provenance.get("reasoning") or ""))
+    return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or ""))
+
+
+def _with_provenance(output: str, provenance: Mapping[str, Any], question: str, reasoning: str) -> str:
+    """The SEG with its provenance written in; one that can't take it is removed, not left in the temp folder."""
+    try:
+        _record_provenance(output, provenance, question, reasoning)
+    except BaseException:
+        os.unlink(output)
+        raise
     return output
 
 
