@@ -12,6 +12,7 @@ from PIL import Image
 from sam2.utils.misc import load_video_frames
 
 from monailabel_app.demo.sample_studies import ellipsoid_ct
+from monailabel_app.grounding import propagation
 from monailabel_app.grounding.propagation import StopRule, propagate
 from monailabel_app.imaging.windowing import to_display_rgb
 from monailabel_app.segmentation.factory import build_segmenter
@@ -73,6 +74,17 @@ def test_tracking_goes_outwards_and_stops_at_its_window(tiny_tracker, volume):
     assert [k for k, _ in up] == [KEY + 1, KEY + 2, KEY + 3] and down == list(range(KEY - 1, -1, -1))
     assert all(np.array_equal(picture, render(k)) for k, picture in up)  # the picture the tracker saw
     assert list(tiny_tracker.track(render, SLICES, SLICES - 1, truth[SLICES - 1], 1, max_slices=5)) == []
+
+
+def test_a_series_longer_than_the_window_says_so(tiny_tracker, volume, monkeypatch):
+    render, truth = volume
+    monkeypatch.setattr(propagation, "MAX_TRACKED_SLICES", 3)  # 256 in use: a 16-slice test series would not reach it
+    result = propagate(tiny_tracker, render, SLICES, KEY, truth[KEY].astype(bool), None, NEVER)
+    assert (result.first, result.last) == (KEY - 3, KEY + 3)
+    assert result.stopped == {"up": "window", "down": "window"}
+    monkeypatch.setattr(propagation, "MAX_TRACKED_SLICES", KEY)  # down reaches slice 0 exactly: the edge, no cut
+    result = propagate(tiny_tracker, render, SLICES, KEY, truth[KEY].astype(bool), None, NEVER)
+    assert result.first == 0 and result.stopped == {"up": "window", "down": "edge"}
 
 
 def test_slice_segmenters_keep_the_neighbour_prompt(volume):

@@ -18,7 +18,8 @@ Where it stops (`StopRule`; the first rule a slice breaks ends that direction, a
 - `window` (video predictor only): `max_slices` slices away from the key slice; a longer series is cut there to keep
   the tracker's memory bounded.
 The score is the segmenter's predicted IoU for the neighbour prompt, and the tracker's object score (its belief that
-the target is on the slice) for the video predictor.
+the target is on the slice) for the video predictor. The tracker empties its own mask when that belief is under 0.5,
+so on the video predictor `empty` fires before `unsure` (min_score 0.3) could: there `empty` is the low-score stop.
 The rule is a guard, not a guarantee: the result says which rule stopped each direction, and the clinician sees it.
 """
 
