@@ -4,6 +4,7 @@ tiny random SAM2 built through the same code path, and with the real MedSAM2 whe
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -85,6 +86,24 @@ def test_a_series_longer_than_the_window_says_so(tiny_tracker, volume, monkeypat
     monkeypatch.setattr(propagation, "MAX_TRACKED_SLICES", KEY)  # down reaches slice 0 exactly: the edge, no cut
     result = propagate(tiny_tracker, render, SLICES, KEY, truth[KEY].astype(bool), None, NEVER)
     assert result.first == 0 and result.stopped == {"up": "window", "down": "edge"}
+
+
+def test_one_volume_is_tracked_at_a_time_and_a_reader_that_stops_frees_the_tracker(tiny_tracker, volume):
+    render, truth = volume
+    first = tiny_tracker.track(render, SLICES, KEY, truth[KEY].astype(bool), 1, max_slices=5)
+    next(first)  # a session open, as propagate holds one while its stop rule reads
+    finished = threading.Event()
+
+    def second_volume():
+        list(tiny_tracker.track(render, SLICES, KEY, truth[KEY].astype(bool), -1, max_slices=2))
+        finished.set()
+
+    waiting = threading.Thread(target=second_volume)
+    waiting.start()
+    assert not finished.wait(3.0)  # it waits for the first (2 slices take the tiny SAM2 well under a second)
+    first.close()  # the reader stops early: the session ends and the lock goes with it
+    assert finished.wait(120)
+    waiting.join()
 
 
 def test_slice_segmenters_keep_the_neighbour_prompt(volume):

@@ -13,6 +13,7 @@ SAM2 task clears and re-points at its model folder, so composing inside a server
 from __future__ import annotations
 
 import re
+import threading
 from importlib.resources import files
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -58,7 +59,7 @@ BUILD_SAM2_DECODER_ARGS = {
     "dynamic_multimask_stability_thresh": 0.98,
 }
 # What sam2.build_sam.build_sam2_video_predictor sets for tracking, except its hole filling (fill_hole_area=8), which
-# needs the package's CUDA extension and is skipped without it: 0 gives the same masks on every machine.
+# needs the package's CUDA extension and is skipped without it: 0 gives the same masks with or without the extension.
 VIDEO_PREDICTOR_ARGS = {
     "_target_": "sam2.sam2_video_predictor.SAM2VideoPredictor",
     "binarize_mask_from_pts_for_mem_enc": True,
@@ -80,10 +81,13 @@ class AnyResolutionImagePredictor(SAM2ImagePredictor):
 
 
 class Sam2Segmenter(SamSegmenter):
-    """The same prompt recipe, embedding cache and lock as SamSegmenter, on SAM2's image predictor."""
+    """The same prompt recipe, embedding cache and lock as SamSegmenter, on SAM2's image predictor; one volume
+    tracked at a time (a tracking session holds the features and memory bank of its slices: two at once would double
+    the accelerator memory a request may take), while 2D requests go on."""
 
     def __init__(self, sam2_model: SAM2Base, name: str = "sam2", cache_size: int = 4):
         super().__init__(sam2_model, name, cache_size, predictor_class=AnyResolutionImagePredictor)
+        self._tracking = threading.Lock()
 
     def track(
         self,
@@ -101,14 +105,15 @@ class Sam2Segmenter(SamSegmenter):
         slices = [key + step * i for i in range(max_slices + 1) if 0 <= key + step * i < num_slices]
         if len(slices) < 2:
             return
-        frames = SliceFrames(render, slices, self.model.image_size)
-        state = tracking_state(self.model, frames, *key_mask.shape)
-        self.model.add_new_mask(state, frame_idx=0, obj_id=1, mask=np.asarray(key_mask, dtype=bool))
-        for index, _, logits in self.model.propagate_in_video(state, start_frame_idx=0):
-            if index > 0:
-                output = state["output_dict_per_obj"][0]["non_cond_frame_outputs"][index]
-                score = torch.sigmoid(output["object_score_logits"].float()).item()
-                yield slices[index], frames.picture(index), (logits[0, 0] > 0).cpu().numpy(), score
+        with self._tracking:  # released when the caller stops reading too (closing the generator exits this block)
+            frames = SliceFrames(render, slices, self.model.image_size)
+            state = tracking_state(self.model, frames, *key_mask.shape)
+            self.model.add_new_mask(state, frame_idx=0, obj_id=1, mask=np.asarray(key_mask, dtype=bool))
+            for index, _, logits in self.model.propagate_in_video(state, start_frame_idx=0):
+                if index > 0:
+                    output = state["output_dict_per_obj"][0]["non_cond_frame_outputs"][index]
+                    score = torch.sigmoid(output["object_score_logits"].float()).item()
+                    yield slices[index], frames.picture(index), (logits[0, 0] > 0).cpu().numpy(), score
 
 
 def package_model_config(config_name: str, image_size: Optional[int] = None) -> DictConfig:
