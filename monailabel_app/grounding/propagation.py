@@ -25,9 +25,10 @@ The rule is a guard, not a guarantee: the result says which rule stopped each di
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Generator, Optional
 
 import numpy as np
 
@@ -87,13 +88,14 @@ def propagate(
         else:
             candidates = _neighbour_prompted(segmenter, render, num_slices, key, masks[key], key_logits, step)
         previous, stopped[name] = masks[key], "edge"
-        for k, picture, mask, score in candidates:
-            steps += 1
-            reason = _broken_rule(mask, score, previous, _mean_grey(picture, mask), key_grey, rule)
-            if reason:
-                stopped[name] = reason
-                break
-            masks[k] = previous = mask.astype(bool)
+        with contextlib.closing(candidates):  # a tracker's session (and its lock) ends here, even on an error
+            for k, picture, mask, score in candidates:
+                steps += 1
+                reason = _broken_rule(mask, score, previous, _mean_grey(picture, mask), key_grey, rule)
+                if reason:
+                    stopped[name] = reason
+                    break
+                masks[k] = previous = mask.astype(bool)
         if tracking and stopped[name] == "edge" and 0 <= key + step * (MAX_TRACKED_SLICES + 1) < num_slices:
             stopped[name] = "window"
     took = time.perf_counter() - started
@@ -109,7 +111,7 @@ def _neighbour_prompted(
     key_mask: np.ndarray,
     key_logits: Optional[np.ndarray],
     step: int,
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+) -> Generator[tuple[int, np.ndarray, np.ndarray, float], None, None]:
     """(slice, picture, mask, score) outwards from the key slice, each prompted from the one before (the caller stops
     reading at the first slice its rule refuses, so the one before is always the last one kept)."""
     previous, logits = key_mask, key_logits

@@ -16,7 +16,7 @@ import re
 import threading
 from importlib.resources import files
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Generator, Optional
 
 import numpy as np
 import torch
@@ -97,7 +97,7 @@ class Sam2Segmenter(SamSegmenter):
         key_mask: np.ndarray,
         step: int,
         max_slices: int,
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]:
+    ) -> Generator[tuple[int, np.ndarray, np.ndarray, float], None, None]:
         """The key slice's mask carried by the video predictor (`sam2_tracking`): (slice, picture, mask, score) for
         slices key + step, key + 2 step, ... up to the volume's edge or `max_slices` away; the caller stops reading
         when its stop rule says so. The score is the tracker's own belief that the target is on that slice (its object

@@ -5,7 +5,7 @@ neighbouring slice's, when an answer is propagated through a volume)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol, Sequence, runtime_checkable
+from typing import Callable, Generator, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -41,7 +41,8 @@ class Segmenter(Protocol):
 class VolumeTracker(Protocol):
     """A segmenter that carries a key slice's mask through a volume itself (SAM2's video predictor), remembering
     the slices it has seen; `track` yields (slice, picture, mask, score) outwards from `key` in direction `step` (+1
-    or -1), the picture being the slice as rendered for the tracker."""
+    or -1), the picture being the slice as rendered for the tracker. A generator: the caller closes it when it stops
+    reading, which ends the tracking session."""
 
     def track(
         self,
@@ -51,4 +52,4 @@ class VolumeTracker(Protocol):
         key_mask: np.ndarray,
         step: int,
         max_slices: int,
-    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, float]]: ...
+    ) -> Generator[tuple[int, np.ndarray, np.ndarray, float], None, None]: ...
