@@ -120,7 +120,7 @@ def label_to_seg(
             label_file = os.path.join(work, "label.nrrd")
             SimpleITK.WriteImage(SimpleITK.JoinSeries(label), label_file, True)
             series_dir = _with_pixel_plane(series_dir, os.path.join(work, "source"))
-        output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
+        written = os.path.join(work, "seg.dcm")  # removed with the folder unless it is whole
         command = [
             dcmqi_tool("itkimage2segimage"),
             "--inputImageList",
@@ -128,19 +128,20 @@ def label_to_seg(
             "--inputDICOMDirectory",
             series_dir,
             "--outputDICOM",
-            output,
+            written,
             "--inputMetadata",
             metadata_file,
         ]
         try:
             run = subprocess.run(command, capture_output=True, text=True, timeout=DCMQI_TIMEOUT_S)
         except subprocess.TimeoutExpired as error:
-            os.unlink(output)
             raise SegConversionError(f"itkimage2segimage took more than {DCMQI_TIMEOUT_S} s") from error
-        if run.returncode != 0 or not os.path.getsize(output):
-            os.unlink(output)
+        except OSError as error:
+            raise SegConversionError(f"itkimage2segimage could not be run: {error}") from error
+        if run.returncode != 0 or not os.path.isfile(written) or not os.path.getsize(written):
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
             raise SegConversionError(f"itkimage2segimage could not write the DICOM SEG (exit {run.returncode}): {tail}")
+        output = _kept(written)
     return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or ""))
 
 
@@ -196,8 +197,16 @@ def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
         content_creator_name="MedReasoner^",
         omit_empty_frames=False,  # the empty frames are the finding
     )
+    with tempfile.TemporaryDirectory(prefix="seg-") as work:
+        seg.save_as(os.path.join(work, "seg.dcm"))
+        return _kept(os.path.join(work, "seg.dcm"))
+
+
+def _kept(written: str) -> str:
+    """A finished SEG moved out of its work folder (removed with it) to a temp file of its own: a SEG is written
+    where a failure leaves nothing, and only a whole one is handed on."""
     output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
-    seg.save_as(output)
+    shutil.move(written, output)
     return output
 
 
