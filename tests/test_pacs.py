@@ -333,6 +333,8 @@ def test_unknown_series_and_non_image_series(server, orthanc, saved_ct_label, se
     (seg,) = segs_referencing(orthanc, series["ct"].series_uid)
     response = ohif_infer(server, seg.SeriesInstanceUID)
     assert response.status_code == 422 and "SEG" in response.json()["detail"]
+    info = requests.get(f"{server.url}/datastore/image/info", params={"image": seg.SeriesInstanceUID}, timeout=30)
+    assert info.status_code == 404  # in the PACS, but not an image this server serves
 
 
 def test_a_label_on_another_grid_is_refused(server, orthanc, series):

@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import pydicom
 import SimpleITK
-from cachetools import TTLCache, cached
+from cachetools import LRUCache, TTLCache, cached
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from monailabel.config import settings
@@ -58,6 +58,7 @@ from monailabel_app.imaging.series_checks import InvalidSeriesError, check_serie
 logger = logging.getLogger(__name__)
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+ARRIVED_KEPT = 4096  # series UIDs found after the listing was cached, kept so each is asked of the PACS once
 SERIES_UID_TAG, STUDY_UID_TAG, MODALITY_TAG = "0020000E", "0020000D", "00080060"
 
 
@@ -85,6 +86,7 @@ class PacsDatastore(DICOMWebDatastore):
         super().__init__(client, {"Modality": pacs.modalities[0]}, cache_path, fetch_by_frame=False)
         self._download_lock = threading.Lock()  # two viewers opening one series download it once
         self._instance_numbers: Dict[str, List[Optional[int]]] = {}  # per series: a UID names fixed content
+        self._arrived: LRUCache = LRUCache(maxsize=ARRIVED_KEPT)  # series found since the listing was cached
         self.pacs = pacs
         self.pacs_url = client.base_url
         self.app_version = app_version
@@ -113,12 +115,15 @@ class PacsDatastore(DICOMWebDatastore):
         """The listing is cached (MONAI Label's DICOMweb cache: MONAI_LABEL_DICOMWEB_CACHE_EXPIRY, 2 hours by
         default); a series that reached the PACS since is looked up by its UID, so a study sent a minute ago has its
         record at once, as its answer does (`get_image_uri` looks it up the same way)."""
-        if image_id in self.list_images():
+        if image_id in self._arrived or image_id in self.list_images():
             return True
         if not UID.match(image_id or "") or len(image_id) > 64:
             return False
         found = self._find_series(image_id)
-        return found is not None and found[1] in self.pacs.modalities
+        if found is None or found[1] not in self.pacs.modalities:
+            return False
+        self._arrived[image_id] = True  # asked once of the PACS, not on every call until the listing expires
+        return True
 
     def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
         with pacs_call(self.pacs_url, "listing the DICOM SEGs"):
@@ -245,8 +250,8 @@ class PacsDatastore(DICOMWebDatastore):
                     os.unlink(path)
 
     def instance_numbers(self, image_id: str) -> Optional[List[Optional[int]]]:
-        """The DICOM InstanceNumber of each slice of the series' volume, in the volume's order (what a viewer's
-        "I:" shows), for naming the slice an answer is on; None when the series isn't here."""
+        """The DICOM InstanceNumber of each slice of the series' volume, in the volume's order, for naming the slice an
+        answer is on as the archive does; None when the series isn't here."""
         if not UID.match(image_id or ""):
             return None
         with self._download_lock:
