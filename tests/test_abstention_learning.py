@@ -1,7 +1,8 @@
 """GRPO learns "not in this image": a seeded run on toy pictures with the same question for positives (a bright square,
 its box the truth) and negatives (noise only, a saved "no finding"), with `abstain_reward` on and the abstain
 template. Greedy answers on 20 held-out pictures of each kind, before and after: before, it abstains on none; after,
-it abstains on at least 80 % of negatives and answers with a box on at least 80 % of positives. The warm start it
+it abstains on at least 80 % of negatives and answers with the square's box (IoU >= 0.5) on at least 80 % of
+positives. The warm start it
 needs is explained in `support/abstention_toys.py`. Seeded, on one CPU thread: a run repeats its numbers on the same
 machine and library versions (seeds 0 to 4 all passed here).
 """

@@ -50,7 +50,9 @@
     if (carried) {
       return where + ", carried through slices " + (carried.slice_range[0] + 1) + " to " + (carried.slice_range[1] + 1) + ".";
     }
-    return where + "; scroll there if the view opened on another.";
+    // This OHIF's axial "I:" label names the mirrored instance on head-first series (README, What we found about OHIF).
+    return where + "; scroll there if the view opened on another (the line in the other two views shows its level; " +
+      "OHIF's I: label may name another instance).";
   }
 
   function show(answer) {
