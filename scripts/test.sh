@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything if needed (scripts/install.sh, then requirements-test.txt), checks the code (ruff, the import
-# contract in .importlinter), then runs the test suite. Extra arguments go to pytest.
+# contract in .importlinter), then runs the test suite in TEST_WORKERS processes (2). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -12,4 +12,5 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
-exec .venv/bin/python -m pytest "$@"
+# Two test processes by default (README, Tests): one file at a time each, so a file's server serves all its tests.
+exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
