@@ -45,6 +45,9 @@ if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 # glibc gives each worker thread its own memory arena; two keep the server ~300 MB smaller after a busy hour
 # (benchmarks/server_storm.py)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+# Progress bars (sam2's propagation, transformers' weight loading) are terminal art: in a server's log, one line each
+# per request; an admin can set TQDM_DISABLE=0 to see them
+export TQDM_DISABLE="${TQDM_DISABLE:-1}"
 # MONAI Label re-imports the app's lib/ when it loads main.py; the hardened routes are lib/ too and must stay one copy
 export MONAI_LABEL_RELOAD_APP_LIB=false
 SERVER=(.venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
