@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -100,30 +101,29 @@ def test_a_planted_config_module_is_never_imported(server, studies, tmp_path):
     """Even if a file got into lib/configs/ (no request can put one there: see above), building the app (as the
     server and every training subprocess do) must not import it."""
     marker = tmp_path / "imported"
-    planted = APP_DIR / "lib" / "configs" / "zz_probe.py"
+    app = tmp_path / "app"  # a copy: a file planted in the repository would be seen by tests running alongside
+    for package in ("lib", "monailabel_app"):
+        shutil.copytree(APP_DIR / package, app / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(APP_DIR / "main.py", app / "main.py")
+    planted = app / "lib" / "configs" / "zz_probe.py"
     planted.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
-    env = {**os.environ, "PYTHONPATH": str(APP_DIR), "MONAI_LABEL_APP_DIR": str(APP_DIR)}
-    try:
-        build = [
-            sys.executable,
-            "-m",
-            "monailabel.interfaces.utils.app",
-            "-m",
-            "info",
-            "-a",
-            str(APP_DIR),
-            "-s",
-            str(studies),
-        ]
-        built = subprocess.run(build, env=env, cwd=APP_DIR, capture_output=True, text=True, timeout=300)
-        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
-        assert not marker.exists()
-        imported = subprocess.run(
-            [sys.executable, "-c", "import lib.configs.zz_probe"], env=env, cwd=APP_DIR, timeout=60
-        )
-        assert imported.returncode == 0 and marker.read_text() == "ran"  # the probe does run when imported
-    finally:
-        planted.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(app), "MONAI_LABEL_APP_DIR": str(app)}
+    build = [
+        sys.executable,
+        "-m",
+        "monailabel.interfaces.utils.app",
+        "-m",
+        "info",
+        "-a",
+        str(app),
+        "-s",
+        str(studies),
+    ]
+    built = subprocess.run(build, env=env, cwd=app, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
+    assert not marker.exists()
+    imported = subprocess.run([sys.executable, "-c", "import lib.configs.zz_probe"], env=env, cwd=app, timeout=60)
+    assert imported.returncode == 0 and marker.read_text() == "ran"  # the probe does run when imported
 
 
 def upload(server, path, image_id, name=None, params=None):
