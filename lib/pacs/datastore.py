@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import pydicom
 import SimpleITK
-from cachetools import LRUCache, TTLCache, cached
+from cachetools import TTLCache, cached
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from monailabel.config import settings
@@ -86,7 +86,9 @@ class PacsDatastore(DICOMWebDatastore):
         super().__init__(client, {"Modality": pacs.modalities[0]}, cache_path, fetch_by_frame=False)
         self._download_lock = threading.Lock()  # two viewers opening one series download it once
         self._instance_numbers: Dict[str, List[Optional[int]]] = {}  # per series: a UID names fixed content
-        self._arrived: LRUCache = LRUCache(maxsize=ARRIVED_KEPT)  # series found since the listing was cached
+        # series found since the listing was cached, forgotten when a listing would be (a series can leave the PACS)
+        self._arrived = TTLCache(maxsize=ARRIVED_KEPT, ttl=settings.MONAI_LABEL_DICOMWEB_CACHE_EXPIRY)
+        self._arrived_lock = threading.Lock()  # cachetools' caches are not thread-safe; routes run in a thread pool
         self.pacs = pacs
         self.pacs_url = client.base_url
         self.app_version = app_version
@@ -115,14 +117,18 @@ class PacsDatastore(DICOMWebDatastore):
         """The listing is cached (MONAI Label's DICOMweb cache: MONAI_LABEL_DICOMWEB_CACHE_EXPIRY, 2 hours by
         default); a series that reached the PACS since is looked up by its UID, so a study sent a minute ago has its
         record at once, as its answer does (`get_image_uri` looks it up the same way)."""
-        if image_id in self._arrived or image_id in self.list_images():
+        with self._arrived_lock:
+            if image_id in self._arrived:
+                return True
+        if image_id in self.list_images():
             return True
         if not UID.match(image_id or "") or len(image_id) > 64:
             return False
         found = self._find_series(image_id)
         if found is None or found[1] not in self.pacs.modalities:
             return False
-        self._arrived[image_id] = True  # asked once of the PACS, not on every call until the listing expires
+        with self._arrived_lock:  # asked once of the PACS, not on every call until the listing expires
+            self._arrived[image_id] = True
         return True
 
     def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
