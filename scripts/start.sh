@@ -46,8 +46,8 @@ if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 # (benchmarks/server_storm.py)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 # Progress bars (sam2's propagation, transformers' weight loading) are terminal art: in a server's log, one line each
-# per request; an admin can set TQDM_DISABLE=0 to see them
-export TQDM_DISABLE="${TQDM_DISABLE:-1}"
+# per request. TQDM_DISABLE=0 shows them (tqdm itself reads any non-empty value as "disable").
+if [ "${TQDM_DISABLE:-1}" = 0 ]; then unset TQDM_DISABLE; else export TQDM_DISABLE=1; fi
 # MONAI Label re-imports the app's lib/ when it loads main.py; the hardened routes are lib/ too and must stay one copy
 export MONAI_LABEL_RELOAD_APP_LIB=false
 SERVER=(.venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"

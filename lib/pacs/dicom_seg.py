@@ -206,6 +206,7 @@ def _kept(written: str) -> str:
     """A finished SEG moved out of its work folder (removed with it) to a temp file of its own: a SEG is written
     where a failure leaves nothing, and only a whole one is handed on."""
     output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
+    os.chmod(written, 0o600)  # it names the patient: the server's user alone reads it until it is in the PACS
     shutil.move(written, output)
     return output
 
