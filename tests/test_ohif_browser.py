@@ -90,21 +90,23 @@ def mask_pixels(page) -> int:
     return tinted
 
 
-def segment_pixels(page, canvas_box) -> int:
-    """Pixels of one viewport drawn in the segment's colour (green-dominant; the CT is grey, the crosshairs thin)."""
+def segment_coloured(page, canvas_box) -> tuple[np.ndarray, int, int]:
+    """One viewport's pixels drawn in the segment's colour (green-dominant; the CT is grey, the crosshairs thin), and
+    the viewport's corner on the page."""
     picture = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
     x0, y0 = int(canvas_box["x"]), int(canvas_box["y"])
     region = picture[y0 : y0 + int(canvas_box["height"]), x0 : x0 + int(canvas_box["width"])]
-    green = (region[..., 1] - region[..., 0] > 40) & (region[..., 1] - region[..., 2] > 40)
-    return int(green.sum())
+    return (region[..., 1] - region[..., 0] > 40) & (region[..., 1] - region[..., 2] > 40), x0, y0
+
+
+def segment_pixels(page, canvas_box) -> int:
+    return int(segment_coloured(page, canvas_box)[0].sum())
 
 
 def segment_centre(page, canvas_box) -> tuple[float, float]:
     """Where on the page the middle of one viewport's segment-coloured pixels is."""
-    picture = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
-    x0, y0 = int(canvas_box["x"]), int(canvas_box["y"])
-    region = picture[y0 : y0 + int(canvas_box["height"]), x0 : x0 + int(canvas_box["width"])]
-    rows, columns = np.nonzero((region[..., 1] - region[..., 0] > 40) & (region[..., 1] - region[..., 2] > 40))
+    green, x0, y0 = segment_coloured(page, canvas_box)
+    rows, columns = np.nonzero(green)
     assert rows.size, "no segment drawn in the viewport"
     return x0 + float(np.median(columns)), y0 + float(np.median(rows))
 

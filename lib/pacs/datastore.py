@@ -122,7 +122,7 @@ class PacsDatastore(DICOMWebDatastore):
                 return True
         if image_id in self.list_images():
             return True
-        if not UID.match(image_id or "") or len(image_id) > 64:
+        if not _is_series_uid(image_id):
             return False
         found = self._find_series(image_id)
         if found is None or found[1] not in self.pacs.modalities:
@@ -144,7 +144,7 @@ class PacsDatastore(DICOMWebDatastore):
             return super()._dicom_info(series_id)
 
     def get_image_uri(self, image_id: str) -> str:
-        if not UID.match(image_id or "") or len(image_id) > 64:
+        if not _is_series_uid(image_id):
             return ""
         image_dir = os.path.join(self._datastore.image_path(), image_id)
         with self._download_lock:
@@ -328,6 +328,11 @@ class PacsDatastore(DICOMWebDatastore):
 
 
 ANSWER_KEYS_NORMALISED = frozenset(normalise_key(key) for key in SERVER_ANSWER_KEYS)
+
+
+def _is_series_uid(image_id: str) -> bool:
+    """A DICOM UID (digits and dots, at most 64 characters): the only ids this datastore looks up in the PACS."""
+    return bool(UID.match(image_id or "")) and len(image_id) <= 64
 
 
 def _instance_number(ds) -> Optional[int]:

@@ -60,7 +60,7 @@ def _raw_label_on_grid(raw_file: Path, image: MedicalImage) -> Path:
         raise RequestError(
             f"The raw label has {voxels.size:,} voxels; its image has {int(np.prod(grid)):,} {list(grid)}."
         )
-    label = itk.image_from_array(np.ascontiguousarray(voxels.reshape(grid)))
+    label = itk.image_from_array(voxels.reshape(grid))
     label.SetSpacing(image.itk_image.GetSpacing())
     label.SetOrigin(image.itk_image.GetOrigin())
     label.SetDirection(image.itk_image.GetDirection())
