@@ -143,6 +143,20 @@ def instances_showing_the_mask(page, slices: int) -> dict[int, int]:
     return dict(drawn)
 
 
+def type_the_question(page, question: str):
+    """Types the question into our string option, shown as a text field, until the field keeps it. The options form
+    of this OHIF build re-creates its fields on every render that has no edits yet, and it renders again about 60 ms
+    after it opens (seen with a MutationObserver): text typed into the first field is lost (CI once sent no question
+    and got 422)."""
+    field = page.locator("#inferimplicit_queryquestion")
+    for _ in range(5):
+        field.fill(question)
+        page.wait_for_timeout(300)
+        if field.input_value() == question:
+            return
+    raise AssertionError(f"the question field did not keep the question: {field.input_value()!r}")
+
+
 def open_the_monai_label_mode(server, browser, study_uid: str, question: str):
     """OHIF on the study in the MONAI Label mode, its panel connected to this server, the question typed in."""
     page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -154,7 +168,7 @@ def open_the_monai_label_mode(server, browser, study_uid: str, question: str):
     page.locator("#monailabelServerURL").press("Tab")
     page.locator("button.actionButton").first.click()
     page.get_by_text("Options / Configurations").click()
-    page.fill("#inferimplicit_queryquestion", question)  # our string option, shown as a text field
+    type_the_question(page, question)
     page.get_by_role("button", name="Confirm").click()
     page.get_by_text("Auto-Segmentation").click()
     page.wait_for_timeout(2000)  # let the viewports settle before measuring them
