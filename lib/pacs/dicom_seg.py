@@ -156,13 +156,16 @@ def _with_provenance(output: str, provenance: Mapping[str, Any], question: str, 
 
 
 def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
-    """A SEG of one "No finding" segment whose frames (one per source image) are all empty."""
+    """A SEG of one "No finding" segment whose frames (one per source image, or per frame of one multi-frame image)
+    are all empty."""
     with tempfile.TemporaryDirectory(prefix="seg-") as work:
         planes_dir = _with_pixel_plane(series_dir, os.path.join(work, "source"))
         sources = [pydicom.dcmread(str(path)) for path in sorted(Path(planes_dir).iterdir())]
-    for source in sources:  # a radiograph has none; highdicom and pydicom-seg (the reader) need one
-        source.SliceThickness = source.get("SliceThickness") or 1.0
     first = sources[0]
+    multi_frame = len(sources) == 1 and int(first.get("NumberOfFrames") or 1) > 1  # enhanced CT/MR: one file
+    frames = int(first.NumberOfFrames) if multi_frame else len(sources)
+    for source in sources if not multi_frame else ():  # a radiograph has none; highdicom and pydicom-seg need one
+        source.SliceThickness = source.get("SliceThickness") or 1.0
     segment = highdicom.seg.SegmentDescription(
         segment_number=1,
         segment_label=NO_FINDING,
@@ -181,7 +184,7 @@ def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
     )
     seg = highdicom.seg.Segmentation(
         source_images=sources,
-        pixel_array=np.zeros((len(sources), first.Rows, first.Columns), np.uint8),
+        pixel_array=np.zeros((frames, first.Rows, first.Columns), np.uint8),
         segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
         series_instance_uid=highdicom.UID(),
