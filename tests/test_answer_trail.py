@@ -126,14 +126,18 @@ def test_bad_answer_requests_are_refused(server, path, params, status):
 
 def test_ohif_gets_the_answer_panel_unless_the_admin_turns_it_off(server):
     served = requests.get(f"{server.url}/ohif/app-config.js", timeout=30)
-    assert served.status_code == 200 and "/answers/static/ohif-panel.js" in served.text
+    assert served.status_code == 200 and "/answers/static/" in served.text
     original = Path(OHIF_DIR, "app-config.js").read_text(encoding="utf-8")
     assert served.text.startswith(original)  # OHIF's own configuration, unchanged, then the loader
     app = FastAPI()
     app.include_router(viewer_router(None, 30.0, answer_panel=False))  # --conf ohif_answer_panel false
     assert TestClient(app).get("/ohif/app-config.js").text == original
+    assert served.text.index('"answer-text.js"') < served.text.index('"ohif-panel.js"')  # the wording, then the panel
+    for name in ("answer-text.js", "ohif-panel.js"):
+        script = requests.get(f"{server.url}/answers/static/{name}", timeout=30)
+        assert script.status_code == 200 and "innerHTML" not in script.text, name
     panel = requests.get(f"{server.url}/answers/static/ohif-panel.js", timeout=30)
-    assert panel.status_code == 200 and "textContent" in panel.text and "innerHTML" not in panel.text
+    assert "textContent" in panel.text and "MedReasonerAnswerText" in panel.text
 
 
 def test_slicer_scope_volume_carries_the_answer_through_the_lesion(server, tmp_path):

@@ -111,6 +111,16 @@ def segment_centre(page, canvas_box) -> tuple[float, float]:
     return x0 + float(np.median(columns)), y0 + float(np.median(rows))
 
 
+def overlap(a, b) -> bool:
+    """Whether two bounding boxes (Playwright's: x, y, width, height) share any pixel."""
+    return bool(a and b) and (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
 # The instance the axial viewport draws, as cornerstone (OHIF's renderer) knows it: the image its slice came from.
 # Not the viewport's "I: n" overlay: on a head-first series this OHIF build numbers the axial view's slices from the
 # top in the series' instance order and names the wrong instance (README, What we found about OHIF).
@@ -250,6 +260,11 @@ def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_in
     x1, y1, x2, y2 = answer["box"]  # pixels of the slice
     assert x1 <= sent[0][0] <= x2 and y1 <= sent[0][1] <= y2, (sent, answer["box"])  # where the mask was drawn
     page.get_by_text("Running Inference for Point Prompts - Successful").wait_for()
+    panel = page.locator(f"#medreasoner-answer[data-answer-id='{entry['answer_id']}']")
+    panel.wait_for()  # the corrected answer, as the panel words it
+    assert "Grounded" in panel.inner_text() and "corrected by 1 click, model not asked again" in panel.inner_text()
+    covered = [page.locator(".monaiLabelPanel"), *page.locator("canvas.cornerstone-canvas").all()]  # controls, views
+    assert len(covered) == 4 and not any(overlap(panel.bounding_box(), one.bounding_box()) for one in covered)
     page.wait_for_timeout(2000)
     drawn = instances_showing_the_mask(page, 12)
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -270,6 +285,11 @@ def test_the_answers_page_shows_the_answer_with_its_picture(server, ct_study, br
     text = card.inner_text()
     assert QUESTION in text and info["medreasoner_last_query"]["reasoning"] in text
     assert "weights" in text and "Latency" in text
+    k = info["medreasoner_last_query"]["slice"]  # worded as the OHIF panel words it (answer-text.js)
+    answer = requests.get(f"{server.url}/answers/{answer_id}", timeout=30).json()
+    assert f"slice {k + 1} of 12 (index {k}, DICOM instance number {answer['instance_number']})" in text, text
+    carried = "() => window.MedReasonerAnswerText.carriedThrough({propagation: {slice_range: [3, 8]}})"
+    assert page.evaluate(carried) == "slices 4 to 9 (index 3 to 8)"  # a volume answer, counted as the slice is
     picture = card.locator("img")
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)

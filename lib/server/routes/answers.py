@@ -4,7 +4,7 @@
   model and version, latency); `?image=<id>` or `?study=<uid>` narrows it;
 - `GET /answers/list?limit=&image=&study=`: the same as JSON, newest first (OHIF's answer panel reads it);
 - `GET /answers/{id}`: one answer; `GET /answers/{id}/picture`: its PNG;
-- `GET /answers/static/{answers.js|answers.css|ohif-panel.js}`: the page's and OHIF panel's own files.
+- `GET /answers/static/{answer-text.js|answers.js|answers.css|ohif-panel.js}`: the page's and OHIF panel's own files.
 
 Every route needs the user role, like the rest of the API; with sign-in on, a user sees the answers to their own
 questions and an admin sees all (each answer records `asked_by`). The page builds its DOM with `textContent` only (the
@@ -29,6 +29,7 @@ from monailabel_app.grounding.answer_log import MAX_LIST, AnswerLog
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 STATIC_FILES = {
+    "answer-text.js": "text/javascript",
     "answers.js": "text/javascript",
     "answers.css": "text/css",
     "ohif-panel.js": "text/javascript",

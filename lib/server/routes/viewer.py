@@ -3,7 +3,8 @@
 - `/ohif/{path}` serves only files inside MONAI Label's OHIF folder (any other path gets the viewer's index page, as a
   single-page app expects); MONAI Label's route answered `/ohif/..` with a 500.
 - `/ohif/app-config.js` (OHIF's configuration, plain JavaScript the viewer loads first) is served with two lines
-  appended that load this app's answer panel (`lib/server/static/ohif-panel.js`): the newest answer about the open
+  appended that load this app's answer panel (`lib/server/static/ohif-panel.js`, after `answer-text.js`, the wording
+  it shares with the answers page): the newest answer about the open
   study, with its reasoning, in a corner of the viewer. No OHIF rebuild; `--conf ohif_answer_panel false` serves the
   file unchanged.
 - `/proxy/dicom/{qido|wado|stow}/{path}` forwards to the PACS named by `--studies`, asynchronously, with the PACS
@@ -42,8 +43,9 @@ PROXY_CONNECT_TIMEOUT_S = 5.0
 
 ANSWER_PANEL_LOADER = """
 // MedReasoner for MONAI Label: the answer panel (appended by the server; --conf ohif_answer_panel false turns it off)
-(function () { var s = document.createElement("script"); s.src = "/answers/static/ohif-panel.js";
-  (document.head || document.documentElement).appendChild(s); })();
+(function () { ["answer-text.js", "ohif-panel.js"].forEach(function (name) {
+  var s = document.createElement("script"); s.src = "/answers/static/" + name; s.async = false; // run in this order
+  (document.head || document.documentElement).appendChild(s); }); })();
 """
 
 

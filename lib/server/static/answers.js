@@ -1,6 +1,7 @@
 // The answers page: recent answers from /answers/list, drawn with textContent only (the reasoning is a model's text).
 "use strict";
 (function () {
+  const describe = window.MedReasonerAnswerText; // answer-text.js, loaded first
   const params = new URLSearchParams(window.location.search);
   const filters = new URLSearchParams({ limit: "50" });
   for (const key of ["image", "study"]) {
@@ -27,14 +28,6 @@
     return parts.join(", ");
   }
 
-  function sliceLabel(answer) {
-    if (answer.slice === undefined || answer.slice === null) return "2D picture";
-    const of = answer.num_slices ? " of " + answer.num_slices : "";
-    const instance = answer.instance_number === undefined || answer.instance_number === null
-      ? "" : ", DICOM instance number " + answer.instance_number;
-    return "slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + ")";
-  }
-
   function card(answer) {
     const article = el("article");
     article.id = "answer-" + answer.answer_id;
@@ -46,19 +39,15 @@
     }
     const text = el("div", undefined, "text");
     text.append(el("h2", answer.question));
-    const status = answer.status === "ok" ? "Grounded" : answer.status === "not_found" ? "Not in this image"
-      : "No grounding" + (answer.reason ? ": " + answer.reason : "");
-    const clicks = answer.refined_by_clicks;
-    const count = clicks ? clicks.foreground.length + clicks.background.length : 0;
-    const refined = clicks ? " · corrected by " + count + (count === 1 ? " click" : " clicks") + ", model not asked again" : "";
-    text.append(el("p", status + refined, "status-" + answer.status));
+    const refined = describe.refinedBy(answer);
+    text.append(el("p", describe.status(answer) + (refined ? " · " + refined : ""), "status-" + answer.status));
     text.append(el("p", answer.reasoning || "(no reasoning given)", "reasoning"));
     const facts = el("dl");
     row(facts, "Image", answer.image_id || "uploaded file");
-    row(facts, "Where", sliceLabel(answer));
+    row(facts, "Where", describe.slice(answer) || "2D picture");
     if (answer.propagation) {
       const p = answer.propagation;
-      row(facts, "Carried", "slices " + p.slice_range[0] + " to " + p.slice_range[1] + " (index), stopped: " +
+      row(facts, "Carried", describe.carriedThrough(answer) + ", stopped: " +
         JSON.stringify(p.stopped) + ", " + p.seconds_per_slice + " s per slice");
     }
     row(facts, "Window", answer.window);

@@ -7,6 +7,7 @@
 (function () {
   if (window.medreasonerAnswerPanel) return;
   window.medreasonerAnswerPanel = true;
+  const describe = window.MedReasonerAnswerText; // answer-text.js, loaded first (lib/server/routes/viewer.py)
   const POLL_MS = 2000;
   const GIVE_UP_MS = 60000;
   let shownId = null;
@@ -24,13 +25,15 @@
     return node;
   }
 
+  // Lower left, over the study list and no wider than it: the MONAI Label panel on the right holds the controls a
+  // user clicks next (Point Prompts' segments, Run), and the viewports hold the image; neither may be covered.
   function panel() {
     let box = document.getElementById("medreasoner-answer");
     if (box) return box;
     box = el(
       "section",
       undefined,
-      "position:fixed;right:12px;bottom:12px;z-index:10000;width:380px;max-height:45vh;overflow:auto;" +
+      "position:fixed;left:8px;bottom:8px;z-index:10000;width:250px;max-height:50vh;overflow:auto;" +
         "background:rgba(9,12,41,.95);color:#e6ecf5;border:1px solid #5acce6;border-radius:6px;padding:10px 12px;" +
         "font:13px/1.4 system-ui,sans-serif;box-shadow:0 2px 10px rgba(0,0,0,.5)"
     );
@@ -41,15 +44,11 @@
   }
 
   function sliceText(answer) {
-    if (answer.slice === undefined || answer.slice === null) return "On the picture (2D).";
-    const of = answer.num_slices ? " of " + answer.num_slices : "";
-    const instance = answer.instance_number === undefined || answer.instance_number === null
-      ? "" : ", DICOM instance number " + answer.instance_number;
-    const where = "Mask on slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + ")";
-    const carried = answer.propagation;
-    if (carried) {
-      return where + ", carried through slices " + (carried.slice_range[0] + 1) + " to " + (carried.slice_range[1] + 1) + ".";
-    }
+    const slice = describe.slice(answer);
+    if (slice === null) return "On the picture (2D).";
+    const where = "Mask on " + slice;
+    const carried = describe.carriedThrough(answer);
+    if (carried) return where + ", carried through " + carried + ".";
     // This OHIF's axial "I:" label names the mirrored instance on head-first series (README, What we found about OHIF).
     return where + "; scroll there if the view opened on another (the line in the other two views shows its level; " +
       "OHIF's I: label may name another instance).";
@@ -64,12 +63,8 @@
     hide.addEventListener("click", () => { box.style.display = "none"; });
     header.append(hide);
     const grounded = answer.status === "ok";
-    const status = grounded ? "Grounded" : answer.status === "not_found" ? "Not in this image"
-      : "No grounding" + (answer.reason ? ": " + answer.reason : "");
     const confidence = answer.confidence === undefined ? "" : " · " + Math.round(100 * answer.confidence) + "% consistent";
-    const clicks = answer.refined_by_clicks;
-    const count = clicks ? clicks.foreground.length + clicks.background.length : 0;
-    const refined = clicks ? " · corrected by " + count + (count === 1 ? " click" : " clicks") + ", model not asked again" : "";
+    const refined = describe.refinedBy(answer);
     const version = (answer.reasoner_version || {}).version;
     const link = el("a", "All answers for this study", "color:#5acce6");
     link.href = "/answers/?study=" + encodeURIComponent(answer.study_uid || "");
@@ -78,7 +73,7 @@
     box.replaceChildren(
       header,
       el("div", "Q: " + answer.question, "margin-top:6px;font-weight:600"),
-      el("div", status + confidence + refined, "margin-top:4px;color:" + (grounded ? "#7ee07e" : "#ff8a8a")),
+      el("div", describe.status(answer) + confidence + (refined ? " · " + refined : ""), "margin-top:4px;color:" + (grounded ? "#7ee07e" : "#ff8a8a")),
       el("div", answer.reasoning || "(no reasoning given)", "margin-top:6px;white-space:pre-wrap"),
       el("div", sliceText(answer), "margin-top:6px;color:#c8d3e6"),
       el("div", "Model: " + (answer.reasoner || "?") + (version ? " (" + version + ")" : "") + " · " + (answer.answered_at || ""),
