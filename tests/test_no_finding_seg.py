@@ -43,5 +43,6 @@ def test_a_multi_frame_series_gets_one_empty_frame_per_source_frame(tmp_path):
     assert sorted(int(s.ReferencedFrameNumber) for s in sources) == list(range(1, series.geometry.slices + 1))
     reference = str(tmp_path / "volume.nii.gz")
     SimpleITK.WriteImage(volume, reference)
+    # the reader training uses (pydicom-seg) takes a SEG whose frames point into one multi-frame image
     label = SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(seg_to_label(seg_file, reference)))
     assert label.shape == SimpleITK.GetArrayFromImage(volume).shape and not label.any()

@@ -113,7 +113,8 @@ def segment_centre(page, canvas_box) -> tuple[float, float]:
 
 def overlap(a, b) -> bool:
     """Whether two bounding boxes (Playwright's: x, y, width, height) share any pixel."""
-    return bool(a and b) and (
+    assert a and b, "an element to compare is not shown"
+    return (
         a["x"] < b["x"] + b["width"]
         and b["x"] < a["x"] + a["width"]
         and a["y"] < b["y"] + b["height"]
@@ -161,8 +162,11 @@ def type_the_question(page, question: str):
     field = page.locator("#inferimplicit_queryquestion")
     for _ in range(5):
         field.fill(question)
-        page.wait_for_timeout(300)
-        if field.input_value() == question:
+        kept = []
+        for _ in range(2):  # still there a while later: no re-render took it away
+            page.wait_for_timeout(300)
+            kept.append(field.input_value() == question)
+        if all(kept):
             return
     raise AssertionError(f"the question field did not keep the question: {field.input_value()!r}")
 

@@ -220,8 +220,8 @@ def _with_pixel_plane(series_dir: str, work_dir: str) -> str:
     instance (same SOP Instance UID)."""
     files = sorted(Path(series_dir).iterdir())
     source = pydicom.dcmread(str(files[0]))
-    if len(files) != 1 or "ImagePositionPatient" in source:
-        return series_dir
+    if len(files) != 1 or "ImagePositionPatient" in source or "PerFrameFunctionalGroupsSequence" in source:
+        return series_dir  # a multi-frame image keeps its planes in its functional groups
     spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1.0, 1.0]
     source.PixelSpacing = [float(v) for v in spacing]
     source.ImagePositionPatient = [0.0, 0.0, 0.0]

@@ -2,7 +2,7 @@
 
 - `/ohif/{path}` serves only files inside MONAI Label's OHIF folder (any other path gets the viewer's index page, as a
   single-page app expects); MONAI Label's route answered `/ohif/..` with a 500.
-- `/ohif/app-config.js` (OHIF's configuration, plain JavaScript the viewer loads first) is served with two lines
+- `/ohif/app-config.js` (OHIF's configuration, plain JavaScript the viewer loads first) is served with a few lines
   appended that load this app's answer panel (`lib/server/static/ohif-panel.js`, after `answer-text.js`, the wording
   it shares with the answers page): the newest answer about the open
   study, with its reasoning, in a corner of the viewer. No OHIF rebuild; `--conf ohif_answer_panel false` serves the

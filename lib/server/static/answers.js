@@ -69,6 +69,10 @@
 
   async function load() {
     const status = document.getElementById("status");
+    if (!describe) {
+      status.textContent = "Could not load the answers: answer-text.js did not load.";
+      return;
+    }
     status.textContent = "Loading...";
     try {
       const response = await fetch("/answers/list?" + filters.toString(), { credentials: "same-origin" });

@@ -8,6 +8,10 @@
   if (window.medreasonerAnswerPanel) return;
   window.medreasonerAnswerPanel = true;
   const describe = window.MedReasonerAnswerText; // answer-text.js, loaded first (lib/server/routes/viewer.py)
+  if (!describe) {
+    console.error("MedReasoner answer panel: answer-text.js did not load; no panel");
+    return;
+  }
   const POLL_MS = 2000;
   const GIVE_UP_MS = 60000;
   let shownId = null;
@@ -87,22 +91,21 @@
   async function poll() {
     const study = openStudy();
     let delay = POLL_MS;
+    let answer = null;
     if (study && document.visibilityState !== "hidden") {
       try {
         const response = await fetch("/answers/list?limit=1&study=" + encodeURIComponent(study), { credentials: "same-origin" });
         if (!response.ok) delay = GIVE_UP_MS; // signed out, or no answer log on this server: ask again much later
-        if (response.ok) {
-          const answer = (await response.json()).answers[0];
-          if (answer && answer.answer_id !== shownId) {
-            shownId = answer.answer_id;
-            show(answer);
-          }
-        }
+        if (response.ok) answer = (await response.json()).answers[0];
       } catch (error) {
         // the server may be restarting; the next poll tries again
       }
     }
     window.setTimeout(poll, delay);
+    if (answer && answer.answer_id !== shownId) {
+      show(answer); // a drawing error shows in the console, and the next poll draws the answer again
+      shownId = answer.answer_id;
+    }
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", poll);
