@@ -164,8 +164,9 @@ def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
     first = sources[0]
     multi_frame = len(sources) == 1 and int(first.get("NumberOfFrames") or 1) > 1  # enhanced CT/MR: one file
     frames = int(first.NumberOfFrames) if multi_frame else len(sources)
-    for source in sources if not multi_frame else ():  # a radiograph has none; highdicom and pydicom-seg need one
-        source.SliceThickness = source.get("SliceThickness") or 1.0
+    if not multi_frame:  # a multi-frame image keeps its thickness in its functional groups
+        for source in sources:  # a radiograph has none; highdicom and pydicom-seg (the reader) need one
+            source.SliceThickness = source.get("SliceThickness") or 1.0
     segment = highdicom.seg.SegmentDescription(
         segment_number=1,
         segment_label=NO_FINDING,
