@@ -1,6 +1,7 @@
 """Authentication on (MONAI Label's Keycloak/OIDC settings and roles) against a local realm that signs tokens: 401
-without or with a bad token, 200 with a valid one, 403 for a role that may not reach an admin route; 3D Slicer's
-sign-in (user name and password through MONAI Label's client); who saved a label is recorded."""
+without or with a bad token (another issuer, no client, no user name among them), 200 with a valid one, 403 for a role
+that may not reach an admin route; the API's description needs a signed-in user; 3D Slicer's sign-in (user name and
+password through MONAI Label's client); who saved a label is recorded."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from monailabel.client.client import MONAILabelClientException
 
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
 from tests.monailabel_server import MonaiLabelServer
-from tests.support.stub_realm import StubRealm, new_key
+from tests.support.stub_realm import OMIT, StubRealm, new_key
 
 pytestmark = pytest.mark.server
 
@@ -56,6 +57,83 @@ def test_no_token_is_401_and_a_valid_one_is_200(server, realm):
     assert requests.get(f"{server.url}/info/", timeout=30).status_code == 401
     answer = requests.get(f"{server.url}/info/", headers=bearer(realm.sign("radiologist", USER_ROLES)), timeout=30)
     assert answer.status_code == 200 and "implicit_query" in answer.json()["models"]
+
+
+def test_the_realms_tokens_name_the_realm_the_server_is_given(server, realm):
+    """The issuer check compares with MONAI_LABEL_AUTH_REALM_URI: the valid tokens of these tests must carry it."""
+    assert server.extra_env["MONAI_LABEL_AUTH_REALM_URI"] == realm.url
+    grant = requests.post(
+        f"{realm.url}/protocol/openid-connect/token",
+        data={"grant_type": "password", "client_id": realm.client_id, "username": "radiologist", "password": "s3cret"},
+        timeout=30,
+    ).json()["access_token"]
+    for token in (realm.sign("radiologist", USER_ROLES), grant):
+        assert jwt.decode(token, options={"verify_signature": False})["iss"] == realm.url
+
+
+def refusal(server, token: str) -> str:
+    """The server's answer to a token it must refuse: 401, and the message."""
+    answer = requests.get(f"{server.url}/info/", headers=bearer(token), timeout=30)
+    assert answer.status_code == 401, answer.text
+    return answer.text
+
+
+def test_a_token_without_an_issuer_is_401(server, realm):
+    assert "'iss'" in refusal(server, realm.sign("radiologist", USER_ROLES, iss=OMIT))
+
+
+def test_a_token_from_another_issuer_is_401(server, realm):
+    """Signed with the realm's key, but naming another realm (or another host) as its issuer."""
+    for issuer in (realm.url.replace("/realms/test", "/realms/other"), "https://sso.elsewhere.example/realms/test"):
+        assert "identity provider" in refusal(server, realm.sign("radiologist", USER_ROLES, iss=issuer))
+
+
+def test_a_token_naming_no_client_is_401(server, realm):
+    for claims in ({"azp": OMIT}, {"azp": OMIT, "aud": ["account"]}, {"azp": OMIT, "aud": []}):
+        assert realm.client_id in refusal(server, realm.sign("radiologist", USER_ROLES, **claims)), claims
+
+
+def test_the_client_may_be_named_in_azp_or_aud(server, realm):
+    for claims in (
+        {"aud": "account"},  # as Keycloak issues them: the client in azp
+        {"azp": OMIT, "aud": realm.client_id},
+        {"azp": OMIT, "aud": ["account", realm.client_id]},
+    ):
+        token = realm.sign("radiologist", USER_ROLES, **claims)
+        assert requests.get(f"{server.url}/info/", headers=bearer(token), timeout=30).status_code == 200, claims
+
+
+def test_a_token_without_a_user_name_is_401(server, realm):
+    for name in (OMIT, "", "  ", 42):
+        token = realm.sign("radiologist", USER_ROLES, preferred_username=name)
+        assert "names no user" in refusal(server, token), name
+
+
+def test_refused_tokens_are_logged_without_the_token(server, realm):
+    token = realm.sign("radiologist", USER_ROLES, iss="https://sso.elsewhere.example/realms/logged")
+    refusal(server, token)
+    admin = bearer(realm.sign("admin", ADMIN_ROLES))
+    log = requests.get(f"{server.url}/logs/", headers=admin, params={"lines": 5000}, timeout=30).text
+    assert "Refused a token: iss='https://sso.elsewhere.example/realms/logged'" in log
+    assert token not in log and token.split(".")[2] not in log
+
+
+def test_the_api_description_needs_a_signed_in_user(server, realm):
+    """It lists every route and option: no one reads it without signing in. Any role will do."""
+    for token in (realm.sign("radiologist", USER_ROLES), realm.sign("no-roles-yet", [])):
+        for path in ("/openapi.json", "/docs", "/"):
+            assert requests.get(f"{server.url}{path}", timeout=30).status_code == 401, path
+            answer = requests.get(f"{server.url}{path}", headers=bearer(token), timeout=30)
+            assert answer.status_code == 200, (path, answer.text)
+    schema = requests.get(f"{server.url}/openapi.json", headers=bearer(token), timeout=30).json()
+    assert "/infer/{model}" in schema["paths"]
+
+
+def test_what_slicer_asks_before_signing_in_stays_open(server):
+    """3D Slicer asks /auth/ whether to show its login dialog; a browser asks for the icon."""
+    answer = requests.get(f"{server.url}/auth/", timeout=30)
+    assert answer.status_code == 200 and answer.json()["enabled"] is True
+    assert requests.get(f"{server.url}/favicon.ico", timeout=30).status_code == 200
 
 
 def hs256_signed_with_the_public_key(realm) -> str:

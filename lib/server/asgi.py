@@ -10,7 +10,9 @@ this one serves the same REST API that 3D Slicer's and OHIF's MONAI Label client
   in worker threads: MONAI Label declares them `async` while doing blocking work, which stalled every other client;
 - the error taxonomy as HTTP answers (`errors.py`), request body limits (FastAPI's `max_body_size`: 1 MiB, uploads
   `--conf max_upload_mb`), CORS only for the origins in `MONAI_LABEL_CORS_ORIGINS` (none by default), and MONAI
-  Label's authentication with a working token check (`auth.py`).
+  Label's authentication with a working token check (`auth.py`);
+- the API's description (`/openapi.json`, ReDoc at `/docs`, Swagger UI at `/`), which with authentication on needs a
+  signed-in user like every other route (it lists every route and option).
 The app refuses to serve without this module (`main.MedReasonerApp.on_init_complete`), so a start that forgets
 `--uvicorn_app` fails loudly instead of serving MONAI Label's unchecked routes. (MONAI Label re-imports every `lib.*`
 module when it loads `main.py`, so nothing here keeps state in module globals that the app would read.)
@@ -28,10 +30,10 @@ from contextlib import asynccontextmanager
 from typing import Callable, Iterable
 
 import monailabel
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from monailabel.config import settings
@@ -58,6 +60,7 @@ from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")
+OPENAPI_URL = "/openapi.json"
 
 
 @asynccontextmanager
@@ -78,9 +81,9 @@ def build_app() -> FastAPI:
     context = ServerContext(limits, Admission(limits.max_pending_requests))
     app = FastAPI(
         title="MedReasoner for MONAI Label",
-        openapi_url="/openapi.json",
+        openapi_url=None,  # served by _add_front_page, behind sign-in when authentication is on
         docs_url=None,
-        redoc_url="/docs",
+        redoc_url=None,
         lifespan=lifespan,
         max_body_size=SMALL_BODY_BYTES,
     )
@@ -158,9 +161,29 @@ def in_worker_thread(endpoint: Callable) -> Callable:
 
 
 def _add_front_page(app: FastAPI) -> None:
-    @app.get("/", include_in_schema=False)
-    def api_page():
-        return HTMLResponse(get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - APIs").body)
+    """The API's description and its two pages, for a signed-in user (any role) when authentication is on; the icon
+    and MONAI Label's static files stay open."""
+    signed_in = [Depends(verified_user)]
+
+    def root_path(request: Request) -> str:  # `monailabel start_server --root_path`, as FastAPI's own pages use it
+        return request.scope.get("root_path", "").rstrip("/")
+
+    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=signed_in)
+    def openapi(request: Request):
+        schema, prefix = app.openapi(), root_path(request)
+        if prefix and prefix not in {server.get("url") for server in schema.get("servers", [])}:
+            schema = {**schema, "servers": [{"url": prefix}, *schema.get("servers", [])]}
+        return JSONResponse(schema)
+
+    @app.get("/docs", include_in_schema=False, dependencies=signed_in)
+    def redoc_page(request: Request):
+        return get_redoc_html(openapi_url=root_path(request) + OPENAPI_URL, title=f"{app.title} - ReDoc")
+
+    @app.get("/", include_in_schema=False, dependencies=signed_in)
+    def api_page(request: Request):
+        return HTMLResponse(
+            get_swagger_ui_html(openapi_url=root_path(request) + OPENAPI_URL, title=f"{app.title} - APIs").body
+        )
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon():

@@ -5,8 +5,10 @@ MONAI Label's settings (`MONAI_LABEL_AUTH_ENABLE`, `MONAI_LABEL_AUTH_REALM_URI`,
 replaced, through FastAPI's dependency override of MONAI Label's `get_current_user`:
 - the token check: MONAI Label 0.8.5 calls PyJWT without `algorithms`, which PyJWT 2.x refuses for every token, so
   no token ever passed; here a token must be signed with an RSA key of the realm (RS*/PS*: never `none`, never a
-  shared secret), unexpired (`exp` required), and issued to this app's client (`azp` or `aud` naming
-  `MONAI_LABEL_AUTH_CLIENT_ID`, when the token names a client at all);
+  shared secret), unexpired (`exp` required), issued by the realm (`iss` required, equal to
+  `MONAI_LABEL_AUTH_REALM_URI`), issued to this app's client (`azp` or `aud` naming `MONAI_LABEL_AUTH_CLIENT_ID`; a
+  token naming no client is refused) and name its user (`MONAI_LABEL_AUTH_TOKEN_USERNAME`, a non-empty string);
+  every refusal is a 401 and a line at info in the log (why, never the token);
 - the realm's key is fetched with a timeout and kept for five minutes (a rotated key is picked up); an identity
   provider that can't be reached is a 503, not a hang;
 - `POST /auth/token` (3D Slicer's sign-in: user name and password, passed on to the realm's token endpoint) answers
@@ -63,31 +65,66 @@ def realm_public_key(realm_uri: str) -> str:
 
 
 def user_from_token(token: str) -> User:
+    realm = settings.MONAI_LABEL_AUTH_REALM_URI.rstrip("/")
     key = realm_public_key(settings.MONAI_LABEL_AUTH_REALM_URI)
     try:
-        payload = jwt.decode(token, key, algorithms=ALGORITHMS, options={"require": ["exp"], "verify_aud": False})
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=ALGORITHMS,
+            issuer=(realm, f"{realm}/"),  # equal to the realm's URI, a trailing slash aside
+            options={"require": ["exp", "iss"], "verify_aud": False},
+        )
     except jwt.ExpiredSignatureError:
-        raise _unauthorized("The sign-in has expired; sign in again.") from None
+        raise _refused("The sign-in has expired; sign in again.", "expired") from None
+    except jwt.MissingRequiredClaimError as error:
+        raise _refused(f"The token has no '{error.claim}' claim.", str(error)) from None
+    except jwt.InvalidIssuerError:
+        issuer = jwt.decode(token, options={"verify_signature": False}).get("iss")  # signed: only the issuer was wrong
+        raise _refused(
+            f"The token was not issued by this server's identity provider ({realm}).", f"iss={_shown(issuer)}"
+        ) from None
     except jwt.InvalidTokenError as error:
-        logger.info(f"Refused a token: {error}")
-        raise _unauthorized("Could not validate credentials.") from None
+        raise _refused("Could not validate credentials.", str(error)) from None
+    client = settings.MONAI_LABEL_AUTH_CLIENT_ID
     if not _issued_to_this_app(payload):
-        raise _unauthorized("The token was issued to another application.")
+        raise _refused(
+            f"The token was not issued to this application: neither its 'azp' nor its 'aud' names '{client}'.",
+            f"azp={_shown(payload.get('azp'))}, aud={_shown(payload.get('aud'))}",
+        )
+    username = payload.get(settings.MONAI_LABEL_AUTH_TOKEN_USERNAME)
+    if not isinstance(username, str) or not username.strip():
+        raise _refused(
+            f"The token names no user (its '{settings.MONAI_LABEL_AUTH_TOKEN_USERNAME}' claim is missing or empty).",
+            f"{settings.MONAI_LABEL_AUTH_TOKEN_USERNAME}={_shown(username)}",
+        )
     return User(
-        username=str(payload.get(settings.MONAI_LABEL_AUTH_TOKEN_USERNAME) or ""),
+        username=username,
         email=payload.get(settings.MONAI_LABEL_AUTH_TOKEN_EMAIL),
         name=payload.get(settings.MONAI_LABEL_AUTH_TOKEN_NAME),
         roles=_roles(payload),
     )
 
 
+def _refused(detail: str, why: str) -> HTTPException:
+    """A 401 for the client and one line at info for the log: why, never the token."""
+    logger.info(f"Refused a token: {why}")
+    return _unauthorized(detail)
+
+
+def _shown(claim: Any) -> str:
+    """A claim for the log: quoted (no control characters) and short."""
+    text = repr(claim)
+    return text if len(text) <= 120 else f"{text[:120]}..."
+
+
 def _issued_to_this_app(payload: dict[str, Any]) -> bool:
+    """Keycloak names the client in `azp` (and often only "account" in `aud`); other providers in `aud`, a string or
+    a list. A token that names no client is not this app's."""
     client = settings.MONAI_LABEL_AUTH_CLIENT_ID
-    azp, aud = payload.get("azp"), payload.get("aud")
-    audiences = [aud] if isinstance(aud, str) else list(aud or [])
-    if azp is None and not audiences:
-        return True  # the token names no client: the realm's signature is the only claim to check
-    return azp == client or client in audiences
+    aud = payload.get("aud")
+    audiences = [aud] if isinstance(aud, str) else list(aud) if isinstance(aud, list) else []
+    return payload.get("azp") == client or client in audiences
 
 
 def _roles(payload: dict[str, Any]) -> list[str]:

@@ -4,7 +4,8 @@
 - `GET  /realms/<name>/.well-known/openid-configuration`: `{"token_endpoint": ...}`;
 - `POST .../protocol/openid-connect/token`: the password grant for the users it was given; RS256 tokens carrying
   `preferred_username`, `realm_access.roles`, `azp` (the client id), `iss` and `exp`, as Keycloak issues them.
-`sign()` makes any token the tests need (expired, for another client, signed by another key).
+`sign()` makes any token the tests need (expired, for another client, signed by another key, from another issuer,
+or without a claim: pass `OMIT` for it).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from urllib.parse import parse_qs
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+OMIT = object()  # sign(..., iss=OMIT): a token without that claim
 
 
 def new_key() -> rsa.RSAPrivateKey:
@@ -62,6 +65,7 @@ class StubRealm:
             "exp": now + expires_in,
             **extra,
         }
+        claims = {name: value for name, value in claims.items() if value is not OMIT}
         return jwt.encode(claims, key if key is not None else self.key, algorithm=algorithm)
 
     def _handler(self):
