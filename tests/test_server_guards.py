@@ -143,7 +143,7 @@ def test_image_headers_are_checked_before_decoding(tmp_path):
         ("complex.nii.gz", complex_nifti(), "complex"),
         ("detached.nrrd", detached_nrrd(), "separate data file"),
         ("external.mha", external_mha(), "elsewhere"),
-        ("header.nhdr", b"NRRD0004\n", "Detached"),
+        ("header.nhdr", b"NRRD0004\n", "no image type"),
     ):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(InvalidImageError, match=reason):

@@ -24,7 +24,8 @@ from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sam
 from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import APP_DIR, MonaiLabelServer
 from tests.support.file_trees import differences, snapshot
-from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, good_request
+from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, OK, good_request
+from tests.support.hostile_uploads import hostile_uploads
 
 pytestmark = pytest.mark.server
 
@@ -95,6 +96,70 @@ def test_every_hostile_request_is_a_clear_4xx_and_touches_nothing_outside(server
     changed = differences(studies_before, snapshot(studies))
     assert changed["created"] == changed["removed"] == [] and set(changed["changed"]) <= {"datastore_v2.json"}
     assert scratch_left(server) == []  # refused uploads left nothing behind
+
+
+def file_routes() -> list[tuple[str, str, str, bool]]:
+    """(path, method, field, several files?) for every route of the app the server runs that takes a file, read from
+    the app itself (built in this process only to list its routes): a route added later is walked too."""
+    from fastapi import params
+    from fastapi.routing import APIRoute
+
+    from lib.server.asgi import build_app
+
+    def api_routes(routes):
+        for route in routes:
+            included = getattr(route, "original_router", None)  # FastAPI keeps an included router whole
+            if included is not None:
+                yield from api_routes(included.routes)
+            elif isinstance(route, APIRoute):
+                yield route
+
+    def file_fields(dependant):
+        fields = [field for field in dependant.body_params if isinstance(field.field_info, params.File)]
+        return fields + [field for sub in dependant.dependencies for field in file_fields(sub)]
+
+    found = []
+    for route in api_routes(build_app().routes):
+        for field in file_fields(route.dependant):
+            for method in route.methods:
+                found.append((route.path, method, field.alias, "List" in str(field.field_info.annotation)))
+    return found
+
+
+# what each file route needs besides the file; a new route without an entry here fails the test below until added
+FILE_ROUTE_QUERIES = {
+    "/infer/{model}": {"image": ""},
+    "/datastore/image": {"image": "gate-probe"},
+    "/datastore/": {"image": "gate-probe"},
+    "/datastore/label": {"image": IMAGE_ID, "tag": "final"},
+    "/session/": {},
+}
+
+
+def test_no_upload_to_any_file_route_reads_another_file(server, studies, tmp_path):
+    """Every route that takes a file, every form of header that names pixels elsewhere: a 4xx, the named file never
+    read (its access time), nothing stored, and the next good request served."""
+    routes = file_routes()
+    assert {path for path, *_ in routes} >= {"/infer/{model}", "/datastore/image", "/datastore/label", "/session/"}
+    studies_before = snapshot(studies)
+    for number, (path, method, field, several) in enumerate(routes):
+        (tmp_path / str(number)).mkdir()
+        forms = hostile_uploads(tmp_path / str(number))
+        for form, (name, content, marker) in forms.items():
+            upload_field = [(field, (name, content))] if several else {field: (name, content)}
+            response = requests.request(
+                method,
+                server.url + path.format(model="implicit_query"),
+                params=FILE_ROUTE_QUERIES[path],
+                data={"params": json.dumps(OK)},
+                files=upload_field,
+                timeout=120,
+            )
+            assert 400 <= response.status_code < 500, (path, field, form, response.status_code, response.text[:200])
+            assert not marker.was_read(), (path, field, form)
+    assert differences(studies_before, snapshot(studies)) == dict(created=[], removed=[], changed=[])
+    assert scratch_left(server) == []
+    assert_serves(server)
 
 
 def test_a_planted_config_module_is_never_imported(server, studies, tmp_path):

@@ -1,7 +1,8 @@
 """Uploads and form parameters as a request sends them, checked before anything is stored or read.
 
 - A file is copied into the request's scratch folder under the client's own file name (passed through the id gate,
-  so a message names the user's file, not a server path), with an accepted suffix only; the bytes are counted.
+  so a message names the user's file, not a server path), with an accepted suffix only; the bytes are counted; then
+  it passes the one gate for uploaded files (`admit_file`) before anything reads it.
 - `params` (a form field holding JSON, as Slicer and OHIF send it) must be one JSON object of bounded size.
 """
 
@@ -16,9 +17,11 @@ from starlette.concurrency import run_in_threadpool
 
 from lib.server.identifiers import upload_stem, upload_suffix
 from monailabel_app.core.errors import RequestError, TooLargeError
+from monailabel_app.imaging.file_formats import format_of
+from monailabel_app.imaging.self_contained import rewrite_self_contained
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".png", ".bin")  # .bin: OHIF's raw labelmap
+RAW_LABEL_SUFFIX = ".bin"  # OHIF's raw labelmap: voxels only, read by numpy
 DICOM_SUFFIXES = (".dcm",)
 MAX_PARAMS_CHARS = 64 * 1024
 MAX_PARAMS_DEPTH = 16  # nesting of objects and lists; stored info is written back with Python's recursive encoder
@@ -26,11 +29,23 @@ COPY_CHUNK = 1 << 20
 
 
 async def save_upload(upload: UploadFile, folder: Path, allowed: Iterable[str], max_bytes: int) -> Path:
-    """The upload written to `folder/<client's name>`; RequestError for a wrong type, TooLargeError over the limit."""
+    """The upload written to `folder/<client's name>` and admitted (`admit_file`); RequestError for a wrong type or
+    content, TooLargeError over the limit. Every route that takes a file saves it here, and only here."""
     suffix = upload_suffix(upload.filename, allowed)
     target = _unique(folder, upload_stem(upload.filename, suffix), suffix)
     await run_in_threadpool(_copy_bounded, upload, target, max_bytes)
+    await run_in_threadpool(admit_file, target)
     return target
+
+
+def admit_file(path: Path) -> None:
+    """The gate an uploaded file passes before any library opens it: its content must be the format its name says
+    (`file_formats`), and a NRRD or MetaImage file is rewritten from the header fields our reader took, refusing any
+    that names pixels elsewhere (`self_contained`). OHIF's raw labelmap (`.bin`) is no image format: only numpy reads
+    it, as bytes."""
+    if path.name.lower().endswith(RAW_LABEL_SUFFIX):
+        return
+    rewrite_self_contained(str(path), format_of(str(path)))
 
 
 def _unique(folder: Path, stem: str, suffix: str) -> Path:

@@ -2,9 +2,10 @@
 
 Why before decoding: a 69-byte PNG can declare 32768 x 32768 pixels, and decoding it takes gigabytes (a decompression
 bomb); a NRRD or MetaImage header can name a *detached* data file anywhere on the server's disk, which the reader would
-open. So every file a request brings is read here first, with ITK's header-only reader (the same library that decodes
-it later), and refused with a message when it is too large, of a pixel type the app can't use, or refers to another
-file. A DICOM series folder is checked from its files' headers (pydicom, pixels not read).
+open. So every file is read here first: its format from its content (`file_formats`), its NRRD or MetaImage header by
+the format's own rules (`self_contained`), then its size with the header-only reader of that one format (the same
+library that decodes it later), and refused with a message when it is too large, of a pixel type the app can't use,
+or refers to another file. A DICOM series folder is checked from its files' headers (pydicom, pixels not read).
 """
 
 from __future__ import annotations
@@ -12,19 +13,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
 
-from monailabel_app.core.errors import RequestError
+from monailabel_app.imaging.file_formats import ImageFormat, format_of
+from monailabel_app.imaging.invalid_image import InvalidImageError
+from monailabel_app.imaging.self_contained import check_self_contained
 
-DETACHED_NRRD_FIELDS = ("data file", "datafile")
-DETACHED_NRRD_EXTENSIONS = (".nhdr",)
-METAIMAGE_EXTENSIONS = (".mha", ".mhd")
-NRRD_HEADER_MAX_BYTES = 1 << 16
+__all__ = ["ImageHeader", "ImageLimits", "ImageTooLargeError", "InvalidImageError", "check_image_file"]
+
 USABLE_PIXEL_TYPES = ("scalar", "rgb", "rgba", "vector")  # vector: refused later with a clearer 4D/vector message
-
-
-class InvalidImageError(RequestError):
-    """The image can't be used (unreadable, truncated, wrong dimension); the message says why and what to do."""
 
 
 class ImageTooLargeError(InvalidImageError):
@@ -61,8 +57,9 @@ def check_image_file(path: str, limits: ImageLimits = ImageLimits()) -> ImageHea
         return _check_dicom_folder(path, limits)
     if not os.path.isfile(path):
         raise InvalidImageError(f"Image not found: {os.path.basename(path)!r}")
-    _refuse_references(path)
-    header = _read_header(path)
+    image_format = format_of(path)  # from its content; the name must agree
+    check_self_contained(path, image_format)
+    header = _read_header(path, image_format)
     if header.pixel_type not in USABLE_PIXEL_TYPES:
         raise InvalidImageError(
             f"The image {os.path.basename(path)!r} has {header.pixel_type} pixels; send grey, RGB or RGBA pixels."
@@ -96,62 +93,8 @@ def _check_bytes(header: ImageHeader, limits: ImageLimits, name: str) -> None:
         )
 
 
-def _refuse_references(path: str) -> None:
-    """NRRD and MetaImage headers may point at a data file elsewhere; only self-contained files are read."""
-    lower = path.lower()
-    if lower.endswith(DETACHED_NRRD_EXTENSIONS):
-        raise InvalidImageError("Detached NRRD headers (.nhdr) are not accepted: send a single .nrrd file.")
-    if lower.endswith(".nrrd"):
-        for key, value in _nrrd_fields(path):
-            if key in DETACHED_NRRD_FIELDS:
-                raise InvalidImageError(
-                    f"The NRRD file {os.path.basename(path)!r} names a separate data file ({key}: {value[:80]!r}); "
-                    "send a single .nrrd file with its data inside."
-                )
-    if lower.endswith(METAIMAGE_EXTENSIONS):
-        data_file = _metaimage_data_file(path)
-        if data_file is None or data_file.upper() != "LOCAL":
-            raise InvalidImageError(
-                f"The MetaImage file {os.path.basename(path)!r} keeps its data elsewhere ({data_file!r}); send a "
-                "single .mha file (ElementDataFile = LOCAL)."
-            )
-
-
-def _nrrd_fields(path: str) -> list[tuple[str, str]]:
-    """The header's `key: value` fields, up to the blank line that ends it (bounded: a header is small)."""
-    with open(path, "rb") as stream:
-        head = stream.read(NRRD_HEADER_MAX_BYTES)
-    fields = []
-    for raw in head.split(b"\n")[1:]:
-        line = raw.decode("latin-1").rstrip("\r")
-        if not line:
-            break
-        if line.startswith("#") or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        fields.append((key.strip().lower(), value.lstrip("=").strip()))
-    return fields
-
-
-def _metaimage_data_file(path: str) -> Optional[str]:
-    with open(path, "rb") as stream:
-        head = stream.read(NRRD_HEADER_MAX_BYTES)
-    for raw in head.split(b"\n"):
-        key, separator, value = raw.decode("latin-1").partition("=")
-        if separator and key.strip().lower() == "elementdatafile":
-            return value.strip()
-    return None
-
-
-def _read_header(path: str) -> ImageHeader:
-    import itk  # heavy; only the server's image paths need it
-
-    io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
-    if io is None:
-        raise InvalidImageError(
-            f"Could not read {os.path.basename(path)!r}: it is corrupt, or not an image this server can read (2D "
-            "PNG/JPG/BMP/TIFF, NIfTI, NRRD, MHA, or a DICOM series)."
-        )
+def _read_header(path: str, image_format: ImageFormat) -> ImageHeader:
+    io = image_format.itk_reader()  # that format's reader only, never ITK's pick by content or name
     try:
         io.SetFileName(path)
         io.ReadImageInformation()

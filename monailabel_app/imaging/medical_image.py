@@ -12,12 +12,13 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import itk
 import nibabel
 import numpy as np
 
+from monailabel_app.imaging.file_formats import NIFTI, NIFTI_GZ, ImageFormat, format_of
 from monailabel_app.imaging.image_limits import ImageLimits, InvalidImageError, check_image_file
 
 MAX_CONCURRENT_DECODES = 2
@@ -58,16 +59,19 @@ def read_medical_image(path: str, limits: ImageLimits = ImageLimits()) -> Medica
     files are refused before any pixel is decoded."""
     if not path or not os.path.exists(path):
         raise InvalidImageError(f"Image not found: {os.path.basename(str(path))!r}")
-    if path.lower().endswith((".nii", ".nii.gz")):
+    image_format = None if os.path.isdir(path) else format_of(path)
+    if image_format in (NIFTI, NIFTI_GZ):
         _require_complete_nifti(path)  # first: its message ("truncated") says more than a failed header read
     check_image_file(path, limits)
     with _DECODING:
-        return _decode(path)
+        return _decode(path, image_format)
 
 
-def _decode(path: str) -> MedicalImage:
+def _decode(path: str, image_format: Optional[ImageFormat]) -> MedicalImage:
+    """A file with the one reader of its format, never ITK's pick; a folder as a DICOM series (GDCM lists the files
+    it parsed as DICOM, and each upload in it was checked as DICOM from its content)."""
     try:
-        image = itk.imread(path)
+        image = itk.imread(path, imageio=image_format.itk_reader()) if image_format else itk.imread(path)
     except Exception as error:  # ITK raises bare RuntimeErrors for every format problem
         raise InvalidImageError(
             f"Could not read the image {os.path.basename(path)!r}: it is corrupt, truncated, or not a supported "

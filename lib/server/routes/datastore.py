@@ -31,7 +31,7 @@ from lib.server.identifiers import check_id, check_tag, upload_suffix
 from lib.server.provenance import saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
-from lib.server.uploads import parse_params, save_upload
+from lib.server.uploads import RAW_LABEL_SUFFIX, parse_params, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.data.metadata import normalise_key
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY
@@ -47,7 +47,7 @@ MANAGED_INFO_KEYS = frozenset(
 )
 MANAGED_NORMALISED = frozenset(normalise_key(key) for key in MANAGED_INFO_KEYS)  # "Reasoning" is "reasoning" too
 DATASTORE_IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".tif")  # what the folder datastore lists
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".png", ".bin")  # .bin: OHIF's raw labelmap
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".png", RAW_LABEL_SUFFIX)
 CHECKSUM_ALGORITHMS = ("SHA256", "SHA1", "MD5", "SHA512")
 
 

@@ -84,6 +84,8 @@ def infer_router(context: ServerContext) -> APIRouter:
         app = context.app()
         if model not in app._infers:
             raise NotFoundError(f"No model {model[:80]!r}; available: {', '.join(app._infers)}")
+        if label is not None and label.filename:
+            raise RequestError(f"The {model} task takes no label file with a request; send the image and the question.")
         output = _check_output(output)
         options = parse_params(params)
         save_as = _save_label_tag(options)
