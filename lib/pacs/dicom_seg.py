@@ -2,16 +2,20 @@
 SEG from the PACS back as a label on its image's grid.
 
 Where the question goes (so it travels with the SEG to any PACS, viewer or later training run):
-- `ImageComments` (0020,4000, LT, up to 10,240 characters): the provenance as JSON, e.g.
+- `ImageComments` (0020,4000, LT, up to 10,240 bytes): the provenance as JSON, e.g.
   `{"question": "...", "model": "implicit_query", "slice": 6, "window": "soft_tissue", "app": "MedReasoner ..."}`;
   this is what `read_provenance` reads back.
-- each segment's `SegmentDescription` (0062,0006, ST, 1,024): the question and the model's reasoning
+- each segment's `SegmentDescription` (0062,0006, ST, 1,024 bytes): the question and the model's reasoning
   ("Q: ... A: ..."), shortened to fit, so a viewer's segment details show why the mask is there; the SEG's
-  `ContentDescription` (0070,0081, LO, 64): the question, shortened.
+  `ContentDescription` (0070,0081, LO, 64 bytes): the question, shortened.
 - the whole answer (reasoning, raw answer, box, points, model version, time) also goes into a DICOM SR stored beside
   the SEG (`dicom_sr.py`).
 - `SeriesDescription` names the app and model; `SegmentAlgorithmType` is SEMIAUTOMATIC (a model proposed, a person
   corrected and saved).
+- every text from the request or the answer is made to fit its VR first (`dicom_text.py`: no control characters,
+  cut to the limit in UTF-8 bytes) and the SEG declares `ISO_IR 192`. dcmqi refuses a non-ASCII or multi-valued
+  segment label or algorithm name ("Invalid character", "Value Multiplicity violated"), so it is given ASCII
+  placeholders and the names are written afterwards with pydicom.
 
 An all-zero label is a clinician's deliberate "no finding" for the question: it is stored as a SEG with one segment
 labelled "No finding" whose frames are all empty, so the PACS keeps the negative and a later training run on another
@@ -36,6 +40,7 @@ import pydicom.uid
 import pydicom_seg
 import SimpleITK
 
+from lib.pacs.dicom_text import MAX_BYTES, clean_strings, clean_text, fit_text, shorten, utf8_size
 from monailabel_app.data.metadata import find_value
 
 PROVENANCE_KEYS = (
@@ -57,7 +62,7 @@ PROVENANCE_KEYS = (
 )
 APP_NAME = "MedReasoner for MONAI Label"
 DCMQI_TIMEOUT_S = 300
-IMAGE_COMMENTS_CHARS = 10_240  # LT's limit
+IMAGE_COMMENTS_BYTES = MAX_BYTES["LT"]
 TYPE_CODE = {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Tissue"}
 CATEGORY_CODE = {"CodeValue": "91723000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"}
 NO_FINDING = "No finding"
@@ -103,15 +108,16 @@ def label_to_seg(
             output = _no_finding_seg(series_dir, model, str(provenance.get("app") or APP_NAME))
         except Exception as error:  # highdicom and pydicom raise many kinds for series they can't pair with a SEG
             raise SegConversionError(f"highdicom could not write the 'No finding' SEG: {error}") from error
-        return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING))
-    metadata = {
-        "ContentCreatorName": "MedReasoner",
-        "SeriesDescription": f"MedReasoner {model}"[:64],
+        return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING), {})
+    labels = {_placeholder(value): _segment_label(value, segment_names) for value in values}
+    metadata = {  # ASCII only: dcmqi refuses other text; the names replace the placeholders afterwards
+        "ContentCreatorName": "MedReasoner^",  # PN: family name and an empty given name
+        "SeriesDescription": "MedReasoner",
         "SeriesNumber": "300",
         "InstanceNumber": "1",
         "ContentLabel": "IMPLICIT_QUERY",
         "BodyPartExamined": "",
-        "segmentAttributes": [[_segment(value, segment_names, model) for value in values]],
+        "segmentAttributes": [[_segment(value) for value in values]],
     }
     with tempfile.TemporaryDirectory(prefix="seg-") as work:
         metadata_file = os.path.join(work, "metadata.json")
@@ -142,13 +148,15 @@ def label_to_seg(
             tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
             raise SegConversionError(f"itkimage2segimage could not write the DICOM SEG (exit {run.returncode}): {tail}")
         output = _kept(written)
-    return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or ""))
+    return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or ""), labels)
 
 
-def _with_provenance(output: str, provenance: Mapping[str, Any], question: str, reasoning: str) -> str:
+def _with_provenance(
+    output: str, provenance: Mapping[str, Any], question: str, reasoning: str, labels: Mapping[str, str]
+) -> str:
     """The SEG with its provenance written in; one that can't take it is removed, not left in the temp folder."""
     try:
-        _record_provenance(output, provenance, question, reasoning)
+        _record_provenance(output, provenance, question, reasoning, labels)
     except BaseException:
         os.unlink(output)
         raise
@@ -178,9 +186,9 @@ def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
         ),
         algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
         algorithm_identification=highdicom.AlgorithmIdentificationSequence(
-            name=f"MedReasoner {model}"[:64],
+            name=_algorithm_name(model),
             family=highdicom.sr.CodedConcept("123109", "DCM", "Manual Processing"),
-            version=app[:64],  # AlgorithmVersion is LO
+            version=fit_text(app, "LO") or APP_NAME,  # AlgorithmVersion is LO
         ),
     )
     seg = highdicom.seg.Segmentation(
@@ -193,14 +201,15 @@ def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
         sop_instance_uid=highdicom.UID(),
         instance_number=1,
         manufacturer="MedReasoner",
-        manufacturer_model_name=f"MedReasoner {model}"[:64],
-        software_versions=app[:64],
+        manufacturer_model_name=_algorithm_name(model),
+        software_versions=fit_text(app, "LO") or APP_NAME,
         device_serial_number="none",
-        series_description=f"MedReasoner {model}"[:64],
+        series_description=_algorithm_name(model),
         content_label="IMPLICIT_QUERY",
         content_creator_name="MedReasoner^",
         omit_empty_frames=False,  # the empty frames are the finding
     )
+    seg.SpecificCharacterSet = "ISO_IR 192"  # else pydicom writes the model's name in Latin-1, "?" for the rest
     with tempfile.TemporaryDirectory(prefix="seg-") as work:
         seg.save_as(os.path.join(work, "seg.dcm"))
         return _kept(os.path.join(work, "seg.dcm"))
@@ -234,52 +243,75 @@ def _with_pixel_plane(series_dir: str, work_dir: str) -> str:
     return work_dir
 
 
-def _segment(value: int, segment_names: Mapping[int, str], model: str) -> Dict[str, Any]:
+def _segment(value: int) -> Dict[str, Any]:
     return {
         "labelID": value,
-        "SegmentLabel": _plain(segment_names.get(value, "target" if value == 1 else f"label {value}"))[:64] or "target",
+        "SegmentLabel": _placeholder(value),
         "SegmentAlgorithmType": "SEMIAUTOMATIC",
-        "SegmentAlgorithmName": f"MedReasoner {model}"[:64],
+        "SegmentAlgorithmName": "MedReasoner",
         "SegmentedPropertyCategoryCodeSequence": CATEGORY_CODE,
         "SegmentedPropertyTypeCodeSequence": TYPE_CODE,
         "recommendedDisplayRGBValue": list(SEGMENT_COLOURS[(value - 1) % len(SEGMENT_COLOURS)]),
     }
 
 
-def _record_provenance(seg_file: str, provenance: Mapping[str, Any], question: str, reasoning: str) -> None:
-    """Done with pydicom after dcmqi: dcmqi's metadata has no ImageComments, and the question may not be ASCII."""
+def _placeholder(value: int) -> str:
+    return f"label {value}"
+
+
+def _segment_label(value: int, segment_names: Mapping[int, str]) -> str:
+    return fit_text(segment_names.get(value, "target" if value == 1 else f"label {value}"), "LO") or "target"
+
+
+def _algorithm_name(model: str) -> str:
+    return fit_text(f"MedReasoner {model}", "LO")
+
+
+def _record_provenance(
+    seg_file: str, provenance: Mapping[str, Any], question: str, reasoning: str, labels: Mapping[str, str]
+) -> None:
+    """Done with pydicom after dcmqi or highdicom: ImageComments, the question, and the names dcmqi got as ASCII
+    placeholders (`labels`: placeholder -> segment label), each fitted to its VR, under `ISO_IR 192`."""
     seg = pydicom.dcmread(seg_file)
     seg.SpecificCharacterSet = "ISO_IR 192"
-    seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_CHARS)
+    algorithm = _algorithm_name(str(provenance.get("model") or "implicit_query"))
+    seg.SeriesDescription = algorithm
+    seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_BYTES)
+    for segment in seg.SegmentSequence:
+        segment.SegmentLabel = labels.get(str(segment.SegmentLabel), str(segment.SegmentLabel))
+        if "SegmentAlgorithmName" in segment:
+            segment.SegmentAlgorithmName = algorithm
+    question, reasoning = clean_text(question, "ST"), clean_text(reasoning, "ST")
     if question:
-        seg.ContentDescription = _shorten(_plain(question), 64)
+        seg.ContentDescription = fit_text(question, "LO")
         description = f"Q: {question}\nA: {reasoning}" if reasoning else question
         for segment in seg.SegmentSequence:
-            segment.SegmentDescription = _shorten(description, 1024)
+            segment.SegmentDescription = fit_text(description, "ST")
     seg.save_as(seg_file)
 
 
 def _fitting_json(provenance: Dict[str, Any], limit: int) -> str:
-    """The provenance as JSON within `limit` characters: the raw answer goes first, then the reasoning is shortened
-    (the SR beside the SEG keeps both whole)."""
+    """The provenance as JSON (its strings cleaned for LT) within `limit` bytes of UTF-8: the raw answer goes first,
+    then the reasoning is shortened, then whatever else is longest (the SR beside the SEG keeps the answer whole)."""
+    provenance = clean_strings(provenance, "LT")
     text = json.dumps(provenance, ensure_ascii=False)
-    if len(text) > limit and "raw_text" in provenance:
-        provenance = {k: v for k, v in provenance.items() if k != "raw_text"}
+    if utf8_size(text) > limit:
+        provenance.pop("raw_text", None)
         text = json.dumps(provenance, ensure_ascii=False)
-    if len(text) > limit and provenance.get("reasoning"):
-        spare = len(str(provenance["reasoning"])) - (len(text) - limit) - 16
-        provenance = {**provenance, "reasoning": _shorten(str(provenance["reasoning"]), max(spare, 1))}
+    reasoning = provenance.get("reasoning")
+    if utf8_size(text) > limit and isinstance(reasoning, str):
+        provenance["reasoning"] = shorten(reasoning, max(utf8_size(reasoning) - (utf8_size(text) - limit) - 16, 16))
+        text = json.dumps(provenance, ensure_ascii=False)
+    while utf8_size(text) > limit:  # a huge question, or box, points, version from the request
+        key = max(provenance, key=lambda k: utf8_size(json.dumps(provenance[k], ensure_ascii=False)))
+        value = provenance[key]
+        room = utf8_size(value) - (utf8_size(text) - limit) - 16 if isinstance(value, str) else 0
+        if room >= 16:  # each pass takes off more than the excess
+            provenance[key] = shorten(value, room)
+        else:
+            del provenance[key]
         text = json.dumps(provenance, ensure_ascii=False)
     return text
-
-
-def _plain(text: str) -> str:
-    """Text for a DICOM string: a backslash separates values there, control characters are not allowed."""
-    return "".join(c for c in str(text).replace("\\", "/") if c.isprintable()).strip()
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def read_provenance(seg_file: str) -> Dict[str, Any]:

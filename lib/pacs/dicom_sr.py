@@ -7,6 +7,10 @@ question, status, reasoning, raw answer, box and key points (JSON, pixels of the
 algorithm's name and version (the reasoner's folder or id, its version and weights digest), the time it answered, its
 confidence when measured, and the answer's id in the server's answer log. Concept names are the DICOM codes where one
 fits (Algorithm Name 111001, Algorithm Version 111003) and this app's own coding scheme (`99MEDREASONER`) otherwise.
+
+Every text from the request or the answer is fitted to its VR (`dicom_text.py`): a TEXT item's TextValue is UT (no
+control characters but TAB, LF, FF, CR; at most 2^32-2 bytes), the Manufacturer is LO (64 bytes); an item left empty
+is left out (an empty TextValue is invalid). The report declares `ISO_IR 192` (UTF-8).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+
+from lib.pacs.dicom_text import fit_text
 
 SCHEME = "99MEDREASONER"
 REPORT_TITLE = hd.sr.CodedConcept("ANSWER", SCHEME, "MedReasoner answer")
@@ -56,10 +62,11 @@ def reasoning_report(
         value = record.get(key)
         if value is None or value == "":
             continue
-        text = value if isinstance(value, str) else json.dumps(value)
-        items.append(_text(hd.sr.CodedConcept(code, SCHEME, meaning), text))
-    items.append(_text(ALGORITHM_NAME, str(record.get("reasoner") or "unknown")))
-    items.append(_text(ALGORITHM_VERSION, _version_text(record.get("reasoner_version"))))
+        text = fit_text(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False), "UT")
+        if text:
+            items.append(_text(hd.sr.CodedConcept(code, SCHEME, meaning), text))
+    items.append(_text(ALGORITHM_NAME, fit_text(record.get("reasoner") or "", "UT") or "unknown"))
+    items.append(_text(ALGORITHM_VERSION, fit_text(_version_text(record.get("reasoner_version")), "UT") or "unknown"))
     items.append(
         hd.sr.CompositeContentItem(
             SEGMENTATION, seg.SOPClassUID, seg.SOPInstanceUID, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
@@ -81,11 +88,11 @@ def reasoning_report(
         series_number=REPORT_SERIES_NUMBER,
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer=app_name[:64],
+        manufacturer=fit_text(app_name, "LO") or "MedReasoner",
         is_complete=True,
     )
     report.SpecificCharacterSet = "ISO_IR 192"  # questions and reasoning need not be ASCII
-    report.SeriesDescription = "MedReasoner answer (reasoning)"[:64]
+    report.SeriesDescription = "MedReasoner answer (reasoning)"
     return report
 
 
