@@ -229,3 +229,47 @@ def test_ohif_point_prompts_correct_the_image_s_last_answer_on_the_slice_they_ar
     assert filled_slices(stored.array) == [k] and stored.geometry()["direction"][2][2] > 0
     off_grid = ohif_infer(server, "implicit_query_slice", CT_ID, {"foreground": [[80, 40, n]]})
     assert off_grid.status_code == 422 and "outside the volume" in off_grid.text
+
+
+NO_SPACES = "pneumothorax" * 25  # 300 characters that a browser can't wrap at a space
+HOSTILE_QUESTION = f"Where\u202eis{NO_SPACES}\u2066here?"  # a right-to-left override and an isolate, never closed
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_the_answers_page_shows_a_hostile_question_inside_its_box_in_written_order(server, tmp_path):
+    """An asker's text can't push the answers page sideways or reorder what a clinician reads: each bidirectional
+    control is shown as an escape, and a question without spaces wraps inside its card."""
+    from tests.test_ohif_browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed")
+    _, result = slicer_segmentation(slicer_client(server, tmp_path), XRAY_ID, HOSTILE_QUESTION)
+    stored = requests.get(f"{server.url}/answers/{result['answer_id']}", timeout=30).json()
+    assert stored["question"] == HOSTILE_QUESTION  # kept as asked: the page, not the log, makes it safe to read
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = chromium.new_page(viewport={"width": 1000, "height": 800})
+        page.goto(f"{server.url}/answers/?image={XRAY_ID}")
+        question = page.locator(f"#answer-{result['answer_id']} h2")
+        question.wait_for()
+        shown = question.evaluate(
+            """(question) => {
+                const text = document.createRange();
+                text.selectNodeContents(question);
+                const { left, right, top, bottom } = text.getBoundingClientRect();
+                return { text: question.textContent, box: { left, right, top, bottom },
+                         card: question.closest("article").getBoundingClientRect(),
+                         page: [document.documentElement.scrollWidth, document.documentElement.clientWidth] }
+            }"""
+        )
+        ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS_DIR / "answers_page_hostile_question.png"))
+        scroll_width, client_width = shown["page"]
+        assert scroll_width <= client_width, shown  # no sideways scroll
+        assert shown["text"] == f"Where⟨U+202E⟩is{NO_SPACES}⟨U+2066⟩here?", shown  # in written order, none raw
+        box, card = shown["box"], shown["card"]
+        assert card["left"] <= box["left"] and box["right"] <= card["right"], shown  # the text wraps inside its card
+        assert card["top"] <= box["top"] and box["bottom"] <= card["bottom"], shown
+        every_control = page.evaluate("(text) => window.MedReasonerAnswerText.visible(text)", BIDI_CONTROLS)
+        assert not set(every_control) & set(BIDI_CONTROLS) and every_control.count("⟨U+") == len(BIDI_CONTROLS)
+        chromium.close()

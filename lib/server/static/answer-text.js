@@ -1,8 +1,27 @@
 // How an answer reads to a person, in one place for the answers page (answers.js) and OHIF's answer panel
 // (ohif-panel.js): its status, the clicks that corrected it, the slice its mask is on and the slices it was carried
-// through. Plain strings: the callers draw them with textContent.
+// through. Plain strings, and `put`, the one way the callers draw any text of a question or an answer (textContent).
 "use strict";
 window.MedReasonerAnswerText = Object.freeze({
+  // The text as written, with each of Unicode's bidirectional controls (U+061C, U+200E-200F, U+202A-202E,
+  // U+2066-2069) shown as a visible escape such as "\u27E8U+202E\u27E9" (escaped here so the file reads alike in any
+  // page encoding): a right-to-left override in a question or a model's answer would show it in another order.
+  visible(text) {
+    return String(text).replace(
+      /\p{Bidi_Control}/gu,
+      (control) => "\u27E8U+" + control.codePointAt(0).toString(16).toUpperCase().padStart(4, "0") + "\u27E9"
+    );
+  },
+
+  // Puts a text on screen: as textContent, its bidirectional controls made visible, and isolated from the text around
+  // it (dir=auto: the browser sets unicode-bidi: isolate and takes its direction from the text itself, so Arabic or
+  // Hebrew still reads right to left) so that no field reorders another.
+  put(node, text) {
+    node.textContent = window.MedReasonerAnswerText.visible(text);
+    node.dir = "auto";
+    return node;
+  },
+
   status(answer) {
     if (answer.status === "ok") return "Grounded";
     if (answer.status === "not_found") return "Not in this image";

@@ -1,4 +1,5 @@
-// The answers page: recent answers from /answers/list, drawn with textContent only (the reasoning is a model's text).
+// The answers page: recent answers from /answers/list, every text put on screen by answer-text.js's `put` (textContent
+// only, bidirectional controls made visible, each text isolated): the question and the reasoning are anyone's text.
 "use strict";
 (function () {
   const describe = window.MedReasonerAnswerText; // answer-text.js, loaded first
@@ -10,7 +11,7 @@
 
   function el(tag, text, className) {
     const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (text !== undefined && text !== null) describe.put(node, text);
     if (className) node.className = className;
     return node;
   }
@@ -86,8 +87,9 @@
     }
   }
 
-  if (filters.get("image")) document.getElementById("scope").textContent = "Answers about image " + filters.get("image");
-  if (filters.get("study")) document.getElementById("scope").textContent = "Answers about study " + filters.get("study");
+  const scope = document.getElementById("scope"); // from the link that opened the page: anyone's text too
+  if (describe && filters.get("image")) describe.put(scope, "Answers about image " + filters.get("image"));
+  if (describe && filters.get("study")) describe.put(scope, "Answers about study " + filters.get("study"));
   document.getElementById("refresh").addEventListener("click", load);
   load();
 })();

@@ -1,8 +1,9 @@
 // MedReasoner's answer panel for the OHIF viewer that MONAI Label serves at /ohif/. The server appends a loader for
 // this file to OHIF's app-config.js (lib/server/routes/viewer.py; --conf ohif_answer_panel false turns it off).
 // It shows the newest answer about the open study (from /answers/list), refreshed every few seconds, so the question,
-// the reasoning and the slice the mask is on appear after Run without a reload. Text only (textContent): the reasoning
-// is a model's text, never markup.
+// the reasoning and the slice the mask is on appear after Run without a reload. Every text is put on screen by
+// answer-text.js's `put` (textContent only, never markup; bidirectional controls made visible; each text isolated):
+// the question and the reasoning are anyone's text.
 "use strict";
 (function () {
   if (window.medreasonerAnswerPanel) return;
@@ -24,7 +25,7 @@
 
   function el(tag, text, style) {
     const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (text !== undefined && text !== null) describe.put(node, text);
     if (style) node.style.cssText = style;
     return node;
   }
@@ -39,7 +40,8 @@
       undefined,
       "position:fixed;left:8px;bottom:8px;z-index:10000;width:250px;max-height:50vh;overflow:auto;" +
         "background:rgba(9,12,41,.95);color:#e6ecf5;border:1px solid #5acce6;border-radius:6px;padding:10px 12px;" +
-        "font:13px/1.4 system-ui,sans-serif;box-shadow:0 2px 10px rgba(0,0,0,.5)"
+        "font:13px/1.4 system-ui,sans-serif;box-shadow:0 2px 10px rgba(0,0,0,.5);" +
+        "overflow-wrap:anywhere" // a question with no spaces wraps inside the panel (inherited by every text)
     );
     box.id = "medreasoner-answer";
     box.setAttribute("aria-label", "MedReasoner answer");
@@ -56,6 +58,13 @@
     // This OHIF's axial "I:" label names the mirrored instance on head-first series (README, What we found about OHIF).
     return where + "; scroll there if the view opened on another (the line in the other two views shows its level; " +
       "OHIF's I: label may name another instance).";
+  }
+
+  // "Q: " and the question as its own isolated text: an Arabic or Hebrew question reads right to left after it.
+  function question(answer) {
+    const line = el("div", undefined, "margin-top:6px;font-weight:600");
+    line.append("Q: ", el("bdi", answer.question));
+    return line;
   }
 
   function show(answer) {
@@ -76,7 +85,7 @@
     link.rel = "noopener";
     box.replaceChildren(
       header,
-      el("div", "Q: " + answer.question, "margin-top:6px;font-weight:600"),
+      question(answer),
       el("div", describe.status(answer) + confidence + (refined ? " · " + refined : ""), "margin-top:4px;color:" + (grounded ? "#7ee07e" : "#ff8a8a")),
       el("div", answer.reasoning || "(no reasoning given)", "margin-top:6px;white-space:pre-wrap"),
       el("div", sliceText(answer), "margin-top:6px;color:#c8d3e6"),
