@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Dict
+from typing import Dict, Optional
 from urllib.parse import quote
 
 from monailabel.config import settings
@@ -36,7 +36,8 @@ from lib.server.identifiers import check_id, check_tag, is_inside
 from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, reasoner_key, with_entry
-from monailabel_app.grounding.records import LAST_QUERY_KEY, AnswerRecord
+from monailabel_app.grounding.last_answers import LAST_ANSWERS_KEY, last_answer, with_last_answer
+from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.training.run_records import last_training_stats
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class MedReasonerApp(MONAILabelApp):
                 os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
                 result["file"] = None
             if image_id and asked.get("question"):
-                store.update_image_info(image_id, self._answered_info(store, image_id, asked))
+                store.update_image_info(image_id, self._answered_info(store, image_id, asked, request.get("asked_by")))
         except BaseException:
             if result.get("file") and os.path.isfile(result["file"]):
                 os.unlink(result["file"])  # nobody will fetch it: the request failed
@@ -214,16 +215,17 @@ class MedReasonerApp(MONAILabelApp):
         often empty, text box) correct the image's last answer: its question, window and think flag."""
         if str(request.get("question") or "").strip():
             return request
-        last = store.get_image_info(image_id).get(LAST_QUERY_KEY) or {}
+        last = last_answer(store.get_image_info(image_id), request.get("asked_by"))  # this clinician's, no one else's
         if not last.get("question"):
             return request
         return {**request, **{k: last[k] for k in ("question", "window", "think") if last.get(k) is not None}}
 
     @staticmethod
-    def _answered_info(store: Datastore, image_id: str, asked: dict) -> dict:
+    def _answered_info(store: Datastore, image_id: str, asked: dict, asked_by: Optional[str]) -> dict:
         """What an answer adds to its image's info: the last question's record and, when the answer has a confidence,
         that confidence in the image's record, which `least_confident` ranks by (one write of the datastore's index)."""
-        info = {LAST_QUERY_KEY: AnswerRecord.from_result(asked).to_info()}
+        record = AnswerRecord.from_result(asked).to_info()
+        info = {LAST_ANSWERS_KEY: with_last_answer(store.get_image_info(image_id), asked_by, record)}
         if asked.get("confidence") is not None:
             version = asked.get("reasoner_version") or {}
             reasoner = reasoner_key({"sha256": version.get("sha256"), "path": asked.get("reasoner")})
@@ -251,12 +253,12 @@ class MedReasonerApp(MONAILabelApp):
         return super().next_sample(request)
 
     def on_save_label(self, image_id, label_id):
-        """Slicer and OHIF save a label without the question; copy in the last one asked about this image."""
+        """Slicer and OHIF save a label without the question; copy in the saver's last answer on this image."""
         store = self.datastore()
         if store.get_label_by_image_id(image_id, DefaultLabelTag.FINAL) != label_id:
             return super().on_save_label(image_id, label_id)  # not a final label: nothing to train on
         info = store.get_label_info(label_id, DefaultLabelTag.FINAL) or {}
-        query = store.get_image_info(image_id).get(LAST_QUERY_KEY)
+        query = last_answer(store.get_image_info(image_id), info.get("saved_by"))  # the saver's own last answer
         if query and not info.get("question"):
             store.update_label_info(label_id, DefaultLabelTag.FINAL, {k: v for k, v in query.items() if v is not None})
             logger.info(f"Label {label_id} of {image_id} records the question last asked about it")

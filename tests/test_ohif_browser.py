@@ -27,6 +27,7 @@ from pydicom import dcmread
 
 from lib.infers.implicit_query import LABEL_NAME as LABEL
 from monailabel_app.demo.sample_dicom import FLIPPED_CT, flipped_ct_series
+from monailabel_app.grounding.last_answers import last_answer
 from tests.default_start import DefaultStart
 from tests.monailabel_server import APP_DIR
 from tests.orthanc_server import INSTALL_HINT, orthanc_installed
@@ -207,7 +208,7 @@ def test_ohif_asks_the_question_shows_the_mask_and_the_reasoning(server, ct_stud
     before = mask_pixels(page)
     run_auto_segmentation(page, series_uid, QUESTION)
     info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
-    this_run = info["medreasoner_last_query"]  # what the server recorded for this very request
+    this_run = last_answer(info, None)  # what the server recorded for this very request
     assert this_run["question"] == QUESTION
     panel = page.locator(f"#medreasoner-answer[data-answer-id='{this_run['answer_id']}']")
     panel.wait_for()  # the panel polls: no reload, no developer tools
@@ -237,8 +238,8 @@ def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_in
     page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
     run_auto_segmentation(page, series_uid, QUESTION)
     info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
-    k = info["medreasoner_last_query"]["slice"]
-    answer = requests.get(f"{server.url}/answers/{info['medreasoner_last_query']['answer_id']}", timeout=30).json()
+    k = last_answer(info, None)["slice"]
+    answer = requests.get(f"{server.url}/answers/{last_answer(info, None)['answer_id']}", timeout=30).json()
     assert answer["instance_number"] == 12 - k  # numbered from the far end: the server's slice k is instance 12 - k
     page.wait_for_timeout(3000)
     drawn = instances_showing_the_mask(page, 12)  # ends on the instance with the mask
@@ -280,16 +281,16 @@ def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_in
 def test_the_answers_page_shows_the_answer_with_its_picture(server, ct_study, browser):
     study_uid, series_uid = ct_study
     info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
-    answer_id = info["medreasoner_last_query"]["answer_id"]
+    answer_id = last_answer(info, None)["answer_id"]
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.set_default_timeout(STEP_TIMEOUT_MS)
     page.goto(f"{server.url}/answers/?study={study_uid}")
     card = page.locator(f"#answer-{answer_id}")
     card.wait_for()
     text = card.inner_text()
-    assert QUESTION in text and info["medreasoner_last_query"]["reasoning"] in text
+    assert QUESTION in text and last_answer(info, None)["reasoning"] in text
     assert "weights" in text and "Latency" in text
-    k = info["medreasoner_last_query"]["slice"]  # worded as the OHIF panel words it (answer-text.js)
+    k = last_answer(info, None)["slice"]  # worded as the OHIF panel words it (answer-text.js)
     answer = requests.get(f"{server.url}/answers/{answer_id}", timeout=30).json()
     assert f"slice {k + 1} of 12 (index {k}, DICOM instance number {answer['instance_number']})" in text, text
     carried = "() => window.MedReasonerAnswerText.carriedThrough({propagation: {slice_range: [3, 8]}})"

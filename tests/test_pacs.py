@@ -25,7 +25,7 @@ from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.labelled_images import NEGATIVE_GAP
 from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
 from monailabel_app.demo.sample_studies import write_png, xray_picture
-from monailabel_app.grounding.records import LAST_QUERY_KEY
+from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.imaging.medical_image import read_medical_image
 from tests.broken_series import missing_slice_series, mixed_orientation_series
 from tests.monailabel_server import MonaiLabelServer, free_port
@@ -157,7 +157,7 @@ def test_a_series_sent_to_the_pacs_after_the_listing_is_served_at_once(server, o
     orthanc.upload(arrived.files)
     assert ohif_infer(server, arrived.series_uid).status_code == 200
     info = requests.get(f"{server.url}/datastore/image/info", params={"image": arrived.series_uid}, timeout=30)
-    assert info.status_code == 200 and info.json()[LAST_QUERY_KEY]["question"] == QUESTION, info.text
+    assert info.status_code == 200 and last_answer(info.json(), None)["question"] == QUESTION, info.text
     nowhere = requests.get(f"{server.url}/datastore/image/info", params={"image": "1.2.3.4.5.6.7"}, timeout=30)
     assert nowhere.status_code == 404
 

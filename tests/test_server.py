@@ -18,6 +18,7 @@ from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct, write_png, xray_picture
+from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.imaging.medical_image import read_medical_image
 from tests.monailabel_server import MonaiLabelServer
 
@@ -127,7 +128,7 @@ def test_a_confidence_is_in_the_result_and_the_image_record(server):
     _, result = slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION, "confidence_samples": 3})
     assert 0.0 <= result["confidence"] <= 1.0 and result["confidence_detail"]["samples"] == 3
     record = requests.get(f"{server.url}/datastore/image/info", params={"image": XRAY_ID}, timeout=30).json()
-    assert record["medreasoner_last_query"]["confidence"] == result["confidence"]
+    assert last_answer(record, None)["confidence"] == result["confidence"]
     for bad in (9, 17, -1, 2.5, "many"):  # 9: over this server's confidence_max_samples (8)
         with pytest.raises(MONAILabelClientException, match="confidence_samples"):
             slicer_infer(server, "implicit_query", XRAY_ID, {"question": QUESTION, "confidence_samples": bad})

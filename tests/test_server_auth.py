@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 
-from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
+from monailabel_app.demo.sample_studies import (
+    XRAY_LESION,
+    endoscopy_picture,
+    write_png,
+    write_sample_studies,
+    xray_picture,
+)
 from tests.monailabel_server import MonaiLabelServer
 from tests.support.stub_realm import OMIT, StubRealm, new_key
 
@@ -231,3 +237,86 @@ def test_a_user_sees_the_answers_to_their_own_questions_an_admin_all(server, rea
         "radiologist"
     )
     assert requests.get(f"{server.url}/answers/list", timeout=30).status_code == 401
+
+
+def test_a_clinician_reads_no_other_clinicians_question_or_reasoning(server, realm, tmp_path):
+    """Every route that returns image or label info, a listing, an active-learning sample or answers: another user
+    reads none of the asker's question, the model's reasoning or raw answer; the asker, a reviewer and an admin do.
+    Another user's clicks don't continue the asker's question. No answer names a server path."""
+    asker, colleague = bearer(realm.sign("asker", USER_ROLES)), bearer(realm.sign("colleague", USER_ROLES))
+    reviewer = bearer(realm.sign("reviewer", ["monailabel-reviewer", "monailabel-user"]))
+    admin = bearer(realm.sign("admin", ADMIN_ROLES))
+    image, question = "endoscopy_polyp", "Which lesion explains the bleeding of patient Q7?"
+    answer = requests.post(
+        f"{server.url}/infer/implicit_query",
+        params={"image": image, "output": "json"},
+        files={"params": (None, json.dumps({"question": question}))},
+        headers=asker,
+        timeout=300,
+    ).json()
+    secrets = [question, answer["reasoning"], answer["raw_text"]]
+    assert all(len(secret) > 10 for secret in secrets), answer
+
+    def sample_of(headers) -> str:
+        """'Next Sample' until it hands out the asked image (random among the unlabelled ones)."""
+        for _ in range(40):
+            sample = requests.post(f"{server.url}/activelearning/random", json={}, headers=headers, timeout=30)
+            if sample.json().get("id") == image:
+                return sample.text
+        raise AssertionError("active learning never handed out the image")
+
+    def readable(headers, label_saved: bool) -> dict[str, str]:
+        get = {
+            "image info": ("/datastore/image/info", {"image": image}),
+            "listing": ("/datastore/", {"output": "all"}),
+            "training list": ("/datastore/", {"output": "train"}),
+            "status": ("/datastore/", {}),
+            "answers (OHIF panel's feed)": ("/answers/list", {"limit": 100, "image": image}),
+            "info": ("/info/", {}),
+        }
+        if label_saved:
+            get["label info"] = ("/datastore/label/info", {"label": image, "tag": "final"})
+        texts = {}
+        for name, (path, params) in get.items():
+            response = requests.get(f"{server.url}{path}", params=params, headers=headers, timeout=60)
+            assert response.status_code == 200, (name, response.text[:200])
+            texts[name] = response.text
+        if not label_saved:
+            texts["active learning"] = sample_of(headers)
+        return texts
+
+    for label_saved in (False, True):
+        for name, text in readable(colleague, label_saved).items():
+            assert not [s for s in secrets if s in text], f"{name} shows the asker's text to a colleague"
+            assert str(server.studies) not in text, f"{name} names a server path"
+        own = readable(asker, label_saved)
+        assert question in own["image info"] and question in own["answers (OHIF panel's feed)"]
+        assert str(server.studies) not in "".join(own.values())
+        if not label_saved:
+            assert question in own["active learning"]  # the asker's own last answer comes with the sample
+            mask = np.zeros(endoscopy_picture().shape[:2], np.uint8)
+            mask[60:90, 100:140] = 1
+            saved = requests.put(
+                f"{server.url}/datastore/label",
+                params={"image": image, "tag": "final"},
+                files={"label": ("label.png", write_png(mask, tmp_path / "label.png").read_bytes())},
+                headers=asker,
+                timeout=120,
+            )
+            assert saved.status_code == 200 and saved.json()["answer"]["question"] == question, saved.text
+    label_info = {"label": image, "tag": "final"}
+    for headers in (asker, reviewer, admin):
+        info = requests.get(f"{server.url}/datastore/label/info", params=label_info, headers=headers, timeout=30)
+        assert info.json()["question"] == question and info.json()["saved_by"] == "asker"
+    listing = requests.get(f"{server.url}/datastore/", params={"output": "all"}, headers=reviewer, timeout=30).text
+    assert question in listing
+
+    click = {"foreground": [[120, 70]], "result_extension": ".png"}  # no question: it would continue their last one
+    clicked = requests.post(
+        f"{server.url}/infer/implicit_query",
+        params={"image": image, "output": "json"},
+        files={"params": (None, json.dumps(click))},
+        headers=colleague,
+        timeout=300,
+    )
+    assert not [s for s in secrets if s in clicked.text]

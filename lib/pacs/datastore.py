@@ -7,7 +7,7 @@ What it changes, and why:
   mid-transfer leaves nothing behind that a later request would take for the series;
 - refuses a series with missing slices or mixed orientation (422) instead of stacking it into a wrong volume;
 - stores final labels as DICOM SEG with the question and the answer recorded (`dicom_seg.py`): the one sent with the
-  save, else the last one asked about the series (Slicer and OHIF send none); checks the label's grid, and saves
+  save, else the saver's last one on the series (Slicer and OHIF send none); checks the label's grid, and saves
   nothing locally unless the PACS confirmed the SEG;
 - stores beside each SEG a DICOM Structured Report of the answer (`dicom_sr.py`: question, reasoning, raw answer,
   box, points, model and version, time), referencing the SEG and the source series; a PACS that refuses the report
@@ -52,7 +52,8 @@ from lib.pacs.dicom_seg import (
 from lib.pacs.dicom_sr import reasoning_report, volume_order
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
 from monailabel_app.data.metadata import find_value, normalise_key
-from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
+from monailabel_app.grounding.last_answers import last_answer
+from monailabel_app.grounding.records import SERVER_ANSWER_KEYS
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
 
 logger = logging.getLogger(__name__)
@@ -225,7 +226,8 @@ class PacsDatastore(DICOMWebDatastore):
         temporary: List[str] = []
         try:
             _check_same_grid(label_filename, image_uri)
-            asked = self.get_image_info(image_id).get(LAST_QUERY_KEY) or {}  # Slicer and OHIF send no question
+            # Slicer and OHIF send no question: the saver's own last answer on the series (never another clinician's)
+            asked = last_answer(self.get_image_info(image_id), label_info.get("saved_by"))
             sent = {k: v for k, v in label_info.items() if normalise_key(k) not in ANSWER_KEYS_NORMALISED}
             if find_value(sent, "question") not in (None, asked.get("question")):
                 asked = {}  # another question than the one answered: the answer's fields don't belong to it

@@ -4,9 +4,10 @@
 
 (`scripts/start.sh` passes it). MONAI Label 0.8.5 lets a server run its own ASGI app in place of `monailabel.app:app`;
 this one serves the same REST API that 3D Slicer's and OHIF's MONAI Label clients speak, built from:
-- this app's own routes (`lib/server/routes/`) for everything that takes an id, a file or options: inference,
-  datastore, sessions, training, the OHIF files and the DICOMweb proxy, logs and model files;
-- MONAI Label's remaining routes (info, active learning, scoring and batch status, sign-in checks) unchanged, but run
+- this app's own routes (`lib/server/routes/`) for everything that takes an id, a file or options, or answers with
+  clinical text: inference, datastore, sessions, training, active learning, the OHIF files and the DICOMweb proxy,
+  logs and model files;
+- MONAI Label's remaining routes (info, scoring and batch status, sign-in checks) unchanged, but run
   in worker threads: MONAI Label declares them `async` while doing blocking work, which stalled every other client;
 - the error taxonomy as HTTP answers (`errors.py`), request body limits (FastAPI's `max_body_size`: 1 MiB, uploads
   `--conf max_upload_mb`), CORS only for the origins in `MONAI_LABEL_CORS_ORIGINS` (none by default), and MONAI
@@ -37,7 +38,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from monailabel.config import settings
-from monailabel.endpoints import activelearning, batch_infer, info, login, scoring
+from monailabel.endpoints import batch_infer, info, login, scoring
 from monailabel.endpoints import train as monailabel_train
 from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
@@ -48,6 +49,7 @@ from lib.server.auth import auth_router, verified_user
 from lib.server.context import ServerContext
 from lib.server.errors import ErrorBoundary, install_error_handlers
 from lib.server.limits import SMALL_BODY_BYTES, ServerLimits
+from lib.server.routes.activelearning import activelearning_router
 from lib.server.routes.admin import admin_router
 from lib.server.routes.answers import answers_router
 from lib.server.routes.datastore import datastore_router
@@ -97,6 +99,7 @@ def build_app() -> FastAPI:
         viewer_router(context, PacsSettings.from_conf(conf).timeout_s, _flag(conf, "ohif_answer_panel", True)),
         admin_router(context),
         answers_router(context),
+        activelearning_router(context),
     ]
     if settings.MONAI_LABEL_AUTH_ENABLE:
         ours.append(auth_router())
@@ -104,7 +107,7 @@ def build_app() -> FastAPI:
     for router in ours:
         app.include_router(router)
         taken |= _path_methods(router)
-    kept = [info.router, activelearning.router, scoring.router, batch_infer.router, monailabel_train.router]
+    kept = [info.router, scoring.router, batch_infer.router, monailabel_train.router]
     if settings.MONAI_LABEL_AUTH_ENABLE:
         kept.append(login.router)
     for router in kept:

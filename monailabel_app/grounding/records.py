@@ -10,8 +10,8 @@ The record (`AnswerRecord.to_info()`, plain JSON):
 - `answered_at`: when (UTC); `answer_id`: its entry in the server's answer log (`answer_log.py`), with the picture;
 - `refined_by_clicks`: {`foreground`, `background`: [[x, y], ...]} when the clinician's clicks corrected the answer's
   mask (the reasoner's answer kept): the saved label's mask is then the clinician's, a training signal.
-The server keeps the last record per image under `LAST_QUERY_KEY` in the image's info, and copies it into the info of
-the final label saved next (a question sent with the save wins).
+The server keeps each clinician's last record per image in the image's info (`last_answers.py`), and copies it into
+the info of the final label that clinician saves next (a question sent with the save wins).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
-LAST_QUERY_KEY = "medreasoner_last_query"  # image info: the record of the last question answered on the image
+LAST_QUERY_KEY = "medreasoner_last_query"  # image info of earlier versions: the last record, whoever asked
 # What the model answered and which model it was: only the server writes these (a client's save may name the question,
 # slice and window it labelled, never the model's answer), so the archive can't be made to say what the model didn't.
 SERVER_ANSWER_KEYS = frozenset(
@@ -58,3 +58,8 @@ class AnswerRecord:
     def to_info(self) -> dict[str, Any]:
         """The record as label or image info: the fields that have a value."""
         return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+# The record's clinical part: what was asked and what the model answered (a reader other than the asker is not shown
+# it); which model answered is not clinical.
+ANSWER_TEXT_KEYS = frozenset(spec.name for spec in fields(AnswerRecord)) - {"reasoner", "reasoner_version"}

@@ -5,6 +5,8 @@ call them), with every id, tag and upload checked first and the file work done o
 - Uploads are stored only when they read as an image, or as a label on its image's grid (`upload_checks`).
 - Replacing or deleting keeps the earlier file as a version (`lib.datastore.versions`); label and image info record
   when, from where and (with authentication) by whom they were saved.
+- Info and listings are read through `visibility`: with sign-in on, another clinician's question, reasoning, raw
+  answer and box are left out (a reviewer or admin reads all), and no answer carries a server path.
 - The dataset ZIP holds every study and label: it is served only with authentication on, to the admin role.
 """
 
@@ -32,17 +34,21 @@ from lib.server.provenance import saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import RAW_LABEL_SUFFIX, parse_params, save_upload
+from lib.server.visibility import Reader, image_info_for, label_info_for, listing_for, training_list_for
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.data.metadata import normalise_key
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY
+from monailabel_app.grounding.last_answers import LAST_ANSWERS_KEY
 from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
 
 # Info keys the server and MONAI Label manage: a client's info (an upload's or a save's params, an info update) can't
-# set them. `strategy` is active learning's record of when an image was handed out; `medreasoner_last_query` the
-# question the next saved label will carry; `medreasoner_confidence` the reasoner's recorded doubt, which active
-# learning ranks by; `saved_*` who saved what, when and from where.
+# set them. `strategy` is active learning's record of when an image was handed out; `medreasoner_last_answers` each
+# clinician's last answer, which their next saved label will carry (`medreasoner_last_query`: one record, earlier);
+# `medreasoner_confidence` the reasoner's recorded doubt, which active learning ranks by; `saved_*` who saved what,
+# when and from where.
 MANAGED_INFO_KEYS = frozenset(
-    {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, CONFIDENCE_KEY, "saved_at", "saved_from", "saved_by"}
+    {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, LAST_ANSWERS_KEY, CONFIDENCE_KEY}
+    | {"saved_at", "saved_from", "saved_by"}
     | SERVER_ANSWER_KEYS
 )
 MANAGED_NORMALISED = frozenset(normalise_key(key) for key in MANAGED_INFO_KEYS)  # "Reasoning" is "reasoning" too
@@ -79,9 +85,9 @@ def datastore_router(context: ServerContext) -> APIRouter:
     @router.get("/", summary="All images and labels of the datastore")
     def listing(output: Optional[ResultType] = None, user: User = Depends(RBAC(USER))):
         if output == ResultType.all:
-            return store().json()
+            return listing_for(Reader.of(user, context), store().json())
         if output == ResultType.train:
-            return store().datalist()
+            return training_list_for(store().datalist())
         return store().status()
 
     @router.put("/", include_in_schema=False, max_body_size=upload_limit)
@@ -136,12 +142,13 @@ def datastore_router(context: ServerContext) -> APIRouter:
     @router.get("/image/info", summary="An image's info (with its kept versions)")
     def image_info(image: str, user: User = Depends(RBAC(USER))):
         _require_image(store(), image)
-        return store().get_image_info(image)
+        return image_info_for(Reader.of(user, context), store().get_image_info(image))
 
     @router.put("/image/info", summary="Add to an image's info")
     def update_image_info(request: Request, image: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))):
         _require_image(store(), image)
-        return store().update_image_info(image, {**client_info(info, "info"), **saved_by(request, user, context)})
+        store().update_image_info(image, {**client_info(info, "info"), **saved_by(request, user, context)})
+        return {}
 
     @router.put(
         "/label", summary="Save a label (the earlier one for the tag is kept as a version)", max_body_size=upload_limit
@@ -192,21 +199,23 @@ def datastore_router(context: ServerContext) -> APIRouter:
     @router.get("/label/info", summary="A label's info")
     def label_info(label: str, tag: str, user: User = Depends(RBAC(USER))):
         _label_file(store(), label, tag)
-        return store().get_label_info(label, tag)
+        return label_info_for(Reader.of(user, context), store().get_label_info(label, tag))
 
     @router.put("/label/info", summary="Add to a label's info")
     def update_label_info(
         request: Request, label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
     ):
         _label_file(store(), label, tag)
-        return store().update_label_info(label, tag, {**client_info(info, "info"), **saved_by(request, user, context)})
+        store().update_label_info(label, tag, {**client_info(info, "info"), **saved_by(request, user, context)})
+        return {}
 
     @router.put("/updatelabelinfo", include_in_schema=False)
     def update_label_info_old(
         request: Request, label: str, tag: str, params: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
     ):
         _label_file(store(), label, tag)
-        return store().update_label_info(label, tag, {**client_info(params), **saved_by(request, user, context)})
+        store().update_label_info(label, tag, {**client_info(params), **saved_by(request, user, context)})
+        return {}
 
     @router.get("/dataset", summary="Every labelled study and its label as one ZIP (admin, authentication on)")
     def download_dataset(limit_cases: Optional[int] = None, user: User = Depends(RBAC(ADMIN))):
