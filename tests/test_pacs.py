@@ -449,3 +449,21 @@ def test_pacs_optional_serves_uploads_while_the_pacs_is_down(format_tuned_reason
         assert refused.status_code == 503 and "is not reachable" in refused.json()["detail"]
     finally:
         server.stop()
+
+
+def test_the_log_says_each_answer_once_and_keeps_the_proxys_lines_at_debug(server, series):
+    """An admin's log: one line per answered question (its id, no clinical text); OHIF's DICOMweb requests through
+    the proxy (dozens per study) are not logged at INFO."""
+    ct = series["ct"]
+    for _ in range(3):  # what OHIF asks when it opens a study
+        proxied = requests.get(
+            f"{server.url}/proxy/dicom/qido/studies", params={"StudyInstanceUID": ct.study_uid}, timeout=60
+        )
+        assert proxied.status_code == 200
+    answered = ohif_infer(server, ct.series_uid, question="Which structure explains the log test's cough?")
+    assert answered.status_code == 200
+    log = server.log_path.read_text(errors="replace")
+    assert "HTTP Request:" not in log  # httpx's per-request INFO lines, demoted to DEBUG
+    lines = [line for line in log.splitlines() if "Answered " in line and ct.series_uid in line]
+    assert lines and all("log test" not in line for line in lines)
+    assert "implicit_query" in lines[-1] and " s, reasoner " in lines[-1]

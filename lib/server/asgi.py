@@ -49,6 +49,7 @@ from lib.server.auth import auth_router, verified_user
 from lib.server.context import ServerContext
 from lib.server.errors import ErrorBoundary, install_error_handlers
 from lib.server.limits import SMALL_BODY_BYTES, ServerLimits
+from lib.server.request_log import demote_proxy_lines
 from lib.server.routes.activelearning import activelearning_router
 from lib.server.routes.admin import admin_router
 from lib.server.routes.answers import answers_router
@@ -78,6 +79,7 @@ async def lifespan(app: FastAPI):
 
 
 def build_app() -> FastAPI:
+    demote_proxy_lines()
     conf = settings.MONAI_LABEL_APP_CONF or {}
     limits = ServerLimits.from_conf(conf)
     context = ServerContext(limits, Admission(limits.max_pending_requests))

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from lib.server.context import ServerContext
 from lib.server.identifiers import check_id, check_session_id, check_tag
 from lib.server.provenance import saved_by
+from lib.server.request_log import log_answer
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.uploads import IMAGE_SUFFIXES, parse_params, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError
@@ -98,8 +100,10 @@ def infer_router(context: ServerContext) -> APIRouter:
                 infer_request["asked_by"] = user.username if context.auth_enabled else None
                 if save_as and image_id:
                     infer_request.update(save_label=True, label_tag=save_as, saved_by=saved_by(request, user, context))
+                started = time.monotonic()
                 result = await run_in_threadpool(app.infer, infer_request)
                 answer = result.get("params") or {}
+                log_answer(model, image_id, answer, started, infer_request["asked_by"])
                 label_file = _into(scratch, result.get("file"))
                 if label_file is None and result.get("label"):  # saved in the datastore: send that file back
                     label_file = _into(scratch, app.datastore().get_label_uri(result["label"], save_as), copy=True)
