@@ -2,7 +2,8 @@
 # Installs everything (scripts/install.sh) and starts the MONAI Label server with this app on port 8000.
 #
 # With no STUDIES it also starts a local PACS for both viewers (monailabel_app/demo/local_pacs.py): Orthanc on
-# 127.0.0.1:${ORTHANC_PORT:-8043}, DICOM port off, storage in ${PACS_DIR:-pacs}/, filled on first start with synthetic CT,
+# 127.0.0.1:${ORTHANC_PORT:-8043} only (in a network namespace of its own: monailabel_app/demo/loopback_forwarder.py),
+# DICOM port off, storage in ${PACS_DIR:-pacs}/, filled on first start with synthetic CT,
 # MR and DX series; MONAI Label reads it over DICOMweb, OHIF at http://127.0.0.1:8000/ohif/ and 3D Slicer both work,
 # and stopping this script stops Orthanc. STUDIES=<folder> keeps a folder datastore (filled with the sample studies
 # when empty); STUDIES=<DICOMweb URL> uses your PACS.
@@ -11,9 +12,17 @@
 # demo options, e.g.:  bash scripts/start.sh --conf reasoner /models/MedReasoner-Soft-7B
 # It listens on 127.0.0.1 unless HOST says otherwise (HOST=0.0.0.0 for the network: turn authentication on first,
 # see the README's Security section; the server warns at start). It serves this app's hardened routes
-# (lib/server/asgi.py).
+# (lib/server/asgi.py). Run it as a user of its own, not root (the README's "Running as its own user").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -eq 0 ] && [ "${ALLOW_ROOT:-0}" != 1 ]; then
+  cat >&2 <<'WARNING'
+WARNING: scripts/start.sh runs as root. The server, the models it loads and the local PACS then get every right on
+WARNING: this machine. Run it as a user of its own that owns only model/, logs/, pacs/ and the studies folder, e.g.
+WARNING:   sudo -u medreasoner bash scripts/start.sh
+WARNING: (README, "Running as its own user"). ALLOW_ROOT=1 starts as root without this warning.
+WARNING
+fi
 bash scripts/install.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
 PY=.venv/bin/python
@@ -23,7 +32,10 @@ if [ -z "${STUDIES:-}" ]; then
   ORTHANC_PORT=${ORTHANC_PORT:-8043}
   mkdir -p "$PACS_DIR"
   config=$($PY -m monailabel_app.demo.local_pacs config "$PACS_DIR" "$ORTHANC_PORT")
-  "$(command -v Orthanc || echo /usr/sbin/Orthanc)" "$config" >"$PACS_DIR/orthanc.log" 2>&1 &
+  # Orthanc has no bind address setting (it listens on every interface): it runs in a network namespace of its own
+  # and only 127.0.0.1:$ORTHANC_PORT of this machine reaches it; where no namespace can be made, a warning says so
+  $PY -m monailabel_app.demo.loopback_forwarder "$ORTHANC_PORT" "$PACS_DIR/orthanc.log" -- \
+    "$(command -v Orthanc || echo /usr/sbin/Orthanc)" "$config" &
   ORTHANC_PID=$!
   trap 'kill "$ORTHANC_PID" 2>/dev/null || true; wait "$ORTHANC_PID" 2>/dev/null || true' EXIT
   STUDIES="http://127.0.0.1:$ORTHANC_PORT/dicom-web"
@@ -45,13 +57,18 @@ if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 # glibc gives each worker thread its own memory arena; two keep the server ~300 MB smaller after a busy hour
 # (benchmarks/server_storm.py)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
+# torch makes its compile cache when imported, by default <tmp>/torchinductor_<user>: a name another local user can
+# take first and fill. Ours is in model/ (and a start leaves nothing in the temp folder).
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$PWD/model/torchinductor}"
 # Progress bars (sam2's propagation, transformers' weight loading) are terminal art: in a server's log, one line each
 # per request. TQDM_DISABLE=0 shows them (tqdm itself reads any non-empty value as "disable").
 if [ "${TQDM_DISABLE:-1}" = 0 ]; then unset TQDM_DISABLE; else export TQDM_DISABLE=1; fi
 # MONAI Label re-imports the app's lib/ when it loads main.py; the hardened routes are lib/ too and must stay one copy
 export MONAI_LABEL_RELOAD_APP_LIB=false
+# MONAI Label's logging configuration from logs/, not a new file left in the temp folder at every start
+LOG_CONFIG=$($PY -m lib.server.log_config)
 SERVER=(.venv/bin/monailabel start_server --app . --studies "$STUDIES" --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
-  --uvicorn_app lib.server.asgi:app --conf models implicit_query "$@")
+  --uvicorn_app lib.server.asgi:app --log_config "$LOG_CONFIG" --conf models implicit_query "$@")
 if [ -z "$ORTHANC_PID" ]; then exec "${SERVER[@]}"; fi
 # with the local PACS: the server runs as a child, so a stop (Ctrl-C, SIGTERM, a closed terminal) reaches both and
 # Orthanc goes too; the script exits with the server's status

@@ -13,6 +13,8 @@ from typing import Mapping
 
 import requests
 
+from lib.server.log_config import write_log_config
+
 APP_DIR = Path(__file__).resolve().parents[1]
 MONAILABEL = Path(sys.executable).with_name("monailabel")
 
@@ -56,6 +58,7 @@ class MonaiLabelServer:
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.hardened:
             command += ["--uvicorn_app", "lib.server.asgi:app"]  # as scripts/start.sh starts it
+        command += ["--log_config", str(write_log_config())]  # as scripts/start.sh: not a new file in the temp folder
         for key, value in self.conf.items():
             command += ["--conf", key, value]
         env = {**os.environ, "PYTHONPATH": str(APP_DIR), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}

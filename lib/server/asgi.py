@@ -58,7 +58,7 @@ from lib.server.routes.infer import infer_router
 from lib.server.routes.sessions import sessions_router
 from lib.server.routes.train import train_router
 from lib.server.routes.viewer import viewer_router
-from lib.server.scratch import remove_dead_servers
+from lib.server.scratch import remove_dead_servers, remove_process_scratch
 from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ async def lifespan(app: FastAPI):
     instance.hardened_server = True  # MedReasonerApp refuses to serve behind any other ASGI app
     instance.on_init_complete()
     yield
+    remove_process_scratch()  # a start and stop leave nothing in the temp folder
 
 
 def build_app() -> FastAPI:

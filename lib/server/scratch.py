@@ -2,8 +2,11 @@
 
 MONAI Label's routes copy uploads into the system temp folder and remove them only after a *successful* response, so
 every refused request left its upload behind for good. Here each request gets `<tmp>/medreasoner-requests/<pid>/<id>/`;
-the route removes it in `finally` (or after the response is sent, when the response streams a file from it). Folders
-of a server that died are removed at the next start, and any folder older than an hour by the next request.
+the route removes it in `finally` (or after the response is sent, when the response streams a file from it). Inference
+writes its results beside it, in `<pid>-labels/`, for the route to take. A server's folders (and
+`medreasoner-requests/` itself when no other server uses it) go when it shuts down, so a start and stop leave the temp
+folder as they found it; those of a server that died go at the next start, and any request folder older than an hour
+at the next request.
 """
 
 from __future__ import annotations
@@ -14,19 +17,33 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 SCRATCH_ROOT = Path(tempfile.gettempdir()) / "medreasoner-requests"
 MAX_AGE_S = 3600
+MAKE_TRIES = 3
 
 
 def process_root() -> Path:
     return SCRATCH_ROOT / str(os.getpid())
 
 
+def process_folder(use: str = "") -> Path:
+    """This process's request folder (`<pid>/`) or one for another use (`<pid>-<use>/`), made if missing (0700)."""
+    folder = SCRATCH_ROOT / f"{os.getpid()}-{use}" if use else process_root()
+    for attempt in range(MAKE_TRIES):
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            break
+        except FileNotFoundError:  # another server stopping removed the shared folder between its two mkdirs
+            if attempt == MAKE_TRIES - 1:
+                raise
+    return folder
+
+
 def new_scratch() -> Path:
     """A fresh, empty folder only this request writes into (0700)."""
-    root = process_root()
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = process_folder()  # while it holds something, no other server removes medreasoner-requests/
     _remove_old(root)
     folder = root / uuid.uuid4().hex
     folder.mkdir(mode=0o700)
@@ -38,12 +55,31 @@ def remove_scratch(folder: Path | str | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def remove_process_scratch() -> None:
+    """At shutdown: this process's folders, and the shared one if no other server has a folder in it."""
+    _remove_folders_of(lambda pid: pid == os.getpid())
+    try:
+        SCRATCH_ROOT.rmdir()
+    except OSError:  # not empty (another server) or not there
+        pass
+
+
 def remove_dead_servers() -> None:
     """At start: folders left by server processes that no longer run (a crash, a kill -9)."""
+    _remove_folders_of(lambda pid: not _alive(pid))
+
+
+def _owner(name: str) -> Optional[int]:
+    pid = name.split("-", 1)[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _remove_folders_of(chosen) -> None:
     if not SCRATCH_ROOT.is_dir():
         return
     for entry in SCRATCH_ROOT.iterdir():
-        if entry.name.isdigit() and not _alive(int(entry.name)):
+        pid = _owner(entry.name)
+        if pid is not None and chosen(pid):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -1,12 +1,14 @@
 """The default start's PACS: a local Orthanc (Debian's `orthanc` + `orthanc-dicomweb`) that `scripts/start.sh` runs
 when no `STUDIES` is given, so OHIF (which reads studies over DICOMweb only) and 3D Slicer both work out of the box.
 
-Safe by construction: HTTP on 127.0.0.1 only (remote access off), the DICOM port off, no web explorer or WebDAV,
-HTTP basic authentication with a password made on first start (kept in `FOLDER/orthanc.json`, mode 0600: another
-local user, or a web page reaching 127.0.0.1 through the browser, gets nothing), storage in the app's folder (`pacs/`
-by default). The server gets the credentials through MONAI Label's `MONAI_LABEL_DATASTORE_USERNAME`/`_PASSWORD`.
-On first start it is filled with the synthetic sample series (CT, MR, DX; `sample_dicom.py`) over STOW-RS; a PACS that
-already holds series is left as it is.
+Safe by construction: HTTP from this machine only (Orthanc listens on every interface, having no bind address
+setting, so `scripts/start.sh` runs it in a network namespace of its own, reached through 127.0.0.1 only:
+`loopback_forwarder.py`; and remote access off, in case no namespace can be made), the DICOM port off, no web
+explorer or WebDAV, HTTP basic authentication with a password made on first start (kept in `FOLDER/orthanc.json`, mode
+0600: another local user, or a web page reaching 127.0.0.1 through the browser, gets nothing), storage in the app's
+folder (`pacs/` by default). The server gets the credentials through MONAI Label's
+`MONAI_LABEL_DATASTORE_USERNAME`/`_PASSWORD`. On first start it is filled with the synthetic sample series (CT, MR,
+DX; `sample_dicom.py`) over STOW-RS; a PACS that already holds series is left as it is.
 
     python -m monailabel_app.demo.local_pacs config FOLDER PORT   # writes FOLDER/orthanc.json, prints its path
     python -m monailabel_app.demo.local_pacs user FOLDER          # prints the user name and password, one a line
