@@ -29,6 +29,7 @@ from lib.activelearning.random import Random
 from lib.activelearning.reasoner_confidence import ActiveLearningSettings, ReasonerConfidence
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
+from lib.options.start_options import read_start_options
 from lib.pacs.datastore import open_pacs_datastore
 from lib.server import scratch
 from lib.server.errors import TooManyRequests
@@ -56,28 +57,26 @@ for _chatty in CHATTY_LOGGERS:
     logging.getLogger(_chatty).setLevel(logging.WARNING)
 APP_VERSION = "0.1.0"
 AUTO_RETRAIN_TASK = "implicit_query"
-# The task configs this app can load, by the name `--conf models` uses. An explicit list, never a scan of a folder:
-# a module that appeared in lib/configs/ must not be imported (and run) just because it is there.
+# The task configs this app can load, by the name `--conf models` uses (the schema's TASK_NAMES). An explicit list,
+# never a scan of a folder: a module that appeared in lib/configs/ must not be imported (and run) just because it is.
 TASK_CONFIGS: Dict[str, type] = {"implicit_query": ImplicitQuery}
 
 
 class MedReasonerApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
-        self.model_dir = conf.get("model_dir") or f"{app_dir}/model"  # retrained reasoners are published here
-        self.limits = ServerLimits.from_conf(conf)
-        self.auto_retrain_after = _whole_number(conf, "auto_retrain_after")
-        self.active_learning = ActiveLearningSettings.from_conf(conf)
+        self.options = read_start_options(conf)  # the one parse of --conf in this process (lib/options)
+        self.model_dir = self.options["model_dir"] or f"{app_dir}/model"  # retrained reasoners are published here
+        self.limits = ServerLimits.from_options(self.options)
+        self.auto_retrain_after = self.options["auto_retrain_after"]
+        self.active_learning = ActiveLearningSettings.from_options(self.options)
         self._scoring_runner = InProcessScoring(lambda method: self.scoring({"method": method}))
         self._train_start_lock = threading.Lock()
-        wanted = [m.strip() for m in conf.get("models", "all").split(",") if m.strip()]
-        unknown = [m for m in wanted if m != "all" and m not in TASK_CONFIGS]
-        if unknown:
-            raise ValueError(f"Unknown model(s) {unknown} in --conf models; available: all, {', '.join(TASK_CONFIGS)}")
+        wanted = self.options["models"]
         self.task_configs: Dict[str, TaskConfig] = {}
         for name, config_class in TASK_CONFIGS.items():
             if "all" in wanted or name in wanted:
                 task_config = config_class()
-                task_config.init(name, self.model_dir, conf, None)
+                task_config.init(name, self.model_dir, conf, None, options=self.options)
                 self.task_configs[name] = task_config
         super().__init__(
             app_dir=app_dir,
@@ -104,7 +103,7 @@ class MedReasonerApp(MONAILabelApp):
         """A DICOMweb PACS gets lib/pacs/datastore.py (modalities, whole series, the question in the SEG)."""
         if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
             return super().init_remote_datastore()
-        return open_pacs_datastore(self.studies, self.conf, APP_VERSION)
+        return open_pacs_datastore(self.studies, self.options, APP_VERSION)
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "least_confident": LeastConfident()}
@@ -325,9 +324,3 @@ def _training_in_progress() -> bool:
 
     return bool(processes("train")) or any(task.get("status") in ("SUBMITTED", "RUNNING") for task in tasks("train"))
 
-
-def _whole_number(conf: Dict[str, str], key: str) -> int:
-    raw = str(conf.get(key) or "0").strip()
-    if not raw.isdigit():
-        raise ValueError(f"--conf {key} must be a whole number (0 = off), got {raw!r}")
-    return int(raw)

@@ -26,6 +26,10 @@ fi
 bash scripts/install.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MONAILABEL_PYEXE="$PWD/.venv/bin/python"
 PY=.venv/bin/python
+if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
+# Every --conf is checked against the one schema of start options (lib/options/start_options.py, docs/configuration.md)
+# before anything starts: a typo stops here with one line, not a demo that runs instead or a failure at the first request
+$PY -m lib.options.start_options check --conf models implicit_query "$@" || exit 2
 ORTHANC_PID=""
 if [ -z "${STUDIES:-}" ]; then
   PACS_DIR=${PACS_DIR:-pacs}
@@ -53,7 +57,6 @@ case "$STUDIES" in
   http://*|https://*) ;;  # a PACS over DICOMweb, e.g. http://127.0.0.1:8042/dicom-web
   *) [ -n "$(ls -A "$STUDIES" 2>/dev/null)" ] || $PY -m monailabel_app.demo.sample_studies "$STUDIES" ;;
 esac
-if [ "$#" -eq 0 ]; then set -- --conf demo true; fi
 # glibc gives each worker thread its own memory arena; two keep the server ~300 MB smaller after a busy hour
 # (benchmarks/server_storm.py)
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"

@@ -15,6 +15,7 @@ from monailabel.client import MONAILabelClient
 from lib.activelearning.least_confident import LeastConfident
 from lib.activelearning.reasoner_confidence import ActiveLearningSettings
 from lib.datastore.local import GatedLocalDatastore
+from lib.options.start_options import parse_start_options
 from monailabel_app.demo.sample_studies import write_png, xray_picture
 from monailabel_app.grounding.confidence_book import (
     CONFIDENCE_KEY,
@@ -93,19 +94,23 @@ def test_the_record_keeps_the_newest_questions_and_knows_who_answered():
 def test_the_question_list_is_checked_at_start(tmp_path):
     questions = tmp_path / "questions.txt"
     questions.write_text("# site questions\nWhere is the opacity?\n\nWhere is the opacity?\nWhich rib is broken?\n")
-    settings = ActiveLearningSettings.from_conf({"al_questions": str(questions), "al_budget": "3"})
+    settings = from_conf({"al_questions": str(questions), "al_budget": "3"})
     assert settings.questions == ("Where is the opacity?", "Which rib is broken?") and settings.budget == 3
     for conf, message in [
-        ({"al_questions": str(tmp_path / "missing.txt")}, "not a file"),
+        ({"al_questions": str(tmp_path / "missing.txt")}, "must name an existing file"),
         ({"al_questions": str(questions), "al_budget": "0"}, "al_budget"),
-        ({"al_questions": str(questions), "al_confidence_samples": "0"}, "at least 1"),
+        ({"al_questions": str(questions), "al_confidence_samples": "0"}, "from 1 to 16"),
     ]:
         with pytest.raises(ValueError, match=message):
-            ActiveLearningSettings.from_conf(conf)
+            from_conf(conf)
     (tmp_path / "long.txt").write_text("x" * 3000 + "\n")
     with pytest.raises(ValueError, match="line 1"):
-        ActiveLearningSettings.from_conf({"al_questions": str(tmp_path / "long.txt")})
-    assert ActiveLearningSettings.from_conf({}).questions == ()
+        from_conf({"al_questions": str(tmp_path / "long.txt")})
+    assert from_conf({}).questions == ()
+
+
+def from_conf(conf):
+    return ActiveLearningSettings.from_options(parse_start_options(conf))
 
 
 # --------------------------------------------------------------------------------------------- the real server

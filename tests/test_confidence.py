@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from lib.options.start_options import parse_start_options
 from monailabel_app.demo.sample_studies import xray_picture
 from monailabel_app.demo.tiny_models import TINY_MODEL_MARKER
 from monailabel_app.grounding.pipeline import GroundingPipeline
@@ -121,13 +122,16 @@ def test_agreement_score_by_hand():
 )
 def test_confidence_samples_option_is_checked(raw, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        GroundingSettings.from_conf({"confidence_samples": raw})
+        GroundingSettings.from_options(parse_start_options({"confidence_samples": raw}))
 
 
 def test_confidence_options_parse():
-    assert GroundingSettings.from_conf({"confidence_samples": "auto"}).confidence_samples is None
-    assert GroundingSettings.from_conf({"confidence_samples": "8"}).confidence_samples == 8
-    assert GroundingSettings.from_conf({"confidence_temperature": "0.7"}).confidence_temperature == 0.7
+    def from_conf(conf):
+        return GroundingSettings.from_options(parse_start_options(conf))
+
+    assert from_conf({"confidence_samples": "auto"}).confidence_samples is None
+    assert from_conf({"confidence_samples": "8"}).confidence_samples == 8
+    assert from_conf({"confidence_temperature": "0.7"}).confidence_temperature == 0.7
     for bad in ("0", "nan", "-1", "11", "warm"):
         with pytest.raises(ValueError, match="confidence_temperature"):
-            GroundingSettings.from_conf({"confidence_temperature": bad})
+            from_conf({"confidence_temperature": bad})

@@ -7,6 +7,7 @@ import time
 import pytest
 import uvicorn
 
+from lib.options.start_options import parse_start_options
 from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
@@ -34,8 +35,15 @@ def endpoint(format_tuned_reasoner_dir):
 def test_a_shared_endpoint_grounds_like_the_local_reasoner(endpoint, format_tuned_reasoner_dir, tmp_path):
     picture = write_png(xray_picture(), tmp_path / "xray.png")
     remote = GroundingService(
-        GroundingSettings.from_conf(
-            {"reasoner_backend": "openai", "reasoner_url": endpoint, "reasoner": "medreasoner", "max_new_tokens": "120"}
+        GroundingSettings.from_options(
+            parse_start_options(
+                {
+                    "reasoner_backend": "openai",
+                    "reasoner_url": endpoint,
+                    "reasoner": "medreasoner",
+                    "max_new_tokens": "120",
+                }
+            )
         )
     )
     local = GroundingService(GroundingSettings(reasoner=str(format_tuned_reasoner_dir), max_new_tokens=120))
@@ -55,7 +63,7 @@ def test_bad_backend_settings_fail_at_start():
     with pytest.raises(ValueError, match="segmenter"):
         GroundingService(GroundingSettings(segmenter="sam3"))
     with pytest.raises(ValueError, match="whole number"):
-        GroundingSettings.from_conf({"max_new_tokens": "lots"})
+        parse_start_options({"max_new_tokens": "lots"})
 
 
 def test_missing_local_reasoner_is_an_actionable_error(tmp_path):

@@ -18,6 +18,7 @@ from dicomweb_client import DICOMwebClient
 from monailabel.client import MONAILabelClient
 from pydicom import dcmread
 
+from lib.options.start_options import parse_start_options
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
 from lib.pacs.dicom_sr import report_texts
 from lib.pacs.dicomweb import PacsSettings, pacs_client
@@ -163,7 +164,7 @@ def test_a_series_sent_to_the_pacs_after_the_listing_is_served_at_once(server, o
 
 
 def test_modality_filter_is_configurable(orthanc, series, tmp_path):
-    assert PacsSettings.from_conf({"pacs_modalities": " mr, ct ,MR"}).modalities == ("MR", "CT")
+    assert PacsSettings.from_options(parse_start_options({"pacs_modalities": " mr, ct ,MR"})).modalities == ("MR", "CT")
     datastore = PacsDatastore(pacs_client(orthanc.dicomweb_url, 30), PacsSettings(("MR",)), "test", str(tmp_path))
     assert datastore.list_images() == [series["mr"].series_uid]
 

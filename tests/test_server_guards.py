@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lib.datastore.versions import VersionStore
+from lib.options.start_options import parse_start_options
 from lib.server.admission import Admission, ServerBusyError
 from lib.server.asgi import bind_host, warn_if_exposed
 from lib.server.identifiers import (
@@ -97,11 +98,12 @@ def test_the_fence_resolves_links(tmp_path):
 
 
 def test_limits_come_from_conf_and_bad_values_stop_the_start():
-    limits = ServerLimits.from_conf({"max_upload_mb": "2", "max_image_pixels": "100", "keep_versions": "4"})
+    conf = {"max_upload_mb": "2", "max_image_pixels": "100", "keep_versions": "4"}
+    limits = ServerLimits.from_options(parse_start_options(conf))
     assert limits.max_upload_bytes == 2 << 20 and limits.image.max_pixels_2d == 100 and limits.keep_versions == 4
     for bad in ({"max_upload_mb": "lots"}, {"max_pending_requests": "0"}, {"max_volume_voxels": "-5"}):
         with pytest.raises(ValueError, match="--conf"):
-            ServerLimits.from_conf(bad)
+            parse_start_options(bad)
 
 
 def test_admission_refuses_past_its_bound_with_retry_after():

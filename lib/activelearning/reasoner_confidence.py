@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
@@ -30,7 +30,6 @@ from monailabel_app.grounding.confidence_book import (
     with_entry,
 )
 from monailabel_app.grounding.service import GroundingService
-from monailabel_app.grounding.settings import parse_confidence_samples, parse_count
 from monailabel_app.reasoning.prompt import validate_question
 
 logger = logging.getLogger(__name__)
@@ -47,16 +46,10 @@ class ActiveLearningSettings:
     samples: int = DEFAULT_SAMPLES  # sampled answers behind each confidence
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, str]) -> "ActiveLearningSettings":
-        """Bad values fail the server's start with a message naming the option."""
-        path = str(conf.get("al_questions") or "").strip()
-        budget = parse_count("--conf al_budget", str(conf.get("al_budget") or DEFAULT_BUDGET).strip(), 1, 1000)
-        samples = parse_confidence_samples(
-            "--conf al_confidence_samples", str(conf.get("al_confidence_samples") or DEFAULT_SAMPLES)
-        )
-        if not samples:
-            raise ValueError("--conf al_confidence_samples must be at least 1: a confidence needs sampled answers")
-        return cls(read_questions(path) if path else (), budget, samples)
+    def from_options(cls, options: Mapping[str, Any]) -> "ActiveLearningSettings":
+        """From the parsed start options (`lib/options`); the questions file is read and checked here."""
+        path = options["al_questions"]
+        return cls(read_questions(path) if path else (), options["al_budget"], options["al_confidence_samples"])
 
 
 def read_questions(path: str) -> tuple[str, ...]:

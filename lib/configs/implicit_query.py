@@ -22,10 +22,11 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lib.infers.implicit_query import ImplicitQueryInfer
+from lib.options.start_options import read_start_options
 from lib.server.limits import ServerLimits
 from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.demo.demo_reasoner import ensure_demo_reasoner
-from monailabel_app.grounding.answer_log import DEFAULT_KEEP, AnswerLog
+from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.imaging.windowing import WINDOW_CHOICES
@@ -36,16 +37,18 @@ DEMO_REASONER_DIR = "demo_tiny_reasoner"
 
 
 class ImplicitQuery(TaskConfig):
-    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, **kwargs):
+    def init(self, name: str, model_dir: str, conf: Dict[str, str], planner: Any, options=None, **kwargs):
+        """`options`: the app's parsed start options (`lib/options`; parsed here when MONAI Label builds the task
+        alone)."""
         super().init(name, model_dir, conf, planner, **kwargs)
-        self.settings = GroundingSettings.from_conf(conf)
+        self.options = options if options is not None else read_start_options(conf)
+        self.settings = GroundingSettings.from_options(self.options)
         if self.settings.demo:
             self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
             logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
-        self.service = GroundingService(self.settings, model_dir, ServerLimits.from_conf(conf).image)
-        self.answer_log = AnswerLog(
-            conf.get("answers_dir") or os.path.join(model_dir, "answers"), _keep(conf.get("answers_keep"))
-        )
+        self.service = GroundingService(self.settings, model_dir, ServerLimits.from_options(self.options).image)
+        answers_dir = self.options["answers_dir"] or os.path.join(model_dir, "answers")
+        self.answer_log = AnswerLog(answers_dir, self.options["answers_keep"])
         logger.warning(self.service.startup_report())
 
     def infer(self) -> Dict[str, InferTask]:
@@ -90,9 +93,3 @@ class ImplicitQuery(TaskConfig):
     def trainer(self) -> Optional[TrainTask]:
         return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path, self.conf, self.settings)
 
-
-def _keep(raw: Optional[str]) -> int:
-    text = str(raw or DEFAULT_KEEP).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"--conf answers_keep must be a whole number of at least 1, got {text[:40]!r}")
-    return int(text)

@@ -63,9 +63,9 @@ ARRIVED_KEPT = 4096  # series UIDs found after the listing was cached, kept so e
 SERIES_UID_TAG, STUDY_UID_TAG, MODALITY_TAG = "0020000E", "0020000D", "00080060"
 
 
-def open_pacs_datastore(url: str, conf: Mapping[str, str], app_version: str) -> "GatedPacsDatastore":
+def open_pacs_datastore(url: str, options: Mapping[str, Any], app_version: str) -> "GatedPacsDatastore":
     """The datastore for `--studies URL`; a PACS that can't be reached stops the start unless `pacs_optional`."""
-    pacs = PacsSettings.from_conf(conf)
+    pacs = PacsSettings.from_options(options)
     dcmqi_tool("itkimage2segimage")  # missing dcmqi shows at start, not at the first save
     cache_path = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH).strip()
     datastore = GatedPacsDatastore(pacs_client(url, pacs.timeout_s), pacs, app_version, cache_path or None)

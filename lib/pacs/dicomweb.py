@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Tuple
+from typing import Any, Iterator, Mapping, Tuple
 
 import requests
 from dicomweb_client.session_utils import create_session_from_user_pass
@@ -26,8 +26,6 @@ from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX
 from requests.adapters import HTTPAdapter
-
-from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +43,9 @@ class PacsSettings:
     optional: bool = False
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, str]) -> "PacsSettings":
-        raw_modalities = str(conf.get("pacs_modalities") or ",".join(DEFAULT_MODALITIES))
-        modalities = tuple(dict.fromkeys(m.strip().upper() for m in raw_modalities.split(",") if m.strip()))
-        if not modalities:
-            raise ValueError("--conf pacs_modalities needs at least one modality, e.g. CT,MR,DX,CR")
-        try:
-            timeout_s = float(conf.get("pacs_timeout") or DEFAULT_TIMEOUT_S)
-        except ValueError:
-            raw = conf.get("pacs_timeout")
-            raise ValueError(f"--conf pacs_timeout must be a number of seconds, got {raw!r}") from None
-        if timeout_s <= 0:
-            raise ValueError(f"--conf pacs_timeout must be positive, got {timeout_s}")
-        optional = parse_bool("pacs_optional", str(conf.get("pacs_optional") or "false"))
-        return cls(modalities, timeout_s, optional)
+    def from_options(cls, options: Mapping[str, Any]) -> "PacsSettings":
+        """From the parsed start options (`lib/options`)."""
+        return cls(tuple(options["pacs_modalities"]), float(options["pacs_timeout"]), bool(options["pacs_optional"]))
 
 
 class PacsError(HTTPException):

@@ -43,6 +43,7 @@ from monailabel.endpoints import train as monailabel_train
 from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
 
+from lib.options.start_options import OptionError, StartOptions, read_start_options
 from lib.pacs.dicomweb import PacsSettings
 from lib.server.admission import Admission
 from lib.server.auth import auth_router, verified_user
@@ -59,7 +60,6 @@ from lib.server.routes.sessions import sessions_router
 from lib.server.routes.train import train_router
 from lib.server.routes.viewer import viewer_router
 from lib.server.scratch import remove_dead_servers, remove_process_scratch
-from monailabel_app.grounding.settings import parse_bool
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")
@@ -81,8 +81,8 @@ async def lifespan(app: FastAPI):
 
 def build_app() -> FastAPI:
     demote_proxy_lines()
-    conf = settings.MONAI_LABEL_APP_CONF or {}
-    limits = ServerLimits.from_conf(conf)
+    options = start_options_or_exit(settings.MONAI_LABEL_APP_CONF)
+    limits = ServerLimits.from_options(options)
     context = ServerContext(limits, Admission(limits.max_pending_requests))
     app = FastAPI(
         title="MedReasoner for MONAI Label",
@@ -99,7 +99,7 @@ def build_app() -> FastAPI:
         datastore_router(context),
         train_router(context),
         sessions_router(context),
-        viewer_router(context, PacsSettings.from_conf(conf).timeout_s, _flag(conf, "ohif_answer_panel", True)),
+        viewer_router(context, PacsSettings.from_options(options).timeout_s, options["ohif_answer_panel"]),
         admin_router(context),
         answers_router(context),
         activelearning_router(context),
@@ -126,8 +126,13 @@ def build_app() -> FastAPI:
     return app
 
 
-def _flag(conf: dict, key: str, default: bool) -> bool:
-    return parse_bool(key, str(conf.get(key, default)))
+def start_options_or_exit(conf) -> StartOptions:
+    """The start options, or the start stops here with one line (no traceback) and exit status 2."""
+    try:
+        return read_start_options(conf)
+    except OptionError as error:
+        print(f"Not started: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _path_methods(router: APIRouter) -> set[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""The server's documented limits, each a `--conf` option, read once at start (a bad value stops the start).
+"""The server's documented limits, each a start option (`lib/options`: a bad value stops the start).
 
 | option | default | what it bounds |
 | --- | --- | --- |
@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from monailabel_app.imaging.image_limits import ImageLimits
 
@@ -30,28 +30,16 @@ class ServerLimits:
     keep_versions: int = 10
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, str]) -> "ServerLimits":
-        def positive(name: str, default: int) -> int:
-            raw = conf.get(name)
-            if raw is None or str(raw).strip() == "":
-                return default
-            try:
-                value = int(str(raw).strip())
-            except ValueError:
-                raise ValueError(f"--conf {name} must be a whole number, got {raw!r}") from None
-            if value <= 0:
-                raise ValueError(f"--conf {name} must be positive, got {value}")
-            return value
-
-        defaults = cls()
+    def from_options(cls, options: Mapping[str, Any]) -> "ServerLimits":
+        """From the parsed start options (`lib/options`), where each of these is a checked whole number."""
         image = ImageLimits(
-            max_pixels_2d=positive("max_image_pixels", defaults.image.max_pixels_2d),
-            max_voxels_3d=positive("max_volume_voxels", defaults.image.max_voxels_3d),
-            max_decoded_bytes=positive("max_decoded_mb", defaults.image.max_decoded_bytes // MIB) * MIB,
+            max_pixels_2d=options["max_image_pixels"],
+            max_voxels_3d=options["max_volume_voxels"],
+            max_decoded_bytes=options["max_decoded_mb"] * MIB,
         )
         return cls(
-            max_upload_bytes=positive("max_upload_mb", defaults.max_upload_bytes // MIB) * MIB,
+            max_upload_bytes=options["max_upload_mb"] * MIB,
             image=image,
-            max_pending_requests=positive("max_pending_requests", defaults.max_pending_requests),
-            keep_versions=positive("keep_versions", defaults.keep_versions),
+            max_pending_requests=options["max_pending_requests"],
+            keep_versions=options["keep_versions"],
         )

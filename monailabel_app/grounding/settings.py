@@ -1,19 +1,19 @@
-"""Every `--conf` option of the app, with its default and meaning, parsed from MONAI Label's string dictionary.
+"""The grounding service's settings, with their defaults and meaning, and the parsers of a request's options.
 
-Defaults name the released checkpoints; nothing is loaded (or downloaded) until the first request needs it.
+The server fills them from its start options (`lib/options`: the one schema that parses and checks `--conf`);
+defaults name the released checkpoints; nothing is loaded (or downloaded) until the first request needs it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.sampling import MAX_CONFIDENCE_SAMPLES
 
 AUTO_CONFIDENCE_SAMPLES_GPU = 4  # `confidence_samples auto` on a GPU (README, Confidence: the measured cost)
 AUTO_BATCH_MAX_ROWS_GPU = 8  # `batch_max_rows auto` on a GPU
-MAX_BATCH_ROWS = 64
 
 DEFAULT_REASONER = "zzzyzh/MedReasoner-Soft-7B"
 DEFAULT_SEGMENTER = "litemedsam"
@@ -50,15 +50,10 @@ class GroundingSettings:
     batch_window_ms: int = 10  # how long a question waits for others to share its call (0 to 1000)
 
     @classmethod
-    def from_conf(cls, conf: Mapping[str, str]) -> "GroundingSettings":
-        """Unknown keys belong to MONAI Label or other tasks and are ignored; bad values raise a clear ValueError."""
-        values = {}
-        for spec in fields(cls):
-            raw = conf.get(spec.name)
-            if raw is None or str(raw).strip() == "":
-                continue
-            values[spec.name] = _convert(spec.name, str(raw).strip(), spec.default)
-        return cls(**values)
+    def from_options(cls, options: Mapping[str, Any]) -> "GroundingSettings":
+        """From already parsed, typed values by field name (the server's start options, `lib/options`); fields not
+        given keep their defaults."""
+        return cls(**{spec.name: options[spec.name] for spec in fields(cls) if spec.name in options})
 
 
 def parse_bool(name: str, raw: str) -> bool:
@@ -83,35 +78,3 @@ def parse_count(name: str, raw: str, lowest: int, highest: int, auto: bool = Fal
 def parse_confidence_samples(name: str, raw: str) -> Optional[int]:
     """`auto` (None) or a whole number of sampled answers, 0 (off) to MAX_CONFIDENCE_SAMPLES."""
     return parse_count(name, raw, 0, MAX_CONFIDENCE_SAMPLES, auto=True)
-
-
-def parse_temperature(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 10:  # NaN fails too
-        raise ValueError(f"{name} must be a number above 0 and at most 10, got {raw!r}")
-    return value
-
-
-def _convert(name: str, raw: str, default: object) -> object:
-    if isinstance(default, bool):
-        return parse_bool(name, raw)
-    if name == "confidence_samples":
-        return parse_confidence_samples(f"--conf {name}", raw)
-    if name == "batch_max_rows":
-        return parse_count(f"--conf {name}", raw, 1, MAX_BATCH_ROWS, auto=True)
-    if name == "batch_window_ms":
-        return parse_count(f"--conf {name}", raw, 0, 1000)
-    if isinstance(default, float):
-        return parse_temperature(f"--conf {name}", raw)
-    if isinstance(default, int) or name in ("min_pixels", "max_pixels"):
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"--conf {name} must be a whole number, got {raw!r}") from None
-        if value <= 0:
-            raise ValueError(f"--conf {name} must be positive, got {value}")
-        return value
-    return raw
