@@ -39,6 +39,7 @@ from monailabel_app.core.errors import NotFoundError
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, reasoner_key, with_entry
 from monailabel_app.grounding.last_answers import LAST_ANSWERS_KEY, last_answer, with_last_answer
 from monailabel_app.grounding.records import AnswerRecord
+from monailabel_app.training import run_owner
 from monailabel_app.training.run_records import last_training_stats
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,9 @@ class MedReasonerApp(MONAILabelApp):
                 "Start this app with --uvicorn_app lib.server.asgi:app (scripts/start.sh does): MONAI Label's own "
                 "routes don't check ids, uploads or paths."
             )
+        recovered = run_owner.recover_after_restart(self.model_dir)  # a run the previous server left dies with it
+        if recovered:
+            logger.warning(f"Retraining left by the previous server: {recovered}")
         super().on_init_complete()
 
     def infer(self, request, datastore=None):
@@ -282,16 +286,22 @@ class MedReasonerApp(MONAILabelApp):
     def start_training(self, model: str, options: Dict) -> Dict:
         """The one way a retraining starts (the train routes and auto-retraining): one run at a time, counting runs
         that were started but whose process hasn't begun yet (MONAI Label only sees running processes, so two starts
-        at the same moment both passed its check and queued)."""
+        at the same moment both passed its check and queued), and a living run that holds the model folder's run lock
+        whoever started it (`run_owner`). The run is told which server asked for it: it dies with this server."""
         with self._train_start_lock:
             if _training_in_progress():
                 raise TooManyRequests(
                     "A retraining is already running; wait for it (GET /train/) or stop it (DELETE /train/)."
                 )
             trainer = self._trainers[model]
-            if hasattr(trainer, "before_run"):
-                trainer.before_run()
-            result, detail = AsyncTask.run("train", request={"model": model, **options}, enqueue=False)
+            try:
+                with run_owner.server_holds_lock(self.model_dir, timeout_s=2):  # a stopped run's process may be ending
+                    if hasattr(trainer, "before_run"):
+                        trainer.before_run()
+            except run_owner.RunBusyError as busy:
+                raise TooManyRequests(f"{busy}; wait for it (GET /train/).") from None
+            request = {"model": model, **options, run_owner.SERVER_KEY: run_owner.ProcessIdentity.current().to_dict()}
+            result, detail = AsyncTask.run("train", request=request, enqueue=False)
             if result is None:
                 raise TooManyRequests(detail or "A retraining is already running.")
             return result

@@ -1,10 +1,12 @@
 """MONAI Label train task `implicit_query`: GRPO on the final labels users saved, then publish the reasoner.
 
 MONAI Label runs it in a subprocess (`POST /train/implicit_query`, body = these options); a second request while one
-runs gets 429; `DELETE /train/` stops it, and a stopped or failed run publishes nothing. The options shown are the
-one-GPU hospital preset's (`monailabel_app/training/presets/hospital.yaml`); with `preset` = `paper` the run starts
-from the paper's settings, and only options changed from the shown defaults override them. The prompt (template,
-think) and the image frame (pixel bounds) are the server's own, so the reasoner is trained on what it answers.
+runs gets 429; `DELETE /train/` stops it, and a stopped or failed run publishes nothing. The run holds the model folder
+for its whole life and dies with the server that started it (`monailabel_app/training/run_owner.py`). The options
+shown are the one-GPU hospital preset's (`monailabel_app/training/presets/hospital.yaml`); with `preset` = `paper` the
+run starts from the paper's settings, and only options changed from the shown defaults override them. The prompt
+(template, think) and the image frame (pixel bounds) are the server's own, so the reasoner is trained on what it
+answers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from monailabel_app.core.errors import RequestError
 from monailabel_app.data.datastore_samples import final_label_entries
 from monailabel_app.grounding.settings import GroundingSettings, parse_bool
 from monailabel_app.training.config import HOSPITAL_PRESET, PRESETS, REWARD_MODES, GRPOConfig
+from monailabel_app.training.run_owner import SERVER_KEY, ProcessIdentity, RunBusyError, claim_run, server_holds_lock
 from monailabel_app.training.run_records import last_training_stats, mark_started, mark_stopped
 
 logger = logging.getLogger(__name__)
@@ -64,7 +67,7 @@ BOUNDS: Dict[str, tuple[float, float]] = {
     "abstain_reward": (0.0, 10.0),
 }
 # Keys MONAI Label and its clients add to a train request besides the options.
-REQUEST_KEYS = frozenset({"model", "client_id", "local_rank", "device", "gpus", "name"})
+REQUEST_KEYS = frozenset({"model", "client_id", "local_rank", "device", "gpus", "name", SERVER_KEY})
 
 
 class ImplicitQueryTrainer(TrainTask):
@@ -154,13 +157,21 @@ class ImplicitQueryTrainer(TrainTask):
         config = self.config_for(request)
         from monailabel_app.training.retraining import retrain_reasoner  # the GRPO stack loads when a run starts
 
-        entries = final_label_entries(datastore)
-        logger.info(f"GRPO retraining on {len(entries)} final labels from {self.base_reasoner()}: {config}")
-        return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config)
+        server = ProcessIdentity.from_dict(request.get(SERVER_KEY))  # set by the server that started this run
+        with claim_run(self.model_dir, server, watch=server is not None) as run:
+            entries = final_label_entries(datastore)
+            logger.info(f"GRPO retraining on {len(entries)} final labels from {self.base_reasoner()}: {config}")
+            return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config, run=run)
 
     def before_run(self) -> None:
+        """Called by the server holding the run lock (`main.MedReasonerApp.start_training`), before the run starts."""
         mark_started(self.model_dir)
 
     def after_stop(self) -> None:
-        """The server stopped the run's process: the stats say "stopped" and its folder goes."""
-        mark_stopped(self.model_dir)
+        """The server stopped the run's process: once it has let go of the lock, the stats say "stopped" and its
+        folder goes."""
+        try:
+            with server_holds_lock(self.model_dir):
+                mark_stopped(self.model_dir)
+        except RunBusyError as busy:
+            logger.warning(f"The stopped run's record is left as it is: {busy}")

@@ -5,26 +5,27 @@ question lives in the label's info under "question" (see `datastore_samples`). A
 publishes nothing, and so does a completed run whose reasoner is worse than the one it started from on held-out labels
 (`publish_check`, when the site has enough labels to tell). The figures of the last run, with the mean greedy reward
 on the labels before and after (`greedy_check`) and the publish check, are kept in `train_stats.json` for the train
-task's `stats()`.
+task's `stats()`. The run holds its model folder for its whole life (`run_owner`): only the holder writes the stats,
+cleans up and publishes, and a run whose server is gone publishes nothing.
 """
 
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.data.load_report import LoadReport
 from monailabel_app.data.loaders import load_samples
-from monailabel_app.reasoning.model_store import prune_oldest, publish_reasoner
+from monailabel_app.reasoning.model_store import PublishWithdrawnError, prune_oldest, publish_reasoner
 from monailabel_app.training.abstention import trainable_samples
 from monailabel_app.training.config import GRPOConfig
 from monailabel_app.training.greedy_check import mean_greedy_reward
 from monailabel_app.training.publish_check import MIN_HELD_OUT, check_before_publish, skipped, split_held_out
 from monailabel_app.training.run import train_reasoner
-from monailabel_app.training.run_records import RUNS_DIR, remove_unfinished_runs, write_training_stats
+from monailabel_app.training.run_owner import RunOwner, claim_run
+from monailabel_app.training.run_records import RUNS_DIR
 
 
 class NoTrainingDataError(RequestError):
@@ -38,15 +39,20 @@ def retrain_reasoner(
     config: GRPOConfig,
     stop_file: Optional[str] = None,
     min_held_out: int = MIN_HELD_OUT,
+    run: Optional[RunOwner] = None,
 ) -> dict:
     """Train from `base_reasoner` on `entries`; publish into `model_dir` when the run completes and the publish check
-    (with at least `min_held_out` held-out labels; 0 turns it off) does not refuse it. Returns the stats."""
+    (with at least `min_held_out` held-out labels; 0 turns it off) does not refuse it. Returns the stats. `run`: this
+    run's hold on `model_dir` (the train task claims it with its server); without one it is claimed here."""
+    if run is None:
+        with claim_run(model_dir) as claimed:
+            return retrain_reasoner(entries, base_reasoner, model_dir, config, stop_file, min_held_out, claimed)
     model_dir = Path(model_dir)
-    remove_unfinished_runs(model_dir)  # a run stopped from outside (its process killed) could not clean up itself
-    run_name = time.strftime("%Y%m%d-%H%M%S")
+    run.remove_unfinished_runs()  # a run stopped from outside (its process killed) could not clean up itself
+    run_name = run.run_name
     run_dir = model_dir / RUNS_DIR / run_name
     stats = {"run": run_name, "status": "running", "base_reasoner": str(base_reasoner), "final_labels": len(entries)}
-    write_training_stats(model_dir, stats)  # /info shows this run at once, not the previous one
+    run.write_stats(stats)  # /info shows this run at once, not the previous one
     report = LoadReport()
     samples, set_aside = trainable_samples(list(load_samples(list(entries), report)), config)
     stats.update(samples=len(samples), data=report.summary())
@@ -64,6 +70,8 @@ def retrain_reasoner(
         result = train_reasoner(training, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
         stats.update({k: result.get(k) for k in ("status", "steps_done", "total_steps", "seconds")})
         stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
+        if not run.holds:
+            return stats  # a rank process: the run's holder (rank 0) checks and publishes
         if result.get("status") == "completed":
             stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], training, config)
             check = (
@@ -76,15 +84,25 @@ def retrain_reasoner(
                 stats["published"] = None
                 stats["note"] = "not published: worse than the reasoner it started from on held-out labels"
             else:
-                stats["published"] = str(publish_reasoner(result["model_dir"], model_dir, run_name, str(base_reasoner)))
+                stats["published"] = publish(result["model_dir"], model_dir, run, str(base_reasoner), stats)
         prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
         return stats
     except BaseException as error:
         stats.update(status="failed", error=f"{type(error).__name__}: {error}")
-        shutil.rmtree(run_dir, ignore_errors=True)  # a failed run's checkpoints (a full 7B copy) are of no use
+        if run.holds:  # a failed run's checkpoints (a full 7B copy) are of no use; a rank's folder is the holder's
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
-        write_training_stats(model_dir, stats)
+        run.write_stats(stats)
+
+
+def publish(trained_dir: str, model_dir: Path, run: RunOwner, base_reasoner: str, stats: dict) -> Optional[str]:
+    """The published link, or None when the run may no longer publish (the server that started it is gone)."""
+    try:
+        return str(publish_reasoner(trained_dir, model_dir, run.run_name, base_reasoner, may_publish=run.may_publish))
+    except PublishWithdrawnError:
+        stats.update(status="stopped", note="not published: the server that started this run is gone")
+        return None
 
 
 def fit_to_samples(config: GRPOConfig, num_samples: int, stats: dict) -> GRPOConfig:

@@ -3,7 +3,9 @@
 `train_stats.json` holds the latest run (`status`: running, completed, failed, stopped; counts and rewards), and
 `train_runs/<run>/` each run's checkpoints, kept only for completed runs (`result.json` says so). The server reads
 these for `/info` and auto-retraining and marks starts and stops; the run itself (`retraining.py`) writes the rest.
-No Lightning here: serving imports this.
+Every write is made under the model folder's run lock (`run_owner.py`): by the run that holds it, or by the server
+while no run does, so a killed run's late write can't overwrite a newer run's stats. No Lightning here: serving
+imports this.
 """
 
 from __future__ import annotations
