@@ -333,4 +333,3 @@ def _training_in_progress() -> bool:
     from monailabel.utils.async_tasks.utils import processes, tasks
 
     return bool(processes("train")) or any(task.get("status") in ("SUBMITTED", "RUNNING") for task in tasks("train"))
-

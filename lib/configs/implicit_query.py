@@ -91,5 +91,6 @@ class ImplicitQuery(TaskConfig):
         }
 
     def trainer(self) -> Optional[TrainTask]:
-        return ImplicitQueryTrainer(self.model_dir, self.service.reasoner_path, self.conf, self.settings)
-
+        return ImplicitQueryTrainer(
+            self.model_dir, self.service.reasoner_path, self.options.train_defaults(), self.settings
+        )

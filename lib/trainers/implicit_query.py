@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Mapping
 
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.train import TrainTask
@@ -72,13 +72,17 @@ REQUEST_KEYS = frozenset({"model", "client_id", "local_rank", "device", "gpus", 
 
 class ImplicitQueryTrainer(TrainTask):
     def __init__(
-        self, model_dir: str, base_reasoner: Callable[[], str], conf: Dict[str, str], settings: GroundingSettings
+        self,
+        model_dir: str,
+        base_reasoner: Callable[[], str],
+        site_defaults: Mapping[str, Any],
+        settings: GroundingSettings,
     ):
         super().__init__("GRPO retraining of the reasoner from saved final labels (questions kept in label info)")
         self.model_dir = model_dir
         self.base_reasoner = base_reasoner  # the reasoner now served: the last published one, else --conf reasoner
         self.settings = settings
-        self.site_defaults = {k[len("train_") :]: v for k, v in conf.items() if k.startswith("train_")}
+        self.site_defaults = dict(site_defaults)  # `--conf train_<option>`, parsed by the start options' schema
 
     def config(self) -> Dict[str, Any]:
         """The options Slicer/OHIF show; `--conf train_<option> value` sets a site's default (also for auto-retrain)."""
