@@ -1,6 +1,7 @@
 """Test support: `bash scripts/start.sh` exactly as the README's newcomer runs it (no STUDIES, no arguments: the demo
 with the local PACS), on free ports and with the local PACS's storage in a test folder; stopped with SIGTERM, as an
-admin's Ctrl-C or service manager would."""
+admin's Ctrl-C or service manager would. Optionally with a folder datastore (`studies`, the script's STUDIES) and the
+script's arguments (`args`), started again after a stop or a kill on the same port."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Sequence
 
 import requests
 
@@ -16,8 +18,9 @@ from tests.monailabel_server import APP_DIR, free_port
 
 
 class DefaultStart:
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, studies: Path | None = None, args: Sequence[str] = ()):
         self.work_dir = Path(work_dir)
+        self.studies, self.args = studies, list(args)
         self.port, self.orthanc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_port}/dicom-web"
@@ -27,9 +30,11 @@ class DefaultStart:
     def start(self, timeout_s: float = 300) -> "DefaultStart":
         env = {k: v for k, v in os.environ.items() if k not in ("STUDIES", "HOST")}
         env.update(PORT=str(self.port), ORTHANC_PORT=str(self.orthanc_port), PACS_DIR=str(self.work_dir / "pacs"))
-        self._log = open(self.log_path, "w")
+        if self.studies is not None:
+            env["STUDIES"] = str(self.studies)
+        self._log = open(self.log_path, "a")  # a restart's lines follow the earlier run's
         self.process = subprocess.Popen(
-            ["bash", str(APP_DIR / "scripts" / "start.sh")],
+            ["bash", str(APP_DIR / "scripts" / "start.sh"), *self.args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -72,6 +77,20 @@ class DefaultStart:
                 self.process.wait(10)
         if getattr(self, "_log", None):
             self._log.close()
+
+    def kill_server(self) -> int:
+        """SIGKILL to the MONAI Label server process itself (`monailabel start_server`, which the script runs, with a
+        folder datastore by `exec`), as a crash or the kernel's OOM killer would end it; returns its pid."""
+        import psutil
+
+        script = psutil.Process(self.process.pid)
+        server = next(p for p in [script, *script.children(recursive=True)] if "start_server" in p.cmdline())
+        server.send_signal(signal.SIGKILL)
+        server.wait(60)
+        self.process.wait(60)
+        if getattr(self, "_log", None):
+            self._log.close()
+        return server.pid
 
     def log_tail(self, lines: int = 60) -> str:
         self._log.flush()

@@ -38,7 +38,8 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.datastore.utils.dicom import dicom_web_download_series, dicom_web_upload_dcm
 from monailabel.interfaces.datastore import DefaultLabelTag
 
-from lib.datastore.atomic_file import AtomicDatastoreFile
+from lib.datastore.atomic_file import fsync_folder
+from lib.datastore.atomic_store import AtomicLocalDatastore
 from lib.datastore.gate import IdentifierGate
 from lib.pacs.dicom_seg import (
     SegConversionError,
@@ -81,7 +82,10 @@ def open_pacs_datastore(url: str, options: Mapping[str, Any], app_version: str) 
     return datastore
 
 
-class PacsDatastore(DICOMWebDatastore):
+class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
+    """Its local files (a cache of what the PACS holds) are written whole, as the folder datastore's are
+    (`lib/datastore/atomic_store.py`); MONAI Label's own writes of them reach AtomicLocalDatastore through the MRO."""
+
     def __init__(self, client: DICOMwebClient, pacs: PacsSettings, app_version: str, cache_path: Optional[str] = None):
         # MONAI Label's one-query filter is unused: list_images asks for each modality.
         super().__init__(client, {"Modality": pacs.modalities[0]}, cache_path, fetch_by_frame=False)
@@ -186,7 +190,7 @@ class PacsDatastore(DICOMWebDatastore):
         picture = tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
         try:
             SimpleITK.WriteImage(image[:, :, 0], picture, True)
-            LocalDatastore.add_image(self, image_id, picture, self._dicom_info(image_id))
+            AtomicLocalDatastore.add_image(self, image_id, picture, self._dicom_info(image_id))
         finally:
             os.unlink(picture)
 
@@ -208,8 +212,10 @@ class PacsDatastore(DICOMWebDatastore):
                 dicom_web_download_series(study_id, series_id, partial, self._client)
             if check:
                 check_series_geometry(partial)
+            _fsync_files(partial)  # on disk before the series' name says it is whole
             shutil.rmtree(target_dir, ignore_errors=True)
             os.rename(partial, target_dir)
+            fsync_folder(os.path.dirname(target_dir))
         except InvalidSeriesError as error:
             raise HTTPException(422, f"Series {series_id} can't be used: {error}") from error
         finally:
@@ -249,7 +255,7 @@ class PacsDatastore(DICOMWebDatastore):
             label_info.update(self._store_report(report_file, image_id))
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
             logger.info(f"DICOM SEG {seg_series} stored for series {image_id}")
-            return LocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
+            return AtomicLocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
         except SegConversionError as error:
             raise HTTPException(500, f"The label was not saved: {error}") from error
         finally:
@@ -323,7 +329,7 @@ class PacsDatastore(DICOMWebDatastore):
         try:
             image_modality = self.get_image_info(image_id).get("Modality")
             info = {**read_provenance(seg_file), "SeriesInstanceUID": label_id, "Modality": image_modality}
-            LocalDatastore.save_label(self, image_id, label_file, label_tag, info)
+            AtomicLocalDatastore.save_label(self, image_id, label_file, label_tag, info)
         finally:
             os.unlink(label_file)
         return LocalDatastore.get_label_uri(self, image_id, label_tag)
@@ -337,6 +343,15 @@ def _is_series_uid(image_id: str) -> bool:
     return bool(UID.match(image_id or "")) and len(image_id) <= 64
 
 
+def _fsync_files(folder: str) -> None:
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path):
+            with open(path, "rb") as stream:
+                os.fsync(stream.fileno())
+    fsync_folder(folder)
+
+
 def _instance_number(ds) -> Optional[int]:
     try:
         return int(ds.InstanceNumber)
@@ -344,8 +359,8 @@ def _instance_number(ds) -> Optional[int]:
         return None
 
 
-class GatedPacsDatastore(IdentifierGate, AtomicDatastoreFile, PacsDatastore):
-    """What the app uses: the identifier gate, an index file never left half-written, then the PACS datastore."""
+class GatedPacsDatastore(IdentifierGate, PacsDatastore):
+    """What the app uses: the identifier gate, then the PACS datastore (its local files and index written whole)."""
 
 
 def _check_same_grid(label_file: str, image_file: str) -> None:
