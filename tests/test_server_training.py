@@ -27,7 +27,8 @@ QUESTION = "Which finding would explain this patient's pleuritic chest pain?"
 # Sampled at temperature 1, the tiny format-tuned reasoner's answers differ now and then within a group, so rewards
 # (and gradients) do too; a random-weight reasoner would score 0 everywhere and learn nothing.
 TRAIN_OPTIONS = {"max_steps": 2, "group_size": 4, "prompts_per_step": 2, "max_new_tokens": 120}
-TRAIN_OPTIONS.update(learning_rate=0.001, temperature=1.0)
+# a toy reasoner retrained on two labels need not improve: publish all the same (the decision is tested elsewhere)
+TRAIN_OPTIONS.update(learning_rate=0.001, temperature=1.0, force_publish=True)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,9 @@ def test_retrain_from_saved_labels_publishes_and_serves_the_new_reasoner(server,
     assert link.is_symlink() and (link / "config.json").is_file()
     assert stats["held_out"] == 0 and stats["publish_check"]["status"] == "skipped"  # 2 labels: too few to hold out
     assert "needs at least 30" in stats["publish_check"]["reason"]
+    assert stats["ended_by"].startswith("max_steps: 2 steps done")  # said, not left to guess
+    rose = stats["greedy_reward_after"] > stats["greedy_reward_before"]
+    assert stats["publish_decision"].startswith("published: " if rose else "published because force_publish")
     assert stats["mean_reward_first"] > 0  # the groups' rewards were real figures, not all zero
     # the tuned toy answers in format, so its greedy reward is its fixed answer's score against these labels: > 0
     assert 0 < stats["greedy_reward_before"] <= 4 and 0 <= stats["greedy_reward_after"] <= 4

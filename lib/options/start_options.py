@@ -306,7 +306,7 @@ OPTIONS: tuple[Option, ...] = (
         "train_max_steps",
         "1 to 100,000",
         None,
-        "a cap on GRPO steps (a run also stops after its epochs)",
+        "a cap on GRPO steps: a run ends after its epochs or at max_steps, whichever comes first",
         whole(1, 100_000),
         TRAIN,
         "the preset's",
@@ -346,6 +346,14 @@ OPTIONS: tuple[Option, ...] = (
         number(-1e-12, 10),
         TRAIN,
         "the preset's",
+    ),
+    _option(
+        "train_force_publish",
+        "true/false",
+        False,
+        "publish a run whose reward did not rise when there are too few labels for the held-out check",
+        flag,
+        TRAIN,
     ),
     _option("server_mode", "true/false", False, "set by the server itself at start", flag, MONAI),
     _option(

@@ -54,6 +54,12 @@ OPTIONS: Dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
+# options of the run itself, not of GRPO (option -> how to read the string a client may send)
+RUN_OPTIONS: Dict[str, Callable[[Any], Any]] = {
+    "force_publish": lambda v: parse_bool("force_publish", str(v)),  # publish even when the reward did not rise
+}
+
+
 # Bounds a request's options must keep: beyond them a run would exhaust the machine or cannot learn.
 BOUNDS: Dict[str, tuple[float, float]] = {
     "max_steps": (1, 100_000),
@@ -78,7 +84,11 @@ class ImplicitQueryTrainer(TrainTask):
         site_defaults: Mapping[str, Any],
         settings: GroundingSettings,
     ):
-        super().__init__("GRPO retraining of the reasoner from saved final labels (questions kept in label info)")
+        super().__init__(
+            "GRPO retraining of the reasoner from saved final labels (questions kept in label info). A run ends after "
+            "its epochs or at max_steps, whichever comes first (max_steps is a cap); it is published when it answers "
+            "better (force_publish: even when it does not)"
+        )
         self.model_dir = model_dir
         self.base_reasoner = base_reasoner  # the reasoner now served: the last published one, else --conf reasoner
         self.settings = settings
@@ -94,7 +104,7 @@ class ImplicitQueryTrainer(TrainTask):
             if isinstance(default, list):
                 options[key] = [value] + [choice for choice in default if choice != value]
             else:
-                options[key] = OPTIONS[key][1](value)
+                options[key] = (OPTIONS[key][1] if key in OPTIONS else RUN_OPTIONS[key])(value)
         return options
 
     def _builtin_options(self) -> Dict[str, Any]:
@@ -112,6 +122,7 @@ class ImplicitQueryTrainer(TrainTask):
             "max_new_tokens": preset.max_new_tokens,
             "temperature": preset.temperature,
             "abstain_reward": preset.abstain_reward,  # 0: off; > 0 needs --conf template abstain (README)
+            "force_publish": False,  # with too few labels for the held-out check: publish though the reward fell
         }
 
     def stats(self) -> Dict[str, Any]:
@@ -147,6 +158,7 @@ class ImplicitQueryTrainer(TrainTask):
             problems.append(f"reward_mode must be one of {', '.join(REWARD_MODES)}")
         if problems:
             raise RequestError("Train options refused: " + "; ".join(problems))
+        self.force_publish(request)  # refused now too, not in the run's subprocess
         preset = PRESETS[preset_name]
         if "prompts_per_step" in changes:
             changes["mini_batch_prompts"] = changes["prompts_per_step"]  # one optimiser update per step
@@ -165,7 +177,16 @@ class ImplicitQueryTrainer(TrainTask):
         with claim_run(self.model_dir, server, watch=server is not None) as run:
             entries = final_label_entries(datastore)
             logger.info(f"GRPO retraining on {len(entries)} final labels from {self.base_reasoner()}: {config}")
-            return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config, run=run)
+            force = self.force_publish(request)
+            return retrain_reasoner(entries, self.base_reasoner(), self.model_dir, config, run=run, force_publish=force)
+
+    def force_publish(self, request: Dict[str, Any]) -> bool:
+        """The request's `force_publish`, else the site's default (`--conf train_force_publish`)."""
+        value = request.get("force_publish", self.config()["force_publish"])
+        try:
+            return RUN_OPTIONS["force_publish"](value)
+        except ValueError as error:
+            raise RequestError(f"Train options refused: {error}") from None
 
     def before_run(self) -> None:
         """Called by the server holding the run lock (`main.MedReasonerApp.start_training`), before the run starts."""

@@ -40,13 +40,18 @@ def retrain_reasoner(
     stop_file: Optional[str] = None,
     min_held_out: int = MIN_HELD_OUT,
     run: Optional[RunOwner] = None,
+    force_publish: bool = False,
 ) -> dict:
     """Train from `base_reasoner` on `entries`; publish into `model_dir` when the run completes and the publish check
-    (with at least `min_held_out` held-out labels; 0 turns it off) does not refuse it. Returns the stats. `run`: this
-    run's hold on `model_dir` (the train task claims it with its server); without one it is claimed here."""
+    (with at least `min_held_out` held-out labels; 0 turns it off) does not refuse it, or, with too few labels for it,
+    when the mean greedy reward on the saved labels rose (or `force_publish`). Returns the stats, which say what ended
+    the run (`ended_by`) and why it was published or not (`publish_decision`). `run`: this run's hold on `model_dir`
+    (the train task claims it with its server); without one it is claimed here."""
     if run is None:
         with claim_run(model_dir) as claimed:
-            return retrain_reasoner(entries, base_reasoner, model_dir, config, stop_file, min_held_out, claimed)
+            return retrain_reasoner(
+                entries, base_reasoner, model_dir, config, stop_file, min_held_out, claimed, force_publish
+            )
     model_dir = Path(model_dir)
     run.remove_unfinished_runs()  # a run stopped from outside (its process killed) could not clean up itself
     run_name = run.run_name
@@ -70,20 +75,20 @@ def retrain_reasoner(
         result = train_reasoner(training, config, str(base_reasoner), str(run_dir), stop_file=stop_file)
         stats.update({k: result.get(k) for k in ("status", "steps_done", "total_steps", "seconds")})
         stats.update(mean_reward_first=result.get("mean_reward_first"), mean_reward_last=result.get("mean_reward_last"))
+        stats["ended_by"] = what_ended(result, config, len(training))
         if not run.holds:
             return stats  # a rank process: the run's holder (rank 0) checks and publishes
         if result.get("status") == "completed":
             stats["greedy_reward_after"] = mean_greedy_reward(result["model_dir"], training, config)
-            check = (
-                check_before_publish(str(base_reasoner), result["model_dir"], held_out, config)
-                if held_out
-                else skipped(samples, min_held_out)
-            )
-            stats["publish_check"] = check
-            if check["status"] == "refused":
-                stats["published"] = None
-                stats["note"] = "not published: worse than the reasoner it started from on held-out labels"
+            if held_out:
+                check = check_before_publish(str(base_reasoner), result["model_dir"], held_out, config)
             else:
+                check = skipped(samples, min_held_out)
+            stats["publish_check"] = check
+            decision, publishing = publish_decision(check, stats, min_held_out, force_publish)
+            stats["publish_decision"] = decision
+            stats["published"] = None
+            if publishing:
                 stats["published"] = publish(result["model_dir"], model_dir, run, str(base_reasoner), stats)
         prune_oldest(run_dir.parent, keep=run_dir)  # checkpoints of old runs: a full 7B one is tens of GB
         return stats
@@ -103,6 +108,45 @@ def publish(trained_dir: str, model_dir: Path, run: RunOwner, base_reasoner: str
     except PublishWithdrawnError:
         stats.update(status="stopped", note="not published: the server that started this run is gone")
         return None
+
+
+def what_ended(result: dict, config: GRPOConfig, num_samples: int) -> str:
+    """What ended the run, in words: a stop request, `max_steps` (a cap), or the end of its epochs."""
+    done, total = result.get("steps_done"), result.get("total_steps")
+    if result.get("status") == "stopped":
+        return f"stopped on request after {done} of {total} steps"
+    per_epoch = max(1, num_samples // config.prompts_per_step)
+    epochs_steps = config.epochs * per_epoch
+    if config.max_steps > 0 and config.max_steps <= epochs_steps:
+        return f"max_steps: {config.max_steps} steps done, before the end of its {config.epochs} epochs"
+    capped = f"; max_steps {config.max_steps} is a cap, not a target" if config.max_steps > 0 else ""
+    return (
+        f"its epochs: {config.epochs} epochs of {per_epoch} step(s) over {num_samples} sample(s) = {epochs_steps} "
+        f"steps{capped}"
+    )
+
+
+def publish_decision(check: dict, stats: dict, min_held_out: int, force: bool) -> tuple[str, bool]:
+    """(why, publish?) after a completed run. With enough labels the held-out check decides; with too few, the new
+    reasoner must answer its own saved labels better than the one it started from (mean greedy reward), unless the
+    admin forces the publish (`force_publish`); with the check turned off (`min_held_out` 0) it is published."""
+    if check["status"] == "refused":
+        return "not published: worse than the reasoner it started from on held-out labels (publish_check)", False
+    if check["status"] == "passed":
+        return "published: not worse than the reasoner it started from on held-out labels (publish_check)", True
+    if min_held_out <= 0:
+        return "published: the publish check is turned off", True
+    before, after = stats.get("greedy_reward_before"), stats.get("greedy_reward_after")
+    figures = f"mean greedy reward on the saved labels {before} -> {after}"
+    if before is not None and after is not None and after > before:
+        return f"published: {figures} rose (too few labels for the held-out check)", True
+    if force:
+        return f"published because force_publish was set, although {figures} did not rise", True
+    return (
+        f"not published: {figures} did not rise, and there are too few labels for the held-out check; set the train "
+        "option force_publish (or --conf train_force_publish true) to publish anyway",
+        False,
+    )
 
 
 def fit_to_samples(config: GRPOConfig, num_samples: int, stats: dict) -> GRPOConfig:
