@@ -127,6 +127,16 @@ def test_the_report_has_intervals_distributions_failures_and_chosen_overlays(two
     assert "worst #1" in page and html_text(best["question"]) in page
 
 
+def test_the_report_names_its_run_and_says_when_the_answers_are_simulated(two_runs):
+    """The title names the run (its folder) and whose answers, never a server path; simulated answers are flagged."""
+    hasty = two_runs[1]
+    report = (hasty / REPORT_FILE).read_text()
+    title = report.splitlines()[0]
+    assert title == "# Evaluation hasty: answers from answers-hasty.jsonl" and "/" not in title
+    assert "WARNING: these answers are simulated" in report
+    assert "<title>Evaluation hasty: answers from answers-hasty.jsonl</title>" in (hasty / HTML_FILE).read_text()
+
+
 def test_the_papers_figures_are_shown_only_for_a_comparable_run():
     run = {"data": "/data/U-MRG-14K/test.parquet", "source": "data", "parser": "paper", "think": True}
     base = {"samples": 2215, "failed": 0, "failure_rate": 0.0, "failure_reasons": {}, "loading": "", "intervals": ""}

@@ -25,6 +25,11 @@ METRIC_LABELS = {
 CHART_METRICS = ("iou", "pdice", "dice_joint")
 TRUTH_COLOUR, PREDICTION_COLOUR = "limegreen", "red"
 
+# The caption under an overlay: 10 pt monospace (about 14 px at the 100 dpi it is saved at, as readable as the page's
+# text when the report shows the picture at its size), 70 characters a line to fit the 6-inch picture.
+OVERLAY_TEXT_PT = 10
+OVERLAY_LINE_CHARS = 70
+
 
 def _figure(width: float, height: float, layout: str | None = None) -> Figure:
     figure = Figure(figsize=(width, height), layout=layout)
@@ -102,7 +107,7 @@ def overlay(
     the box and points), and under it the question, the model's reasoning and the sample's scores."""
     height, width = image.shape[:2]
     text = _overlay_text(line, heading)
-    picture_height, text_height = 6 * height / width, 0.16 * len(text) + 0.2
+    picture_height, text_height = 6 * height / width, 0.2 * len(text) + 0.2  # lines of 10 pt
     figure = _figure(6, picture_height + text_height)
     axes, notes = figure.subplots(2, 1, gridspec_kw={"height_ratios": [picture_height, text_height]})
     axes.imshow(image, cmap="gray" if image.ndim == 2 else None)
@@ -119,13 +124,13 @@ def overlay(
     axes.set_xlim(-0.5, width - 0.5)
     axes.set_ylim(height - 0.5, -0.5)
     axes.axis("off")
-    axes.legend(loc="lower right", fontsize="x-small")
+    axes.legend(loc="lower right", fontsize="small")
     notes.axis("off")
     notes.text(
         0.0,
         1.0,
         "\n".join(text),
-        fontsize=7.5,
+        fontsize=OVERLAY_TEXT_PT,
         family="monospace",
         va="top",
         transform=notes.transAxes,
@@ -141,9 +146,9 @@ def _overlay_text(line: Mapping[str, Any], heading: str) -> list[str]:
     )
     status = scores if line["status"] == "ok" else f"no grounding: {str(line.get('reason'))[:80]}"
     text = [f"{heading}: {line['id']} · {status}"]
-    text += textwrap.wrap("Q: " + str(line.get("question") or ""), 90, max_lines=3, placeholder=" ...")
+    text += textwrap.wrap("Q: " + str(line.get("question") or ""), OVERLAY_LINE_CHARS, max_lines=3, placeholder=" ...")
     reasoning = str(line.get("think") or "").strip() or "(no reasoning given)"
-    text += textwrap.wrap("Reasoning: " + reasoning, 90, max_lines=8, placeholder=" ...")
+    text += textwrap.wrap("Reasoning: " + reasoning, OVERLAY_LINE_CHARS, max_lines=8, placeholder=" ...")
     return text
 
 

@@ -29,6 +29,7 @@ from monailabel_app.evaluation.report_document import (
     render_markdown,
 )
 from monailabel_app.evaluation.summary import build_metrics, metric_values
+from monailabel_app.reasoning.identity import TINY_MODEL_MARKER
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -62,7 +63,7 @@ def write_reports(
 ) -> dict:
     """Writes metrics.json, the charts, report.md and report.html; returns what metrics.json holds."""
     output_dir = Path(output_dir)
-    metrics = build_metrics(lines, run, loading, session or {})
+    metrics = {**build_metrics(lines, run, loading, session or {}), "name": output_dir.name}
     (output_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     charts = bool(lines)
     if charts:
@@ -74,19 +75,56 @@ def write_reports(
         distribution_histograms(output_dir / DISTRIBUTION_FILE, per_sample)
     blocks = report_blocks(metrics, overlays, charts)
     (output_dir / REPORT_FILE).write_text(render_markdown(blocks), encoding="utf-8")
-    (output_dir / HTML_FILE).write_text(render_html(blocks, _title(metrics["run"]), output_dir), encoding="utf-8")
+    (output_dir / HTML_FILE).write_text(render_html(blocks, _title(metrics), output_dir), encoding="utf-8")
     return metrics
 
 
-def _title(run: Mapping[str, Any]) -> str:
-    return f"Evaluation: {run.get('model') or run.get('answers') or run.get('backend')}"
+def _title(metrics: Mapping[str, Any]) -> str:
+    """The run's name (its output folder) and whose answers were scored, never a server's absolute path."""
+    run = metrics["run"]
+    if run.get("backend") == "answers" and run.get("answers"):
+        who = f"answers from {Path(str(run['answers'])).name}"
+    else:
+        model = str(run.get("model") or run.get("backend"))
+        who = Path(model).name if Path(model).is_absolute() else model
+    return f"Evaluation {metrics['name']}: {who}" if metrics.get("name") else f"Evaluation: {who}"
+
+
+def _not_a_real_model(run: Mapping[str, Any]) -> Optional[str]:
+    """A warning when the scored answers are simulated (the sample data set's) or come from a tiny test reasoner
+    (the offline demo's): such figures say nothing about any model."""
+    if run.get("backend") == "answers" and run.get("answers") and Path(str(run["answers"])).is_file():
+        with open(str(run["answers"]), encoding="utf-8", errors="replace") as stream:
+            first = [line for _, line in zip(range(20), stream)]
+        models = set()
+        for line in first:
+            try:
+                models.add(str(json.loads(line).get("model") or ""))
+            except (ValueError, AttributeError):
+                continue
+        if any(model.startswith("simulated") for model in models):
+            return (
+                "WARNING: these answers are simulated (made from the ground truth with noise, "
+                "monailabel_app.demo.sample_dataset): the figures below say nothing about any model."
+            )
+    model = run.get("model")
+    if model and (Path(str(model)) / TINY_MODEL_MARKER).is_file():
+        return (
+            "WARNING: the reasoner is a tiny model built in code (the offline demo's or a test's): its answers, and "
+            "the figures below, mean nothing."
+        )
+    return None
 
 
 def report_blocks(
     metrics: Mapping[str, Any], overlays: Sequence[ChosenOverlay] = (), charts: bool = True
 ) -> list[Block]:
     run, names = metrics["run"], metrics["metric_names"]
-    blocks: list[Block] = [Heading(_title(run), 1), Bullets(_run_facts(metrics))]
+    blocks: list[Block] = [Heading(_title(metrics), 1)]
+    warning = _not_a_real_model(run)
+    if warning:
+        blocks.append(Paragraph(warning))
+    blocks.append(Bullets(_run_facts(metrics)))
     blocks += [Paragraph(f"Means are x100 over every sample; a failed sample counts as 0. {metrics['intervals']}.")]
     blocks += [Heading("Overall"), _overall_table(metrics["overall"], names), Paragraph(PDICE_NOTE)]
     blocks += _failure_blocks(metrics)
