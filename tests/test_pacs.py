@@ -424,7 +424,7 @@ def test_pacs_down_at_start_is_a_clear_error():
     """What the server's start calls (`MedReasonerApp.init_remote_datastore`); its message ends the start."""
     down = f"http://127.0.0.1:{free_port()}/dicom-web"
     with pytest.raises(RuntimeError) as raised:
-        open_pacs_datastore(down, {}, "test")
+        open_pacs_datastore(down, parse_start_options({}), "test")
     assert f"the PACS at {down} is not reachable" in str(raised.value) and "pacs_optional" in str(raised.value)
 
 

@@ -45,10 +45,10 @@ from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
 # set them. `strategy` is active learning's record of when an image was handed out; `medreasoner_last_answers` each
 # clinician's last answer, which their next saved label will carry (`medreasoner_last_query`: one record, earlier);
 # `medreasoner_confidence` the reasoner's recorded doubt, which active learning ranks by; `saved_*` who saved what,
-# when and from where.
+# when and from where, and the stored file's digest (`lib/datastore`: what a restart after a crash checks against).
 MANAGED_INFO_KEYS = frozenset(
     {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, LAST_ANSWERS_KEY, CONFIDENCE_KEY}
-    | {"saved_at", "saved_from", "saved_by"}
+    | {"saved_at", "saved_from", "saved_by", "saved_sha256"}
     | SERVER_ANSWER_KEYS
 )
 MANAGED_NORMALISED = frozenset(normalise_key(key) for key in MANAGED_INFO_KEYS)  # "Reasoning" is "reasoning" too
