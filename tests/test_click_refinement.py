@@ -2,7 +2,9 @@
 `answer_cache.py`), with the real LiteMedSAM: a background click on a second bright structure that the answer's box
 took in removes it; the clicks that came with the question only chose the slice; the answer is reused only for the
 same picture, prompt and serving reasoner, from a bounded cache; clicks are checked against the image's grid and name
-the slice in the image's own order (both clients send it so: README, What we found about OHIF)."""
+the slice in the image's own order (both clients send it so: README, What we found about OHIF). A clinician's clicks
+on an answer accumulate, so OHIF's Run with *background* chosen (the background clicks in both lists, no foreground
+click) removes what it should and keeps the earlier foreground click; a click that contradicts another is refused."""
 
 from __future__ import annotations
 
@@ -12,7 +14,15 @@ import pytest
 from monailabel_app.core.errors import RequestError
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, Lesion, ct_slice, write_ct
 from monailabel_app.grounding.answer_cache import AnswerCache, CachedAnswer
-from monailabel_app.grounding.clicks import MAX_CLICKS, Click, VoxelClicks, box_with_clicks, parse_clicks
+from monailabel_app.grounding.clicks import (
+    MAX_CLICKS,
+    Click,
+    ClickMemory,
+    VoxelClicks,
+    box_with_clicks,
+    parse_clicks,
+    read_as_background,
+)
 from monailabel_app.grounding.image_grounding import ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.imaging.medical_image import read_medical_image
@@ -75,6 +85,8 @@ def test_the_click_that_asked_the_question_only_chose_the_slice(segmenter, pictu
     background = Click(NEIGHBOUR.cx, NEIGHBOUR.cy, False)
     refined = pipeline.ground(picture, QUESTION, clicks=(chooser, background))
     assert refined.refined_by == (background,) and refined.clicks_chose_slice == 1 and len(reasoner.prompts) == 1
+    with pytest.raises(RequestError, match="was a foreground click"):  # the chooser's point as a background click
+        pipeline.ground(picture, QUESTION, clicks=(chooser, Click(82, 41, False)))
 
 
 def test_an_answer_is_reused_only_for_the_same_picture_prompt_and_reasoner(segmenter, picture):
@@ -151,3 +163,76 @@ def test_on_a_volume_the_clicks_choose_the_slice_and_clicks_elsewhere_are_left_a
     again = ground_image(lambda: pipeline, image, QUESTION, None, "soft_tissue", clicks=refine)
     assert again.result.reasoner_called is False and again.result.refined_by == (Click(20, 20, False),)
     assert len(reasoner.prompts) == 1
+
+
+def test_ohif_s_run_with_background_chosen_removes_what_it_should_and_keeps_the_earlier_foreground_click(
+    segmenter, tmp_path
+):
+    """OHIF sends `foreground = points[chosen segment]`, `background = points['background']`: with *background*
+    chosen both lists hold the background clicks and the earlier foreground click is not sent at all."""
+    image = read_medical_image(str(write_ct(tmp_path / "ct.nii.gz")))
+    pipeline, reasoner = over_segmenting(segmenter)
+    k = CT_SHAPE[0] // 2
+    height, width = image.array.shape[1:3]
+    asked = ground_image(lambda: pipeline, image, QUESTION, k, "soft_tissue")  # Auto-Segmentation's answer
+    first = asked.result.mask
+    neighbour = NEIGHBOUR.mask(HEIGHT, WIDTH) & first  # what the too-wide box took in beside the lesion
+
+    def point_prompts(foreground, background):
+        clicks = parse_clicks(foreground, background, width, height, image.num_slices)
+        return ground_image(lambda: pipeline, image, QUESTION, None, "soft_tissue", clicks=clicks)
+
+    on_lesion, off_target = [85, 42, k], [NEIGHBOUR.cx, NEIGHBOUR.cy, k]
+    point_prompts([on_lesion], [])  # the target segment chosen: one foreground click
+    removed = point_prompts([off_target], [off_target])  # then *background* chosen: OHIF's lists
+    result = removed.result
+    assert result.refined_by == (Click(85, 42, True), Click(NEIGHBOUR.cx, NEIGHBOUR.cy, False)), result.refined_by
+    assert result.reasoner_called is False and len(reasoner.prompts) == 1
+    print(f"neighbour pixels in the mask: {int(neighbour.sum())} before, {int(result.mask[neighbour].sum())} after")
+    assert neighbour.sum() > 50 and result.mask[neighbour].mean() < 0.05  # the wrong region went
+    truth = CT_LESION.mask(HEIGHT, WIDTH)
+    assert dice(result.mask, truth) > dice(first, truth) and result.mask[42, 85]  # the lesion kept, the click in it
+    assert parse_clicks([off_target], [off_target], width, height, image.num_slices).read_as_background
+
+    again = point_prompts([on_lesion], [off_target])  # the target chosen again: OHIF sends both lists as they are
+    assert again.result.refined_by == result.refined_by and np.array_equal(again.result.mask, result.mask)
+
+
+def test_clicks_accumulate_per_clinician_and_a_contradiction_is_refused_without_changing_them(segmenter, picture):
+    pipeline, reasoner = over_segmenting(segmenter)
+    pipeline.ground(picture, QUESTION, clicks=())
+    foreground, background = Click(85, 42, True), Click(NEIGHBOUR.cx, NEIGHBOUR.cy, False)
+    pipeline.ground(picture, QUESTION, clicks=(foreground,), asker="ann")
+    both = pipeline.ground(picture, QUESTION, clicks=(background,), asker="ann")
+    assert both.refined_by == (foreground, background)
+    theirs = pipeline.ground(picture, QUESTION, clicks=(background,), asker="bob")  # another clinician's own clicks
+    assert theirs.refined_by == (background,)
+    with pytest.raises(RequestError, match="was a foreground click on this answer and now comes as a background"):
+        pipeline.ground(picture, QUESTION, clicks=(Click(85, 42, False),), asker="ann")
+    kept = pipeline.ground(picture, QUESTION, clicks=(), asker="ann")  # the refused click changed nothing
+    assert kept.refined_by == (foreground, background) and np.array_equal(kept.mask, both.mask)
+    pipeline.ground(picture, QUESTION)  # the question asked again (Auto-Segmentation): a new answer
+    fresh = pipeline.ground(picture, QUESTION, clicks=(Click(85, 42, False),), asker="ann")
+    assert fresh.refined_by == (Click(85, 42, False),) and len(reasoner.prompts) == 2
+
+
+def test_a_point_in_both_lists_is_background_only_when_the_lists_are_the_same():
+    read = parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]], WIDTH, HEIGHT, 12, asker="ann")
+    assert read == VoxelClicks((), ((7, 8, 2), (5, 6, 2)), "ann", read_as_background=True)
+    assert read.slice_index() == 2 and read_as_background([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]])
+    assert not read_as_background([[5, 6, 2]], []) and not read_as_background([], [])
+    with pytest.raises(RequestError, match=r"\[7, 8, 2\] is both a foreground and a background click"):
+        parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2]], WIDTH, HEIGHT, 12)
+    plain = parse_clicks([[5, 6, 2]], [[7, 8, 2]], WIDTH, HEIGHT, 12)
+    assert plain.foreground == ((5, 6, 2),) and not plain.read_as_background
+
+
+def test_the_click_memory_is_bounded_and_refuses_too_many_clicks_on_one_answer():
+    memory = ClickMemory(max_entries=2)
+    for n in range(3):
+        memory.add(f"answer {n}", "", (Click(n, n, True),))
+    assert len(memory) == 2 and memory.add("answer 0", "", ()) == ()  # the oldest went: nothing remembered
+    many = tuple(Click(n, 0, False) for n in range(MAX_CLICKS))
+    assert len(memory.add("answer 9", "", many)) == MAX_CLICKS
+    with pytest.raises(RequestError, match=f"more than {MAX_CLICKS} background clicks"):
+        memory.add("answer 9", "", (Click(0, 1, False),))

@@ -1,8 +1,14 @@
 """OHIF, the viewer bundled with MONAI Label at /ohif/, driven in a real headless Chromium (Debian's `chromium` via
 Playwright) against the README's default start (`bash scripts/start.sh`: the demo with its local Orthanc, loaded with
-the sample series): open the CT study in the MONAI Label mode, connect the panel, type the question in
+the sample series): open a CT study in the MONAI Label mode, connect the panel, type the question in
 "Options / Configurations", run `implicit_query` from Auto-Segmentation, and check that the server got the question,
 that the viewer drew the mask, and that this run's answer and reasoning appear in the answer panel without a reload.
+
+What the clinician looks at is judged by what cornerstone (OHIF's renderer) draws, never by OHIF's own slice counter:
+after Run the view is on the image the mask is on (the DICOM instance the answer, the SEG and the SR name), the
+labelmap's pixels are on that image, and OHIF's "I:" label names it; on head-first and feet-first series with an even
+and an odd number of slices. Point Prompts: a foreground click adds, a background click removes (OHIF's Run with
+*background* chosen included), and a click that contradicts an earlier one is refused with a message the panel shows.
 Then the answers page shows the same answer with its picture, and stopping the start stops Orthanc. Screenshots are
 kept as test artifacts (see ARTIFACTS_DIR).
 """
@@ -26,7 +32,7 @@ from PIL import Image
 from pydicom import dcmread
 
 from lib.infers.implicit_query import LABEL_NAME as LABEL
-from monailabel_app.demo.sample_dicom import FLIPPED_CT, flipped_ct_series
+from monailabel_app.demo.sample_dicom import ODD_CT, ODD_SLICES, Series, flipped_ct_series, odd_ct_series
 from monailabel_app.grounding.last_answers import last_answer
 from tests.default_start import DefaultStart
 from tests.monailabel_server import APP_DIR
@@ -52,20 +58,36 @@ def server(tmp_path_factory):
     running.stop()
 
 
+def loaded_series(server, description: str) -> tuple[str, str]:
+    """A series the default start loaded into its local PACS, by its description: (study UID, series UID)."""
+    (hit,) = [one for one in server.series("CT") if one["0008103E"]["Value"][0] == description]
+    return hit["0020000D"]["Value"][0], hit["0020000E"]["Value"][0]
+
+
+def stored(server, series: Series) -> tuple[str, str]:
+    """A series made here, stored in the same local PACS: (study UID, series UID)."""
+    client = DICOMwebClient(server.dicomweb_url, session=create_session_from_user_pass(*server.pacs_auth()))
+    client.store_instances([dcmread(str(path)) for path in series.files])
+    return series.study_uid, series.series_uid
+
+
 @pytest.fixture(scope="module")
 def ct_study(server):
-    """The sample CT the default start loaded into its local PACS: (study UID, series UID)."""
-    (hit,) = [one for one in server.series("CT") if one["0008103E"]["Value"][0] != FLIPPED_CT]
-    return hit["0020000D"]["Value"][0], hit["0020000E"]["Value"][0]
+    """The sample CT (head first, 12 slices): (study UID, series UID)."""
+    return loaded_series(server, "Synthetic CT")
 
 
 @pytest.fixture(scope="module")
 def flipped_study(server, tmp_path_factory):
-    """The sample CT feet first (`sample_dicom.flipped_ct_series`), stored in the same local PACS: (study, series)."""
-    series = flipped_ct_series(tmp_path_factory.mktemp("feet_first"))
-    client = DICOMwebClient(server.dicomweb_url, session=create_session_from_user_pass(*server.pacs_auth()))
-    client.store_instances([dcmread(str(path)) for path in series.files])
-    return series.study_uid, series.series_uid
+    """The sample CT feet first (`sample_dicom.flipped_ct_series`, 12 slices): (study, series)."""
+    return stored(server, flipped_ct_series(tmp_path_factory.mktemp("feet_first")))
+
+
+@pytest.fixture(scope="module")
+def odd_studies(server, tmp_path_factory):
+    """The CT with an odd number of slices: head first (loaded by the default start) and feet first (made here)."""
+    feet_first = stored(server, odd_ct_series(tmp_path_factory.mktemp("feet_first_odd"), feet_first=True))
+    return {"head first": loaded_series(server, ODD_CT), "feet first": feet_first}
 
 
 @pytest.fixture(scope="module")
@@ -123,36 +145,101 @@ def overlap(a, b) -> bool:
     )
 
 
-# The instance the axial viewport draws, as cornerstone (OHIF's renderer) knows it: the image its slice came from.
-# Not the viewport's "I: n" overlay: on a head-first series this OHIF build numbers the axial view's slices from the
-# top in the series' instance order and names the wrong instance (README, What we found about OHIF).
-SHOWN_INSTANCE_JS = """() => {
-  const viewports = window.cornerstone.getRenderingEngines()[0].getViewports();
+# What the axial view shows, as cornerstone (OHIF's renderer) knows it: the DICOM instance of the image drawn (its
+# imageId), the labelmap's pixels on that image (per segment index: the label image that references that imageId, and
+# the values at the voxels [i, j] asked about), and OHIF's label in the view's bottom right corner ("I: 7 (6/12)").
+AXIAL_VIEW_JS = """(points) => {
+  const cornerstone = window.cornerstone;
+  const viewports = cornerstone.getRenderingEngines()[0].getViewports();
   const axial = viewports.find(v => v.id.includes('axial')) || viewports[0];
-  return window.cornerstone.metaData.get('generalImageModule', axial.getCurrentImageId()).instanceNumber;
+  const imageId = axial.getCurrentImageId();
+  const instance = Number(cornerstone.metaData.get('generalImageModule', imageId).instanceNumber);
+  const pixels = {};
+  const at = (points || []).map(() => 0);
+  const segmentation = window.services.segmentationService.getSegmentations()[0];
+  for (const labelId of segmentation ? segmentation.representationData.Labelmap.imageIds : []) {
+    const label = cornerstone.cache.getImage(labelId);
+    if (!label || label.referencedImageId !== imageId) continue;
+    const values = label.voxelManager.getScalarData();
+    for (const value of values) if (value) pixels[value] = (pixels[value] || 0) + 1;
+    (points || []).forEach(([i, j], n) => { at[n] = values[j * label.columns + i]; });
+  }
+  const texts = [...axial.element.parentElement.querySelectorAll('.overlay-item')].map(e => e.innerText);
+  return { instance, pixels, at, label: texts.find(text => /\\d+\\/\\d+/.test(text)) || null };
 }"""
+
+
+def axial_view(page, points=()) -> dict:
+    return page.evaluate(AXIAL_VIEW_JS, [list(p) for p in points])
+
+
+def wait_for_the_axial_view_on(page, instance: int):
+    page.wait_for_function(f"() => ({AXIAL_VIEW_JS})([]).instance === {instance}", timeout=STEP_TIMEOUT_MS)
+
+
+def scroll_axial(page, steps: int):
+    axial = page.locator("canvas").first.bounding_box()
+    page.mouse.move(axial["x"] + axial["width"] / 2, axial["y"] + axial["height"] / 2)
+    for _ in range(abs(steps)):
+        page.mouse.wheel(0, 100 if steps > 0 else -100)
+        page.wait_for_timeout(150)
+
+
+# The target segment's label image on the image the axial view draws, as one flat list (rows of columns).
+LABEL_SLICE_JS = """() => {
+  const cornerstone = window.cornerstone;
+  const viewports = cornerstone.getRenderingEngines()[0].getViewports();
+  const axial = viewports.find(v => v.id.includes('axial')) || viewports[0];
+  const imageId = axial.getCurrentImageId();
+  const segmentation = window.services.segmentationService.getSegmentations()[0];
+  const labelId = segmentation.representationData.Labelmap.imageIds.find(
+    id => cornerstone.cache.getImage(id).referencedImageId === imageId);
+  return Array.from(cornerstone.cache.getImage(labelId).voxelManager.getScalarData());
+}"""
+
+
+def named_instance(label: str | None) -> int | None:
+    """The instance number in OHIF's label, "I: 7 (6/12)" (this OHIF's own writes "I:7 (6/12)")."""
+    found = re.match(r"I:\s*(\d+) \(", label or "")
+    return int(found.group(1)) if found else None
 
 
 def instances_showing_the_mask(page, slices: int) -> dict[int, int]:
     """Scrolls the axial view through the whole series: the DICOM instance number of each image drawn -> pixels of
-    the mask drawn on it. Ends on the instance with the most."""
+    the mask drawn on it; OHIF's I: label must name that instance on every image. Ends on the instance with the most."""
     axial = page.locator("canvas").first.bounding_box()
-    page.mouse.move(axial["x"] + axial["width"] / 2, axial["y"] + axial["height"] / 2)
-    for _ in range(slices):  # to the first image
-        page.mouse.wheel(0, -100)
-        page.wait_for_timeout(150)
-    drawn = []
+    scroll_axial(page, -slices)  # to the first image
+    drawn, labels = [], []
     for _ in range(slices):
         page.wait_for_timeout(500)
-        drawn.append((int(page.evaluate(SHOWN_INSTANCE_JS)), segment_pixels(page, axial)))
-        page.mouse.wheel(0, 100)
+        shown = axial_view(page)
+        drawn.append((shown["instance"], segment_pixels(page, axial)))
+        labels.append((shown["instance"], shown["label"]))
+        scroll_axial(page, 1)
     best = max(range(slices), key=lambda n: drawn[n][1])
-    for _ in range(slices - 1 - best):  # back from the last image
-        page.mouse.wheel(0, -100)
-        page.wait_for_timeout(150)
+    scroll_axial(page, -(slices - best))  # back from the last image (the last scroll stayed on it)
     page.wait_for_timeout(800)
     assert sorted(n for n, _ in drawn) == list(range(1, slices + 1)), drawn  # every image, once
+    assert all(named_instance(label) == n for n, label in labels), labels  # the label names the image drawn
     return dict(drawn)
+
+
+def check_the_view_shows_the_mask(page, answer: dict, slices: int):
+    """After Run: without a scroll, the axial view is on the instance the answer names, the labelmap's pixels are on
+    that image and drawn, and OHIF's label names it; "Go to the mask" brings the view back after a scroll away."""
+    number = answer["instance_number"]
+    wait_for_the_axial_view_on(page, number)
+    page.wait_for_timeout(1000)  # the label map is drawn on the next render
+    shown = axial_view(page)
+    assert shown["pixels"].get("1", 0) > 50 and named_instance(shown["label"]) == number, shown
+    assert segment_pixels(page, page.locator("canvas").first.bounding_box()) > 50  # drawn on screen
+    drawn = instances_showing_the_mask(page, slices)
+    assert [n for n, pixels in drawn.items() if pixels > 50] == [number], drawn  # that instance only
+    scroll_axial(page, 3 if number <= slices // 2 else -3)
+    page.wait_for_timeout(500)
+    assert axial_view(page)["instance"] != number
+    page.locator("#medreasoner-go-to-mask").click()
+    wait_for_the_axial_view_on(page, number)
 
 
 def type_the_question(page, question: str):
@@ -202,30 +289,99 @@ def run_auto_segmentation(page, series_uid: str, question: str):
     return response
 
 
+def point_prompts(page):
+    """The Point Prompts tab with `implicit_query_slice` chosen and the answer's segment (target) selected."""
+    page.get_by_text("Point Prompts").click()
+    prompts = page.locator(".tab", has=page.get_by_text("Point Prompts"))
+    prompts.locator("select.selectBox").select_option("implicit_query_slice")
+    choose_segment(prompts, LABEL)
+    return prompts
+
+
+def choose_segment(prompts, name: str):
+    prompts.get_by_role("cell", name=name, exact=True).click()  # the segment the next clicks are for
+    prompts.page.wait_for_timeout(300)
+
+
+def run_point_prompts(page, prompts):
+    """Presses Run in Point Prompts: OHIF's response and the clicks it sent ({"foreground": [[i, j, k]], ...})."""
+    with page.expect_response(lambda r: "/infer/implicit_query_slice" in r.url) as refined:
+        prompts.locator("button.actionButton").click()
+    response = refined.value
+    posted = response.request.post_data or ""
+    sent = {
+        kind: json.loads(found.group(1)) if (found := re.search(rf'"{kind}":(\[(?:\[[^\]]*\],?)*\])', posted)) else None
+        for kind in ("foreground", "background")
+    }
+    return response, sent
+
+
+# Where on the page the centre of voxel [i, j, k] of the axial view's volume is drawn (OHIF's probe sends back the
+# voxel under the click: `worldToIndex`, rounded).
+VOXEL_ON_PAGE_JS = """(ijk) => {
+  const viewports = window.cornerstone.getRenderingEngines()[0].getViewports();
+  const axial = viewports.find(v => v.id.includes('axial')) || viewports[0];
+  const volume = window.cornerstone.cache.getVolume(axial.getVolumeId());
+  const [x, y] = axial.worldToCanvas(volume.imageData.indexToWorld(ijk));
+  const box = axial.element.getBoundingClientRect();
+  return [box.left + x, box.top + y];
+}"""
+
+
+def click_voxel(page, ijk):
+    x, y = page.evaluate(VOXEL_ON_PAGE_JS, list(ijk))
+    page.mouse.click(x, y)
+    page.wait_for_timeout(500)
+
+
+def newest_entry(server, series_uid: str) -> dict:
+    latest = requests.get(f"{server.url}/answers/list", params={"image": series_uid, "limit": 1}, timeout=30).json()
+    return latest["answers"][0]
+
+
+def the_answer(server, series_uid: str) -> dict:
+    """The server's record of the last answer on the series: its answer log entry."""
+    info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
+    return requests.get(f"{server.url}/answers/{last_answer(info, None)['answer_id']}", timeout=30).json()
+
+
 def test_ohif_asks_the_question_shows_the_mask_and_the_reasoning(server, ct_study, browser):
+    """The sample CT, head first with 12 slices: OHIF opens it between its two middle images, on instance 6, and this
+    OHIF labelled that image "I: 7"; the answer is on instance 7. After Run the view is on instance 7, labelled so."""
     study_uid, series_uid = ct_study
     page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
     before = mask_pixels(page)
+    assert axial_view(page)["instance"] == 6  # where this OHIF opens the series
     run_auto_segmentation(page, series_uid, QUESTION)
-    info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
-    this_run = last_answer(info, None)  # what the server recorded for this very request
-    assert this_run["question"] == QUESTION
-    panel = page.locator(f"#medreasoner-answer[data-answer-id='{this_run['answer_id']}']")
+    answer = the_answer(server, series_uid)  # what the server recorded for this very request
+    assert answer["question"] == QUESTION and answer["model"] == "implicit_query"
+    panel = page.locator(f"#medreasoner-answer[data-answer-id='{answer['answer_id']}']")
     panel.wait_for()  # the panel polls: no reload, no developer tools
     shown = panel.inner_text()
-    assert QUESTION in shown and this_run["reasoning"] in shown, shown
-    k = this_run["slice"]
-    answer = requests.get(f"{server.url}/answers/{this_run['answer_id']}", timeout=30).json()
-    assert f"Mask on slice {k + 1} of 12 (index {k}, DICOM instance number {answer['instance_number']})" in shown
-    page.wait_for_timeout(3000)  # the label map is drawn on the next render
-    after = mask_pixels(page)
-    drawn = instances_showing_the_mask(page, 12)
-    # on the very instance the answer names
-    assert [n for n, pixels in drawn.items() if pixels > 50] == [answer["instance_number"]], drawn
+    assert QUESTION in shown and answer["reasoning"] in shown, shown
+    k, number = answer["slice"], answer["instance_number"]
+    assert (k, number) == (6, 7)  # head first: instance numbers count along the slice normal
+    assert f"Mask on DICOM instance {number} (index {k} of 12 slices), I: {number} in the view." in shown, shown
+    check_the_view_shows_the_mask(page, answer, 12)
+    page.wait_for_timeout(1000)
+    assert mask_pixels(page) > before + 200
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS_DIR / "ohif_implicit_query.png"))
+    page.screenshot(path=str(ARTIFACTS_DIR / "ohif_implicit_query.png"))  # docs/ohif_answer_panel.png
     page.close()
-    assert after > before + 200, (before, after)
+
+
+@pytest.mark.parametrize("orientation", ["head first", "feet first"])
+def test_after_run_the_view_shows_the_mask_on_a_series_with_an_odd_number_of_slices(
+    server, odd_studies, browser, orientation
+):
+    study_uid, series_uid = odd_studies[orientation]
+    page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
+    run_auto_segmentation(page, series_uid, QUESTION)
+    answer = the_answer(server, series_uid)
+    k = answer["slice"]
+    assert answer["instance_number"] == (ODD_SLICES - k if orientation == "feet first" else k + 1)
+    check_the_view_shows_the_mask(page, answer, ODD_SLICES)
+    page.close()
 
 
 def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_instance_shown(
@@ -237,33 +393,24 @@ def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_in
     study_uid, series_uid = flipped_study
     page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
     run_auto_segmentation(page, series_uid, QUESTION)
-    info = requests.get(f"{server.url}/datastore/image/info", params={"image": series_uid}, timeout=30).json()
-    k = last_answer(info, None)["slice"]
-    answer = requests.get(f"{server.url}/answers/{last_answer(info, None)['answer_id']}", timeout=30).json()
+    answer = the_answer(server, series_uid)
+    k = answer["slice"]
     assert answer["instance_number"] == 12 - k  # numbered from the far end: the server's slice k is instance 12 - k
-    page.wait_for_timeout(3000)
-    drawn = instances_showing_the_mask(page, 12)  # ends on the instance with the mask
-    assert [n for n, pixels in drawn.items() if pixels > 50] == [answer["instance_number"]], drawn
+    check_the_view_shows_the_mask(page, answer, 12)
 
-    page.get_by_text("Point Prompts").click()
-    prompts = page.locator(".tab", has=page.get_by_text("Point Prompts"))
-    prompts.locator("select.selectBox").select_option("implicit_query_slice")
-    prompts.get_by_role("cell", name=LABEL, exact=True).click()  # the segment the clicks are for
+    prompts = point_prompts(page)
     x, y = segment_centre(page, page.locator("canvas").first.bounding_box())
     page.mouse.click(x, y)  # a foreground click in the middle of the mask shown
     page.wait_for_timeout(500)
-    with page.expect_response(lambda r: "/infer/implicit_query_slice" in r.url) as refined:
-        prompts.locator("button.actionButton").click()
-    response = refined.value
+    response, sent = run_point_prompts(page, prompts)
     assert response.status == 200, response.text()
-    sent = json.loads(re.search(r'"foreground":(\[\[[^\]]*\]\])', response.request.post_data or "").group(1))
     latest = requests.get(f"{server.url}/answers/list", params={"image": series_uid, "limit": 1}, timeout=30).json()
     (entry,) = latest["answers"]
     assert entry["model"] == "implicit_query_slice" and entry["reasoner_called"] is False, entry
     assert entry["slice"] == k and entry["question"] == QUESTION, (entry, sent)  # that answer, on that slice
-    assert entry["refined_by_clicks"]["foreground"] == [sent[0][:2]], (entry, sent)
+    assert entry["refined_by_clicks"]["foreground"] == [sent["foreground"][0][:2]], (entry, sent)
     x1, y1, x2, y2 = answer["box"]  # pixels of the slice
-    assert x1 <= sent[0][0] <= x2 and y1 <= sent[0][1] <= y2, (sent, answer["box"])  # where the mask was drawn
+    assert x1 <= sent["foreground"][0][0] <= x2 and y1 <= sent["foreground"][0][1] <= y2, (sent, answer["box"])
     page.get_by_text("Running Inference for Point Prompts - Successful").wait_for()
     panel = page.locator(f"#medreasoner-answer[data-answer-id='{entry['answer_id']}']")
     panel.wait_for()  # the corrected answer, as the panel words it
@@ -276,6 +423,85 @@ def test_ohif_on_a_feet_first_series_draws_the_answer_and_takes_clicks_on_the_in
     page.screenshot(path=str(ARTIFACTS_DIR / "ohif_feet_first_clicks.png"))
     page.close()
     assert [n for n, pixels in drawn.items() if pixels > 50] == [answer["instance_number"]], drawn
+
+
+def test_point_prompts_a_foreground_click_adds_a_background_click_removes_and_a_contradiction_is_refused(
+    server, ct_study, browser
+):
+    """The issue's case: with the *background* segment chosen, this OHIF sends the background clicks as both lists and
+    leaves the earlier foreground click out. The server reads them as background clicks and keeps the foreground
+    click; OHIF draws a Run's result only into the segment chosen, so the panel says to Run with the target chosen,
+    and that Run removes the wrong region (the labelmap's pixels of the target segment, counted before and after).
+    A background click on the foreground click's voxel is refused (422) and the panel says why."""
+    study_uid, series_uid = ct_study
+    page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
+    run_auto_segmentation(page, series_uid, QUESTION)
+    answer = the_answer(server, series_uid)
+    k, (_, _, x2, y2) = answer["slice"], answer["box"]
+    wait_for_the_axial_view_on(page, answer["instance_number"])
+    page.wait_for_timeout(1000)
+    prompts = point_prompts(page)
+
+    # the mask missed something right of the answer's box: a foreground click there, the target segment chosen
+    missed = (min(int(x2) + 6, 120), round(sum(y for _, y in answer["points"]) / 2), k)
+    click_voxel(page, missed)
+    response, sent = run_point_prompts(page, prompts)
+    assert response.status == 200 and sent["foreground"] == [list(missed)], (response.text(), sent)
+    page.get_by_text("Running Inference for Point Prompts - Successful").wait_for()
+    added = newest_entry(server, series_uid)
+    assert added["refined_by_clicks"] == {"foreground": [list(missed[:2])], "background": []}, added
+    page.wait_for_timeout(1500)
+    assert axial_view(page)["pixels"].get("1") == added["mask_pixels"]  # OHIF drew the server's mask
+
+    # it took in something wrong below the answer's points: a background click there, *background* chosen
+    mask = np.asarray(page.evaluate(LABEL_SLICE_JS)).reshape(96, 128) == 1
+    keep = max(missed[1], *(y for _, y in answer["points"]))
+    rows = [row for row in range(int(keep) + 3, int(y2)) if mask[row].any()]
+    assert rows, "no mask below the answer's points to remove"
+    row = rows[len(rows) // 2]
+    wrong = (int(np.median(np.flatnonzero(mask[row]))), row, k)
+    choose_segment(prompts, "background")
+    click_voxel(page, wrong)
+    response, sent = run_point_prompts(page, prompts)
+    assert response.status == 200 and sent["foreground"] == sent["background"] == [list(wrong)], sent  # OHIF's form
+    removed = newest_entry(server, series_uid)
+    assert removed["refined_by_clicks"] == {"foreground": [list(missed[:2])], "background": [list(wrong[:2])]}
+    assert removed["clicks_read_as_background"] is True and removed["mask_pixels"] < added["mask_pixels"], removed
+    hint = page.locator(f"#medreasoner-answer[data-answer-id='{removed['answer_id']}']")
+    hint.wait_for()
+    assert "Background clicks taken; nothing drawn yet" in hint.inner_text()
+    page.wait_for_timeout(1000)  # OHIF would draw a label into a segment 'background': the server sent it empty
+    assert axial_view(page)["pixels"] == {"1": added["mask_pixels"]}  # nothing changed, nothing stray
+
+    choose_segment(prompts, LABEL)  # Run with the target chosen: OHIF sends both kinds and draws into the target
+    response, sent = run_point_prompts(page, prompts)
+    assert response.status == 200 and sent == {"foreground": [list(missed)], "background": [list(wrong)]}, sent
+    page.get_by_text("Running Inference for Point Prompts - Successful").first.wait_for()
+    shown = newest_entry(server, series_uid)
+    assert shown["refined_by_clicks"] == removed["refined_by_clicks"] and shown["mask_pixels"] == removed["mask_pixels"]
+    page.wait_for_timeout(1500)
+    view = axial_view(page, [wrong, missed])
+    print(f"target pixels on the slice: {added['mask_pixels']} after the foreground click, {view['pixels']} after")
+    assert view["pixels"] == {"1": removed["mask_pixels"]} and removed["mask_pixels"] < added["mask_pixels"], view
+    assert view["at"][0] == 0, view  # where the background click was
+
+    # a background click on the very voxel of the earlier foreground click: refused, and the panel says why
+    choose_segment(prompts, "background")
+    click_voxel(page, missed)
+    response, sent = run_point_prompts(page, prompts)
+    assert response.status == 422 and "was a foreground click on this answer" in response.text(), response.text()
+    refused = page.locator("#medreasoner-refused")
+    refused.wait_for()
+    assert "was a foreground click on this answer and now comes as a background click" in refused.inner_text()
+    assert newest_entry(server, series_uid)["answer_id"] == shown["answer_id"]  # nothing changed
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS_DIR / "ohif_point_prompts_refused.png"))
+    prompts.get_by_text("Clear Points").click()  # that click taken back in OHIF; the target chosen, Run again
+    choose_segment(prompts, LABEL)
+    response, _ = run_point_prompts(page, prompts)
+    assert response.status == 200, response.text()
+    refused.wait_for(state="detached")  # answered since: the refusal is old news
+    page.close()
 
 
 def test_the_answers_page_shows_the_answer_with_its_picture(server, ct_study, browser):
@@ -292,7 +518,9 @@ def test_the_answers_page_shows_the_answer_with_its_picture(server, ct_study, br
     assert "weights" in text and "Latency" in text
     k = last_answer(info, None)["slice"]  # worded as the OHIF panel words it (answer-text.js)
     answer = requests.get(f"{server.url}/answers/{answer_id}", timeout=30).json()
-    assert f"slice {k + 1} of 12 (index {k}, DICOM instance number {answer['instance_number']})" in text, text
+    assert f"DICOM instance {answer['instance_number']} (index {k} of 12 slices)" in text, text
+    volume = "() => window.MedReasonerAnswerText.slice({slice: 6, num_slices: 12})"  # no DICOM instance: its place
+    assert page.evaluate(volume) == "slice 7 of 12 (index 6)"
     carried = "() => window.MedReasonerAnswerText.carriedThrough({propagation: {slice_range: [3, 8]}})"
     assert page.evaluate(carried) == "slices 4 to 9 (index 3 to 8)"  # a volume answer, counted as the slice is
     picture = card.locator("img")

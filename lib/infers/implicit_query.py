@@ -2,10 +2,14 @@
 
 Request keys used: `image` (a file or DICOM folder path the server resolved), `question`, `slice`, `scope`, `window`,
 `think`, `confidence_samples`, `result_extension`, `result_dtype`, `result_compress`; on the point views (type
-deepgrow) also `foreground` and `background` (voxel indices [i, j, k]; `grounding/clicks.py`). Errors are the app's
-taxonomy (`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format) is a
-RequestError, a model that can't be had an UnavailableError; the server answers them as 4xx and 5xx with their message
-(`lib/server/errors.py`).
+deepgrow) also `foreground` and `background` (voxel indices [i, j, k]; `grounding/clicks.py`), which join the clicks
+the same user (`asked_by`, set by the server) made on that answer before; a request whose lists hold the same points
+(OHIF's Run with *background* chosen) is answered with an empty label (OHIF would draw it into the background
+segment) and `clicks_read_as_background: true`. Errors are the app's taxonomy
+(`monailabel_app.core.errors`): the request's fault (question, image, slice, window, format, clicks that contradict
+each other) is a RequestError, a model that can't be had an UnavailableError; the server answers them as 4xx and 5xx
+with their message (`lib/server/errors.py`). A RequestError is also kept with the answer log's recent refusals, so
+OHIF's answer panel can say why a Run failed (OHIF itself shows only "Failed to Run Segmentation").
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.server.scratch import process_folder
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.answer_picture import draw_answer
-from monailabel_app.grounding.clicks import PointPrompt
+from monailabel_app.grounding.clicks import PointPrompt, read_as_background
 from monailabel_app.grounding.image_grounding import GroundedImage
 from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
@@ -57,6 +62,16 @@ class ImplicitQueryInfer(InferTask):
         return True
 
     def __call__(self, request: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+        try:
+            return self._answer(request)
+        except RequestError as refused:  # the viewer may not show the message: the answer panel can
+            study = request.get("study_uid")
+            self.answer_log.refusals.add(
+                str(refused), request.get("model"), request.get("image_id"), study, request.get("asked_by")
+            )
+            raise
+
+    def _answer(self, request: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
         started = time.perf_counter()
         defaults = {k: v[0] if isinstance(v, list) else v for k, v in self.config().items()}  # a list offers choices
         req = {**defaults, **request}
@@ -66,7 +81,7 @@ class ImplicitQueryInfer(InferTask):
         scope = str(req.get("scope") or "slice")[:40]
         points = None
         if self.type == InferType.DEEPGROW:  # a point panel: its clicks refine the answer (or choose the slice)
-            points = PointPrompt(req.get("foreground"), req.get("background"))
+            points = PointPrompt(req.get("foreground"), req.get("background"), str(req.get("asked_by") or ""))
         grounded = self.service.ground_file(
             req.get("image"),
             req.get("question"),
@@ -79,9 +94,14 @@ class ImplicitQueryInfer(InferTask):
         )
         if extension == ".png" and grounded.label.ndim == 3:
             raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
+        as_background = points is not None and read_as_background(points.foreground, points.background)
+        # OHIF's Run with *background* chosen draws the label into the background segment, over empty pixels only:
+        # the corrected mask would show as stray pixels beside the answer's segment. Sent empty, it changes nothing;
+        # the clicks are remembered, and the next Run with the answer's segment chosen draws the corrected mask.
+        label = np.zeros_like(grounded.label) if as_background else grounded.label
         label_path = tempfile.NamedTemporaryFile(suffix=extension, dir=_labels_dir(), delete=False).name
         write_started = time.perf_counter()
-        write_label(grounded.label.astype(dtype), grounded.image, label_path, compress=compress)
+        write_label(label.astype(dtype), grounded.image, label_path, compress=compress)
         result = grounded.to_json()
         result["latencies"]["write_label"] = round(time.perf_counter() - write_started, 4)
         result["window"] = str(req.get("window") or "auto")
@@ -94,6 +114,8 @@ class ImplicitQueryInfer(InferTask):
             result["notice"] = notice
         result["label_names"] = {segment_name(result): 1}
         result["instance_number"] = _instance_number(req.get("instance_numbers"), grounded.slice_index)
+        if points is not None:
+            result["clicks_read_as_background"] = as_background  # and the label sent empty
         result["answered_at"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         result["answer_id"] = self._keep_for_audit(request, grounded, result, time.perf_counter() - started)
         return label_path, result
@@ -113,6 +135,7 @@ class ImplicitQueryInfer(InferTask):
             "propagation": result.get("propagation"),
             "reasoner_called": result.get("reasoner_called"),
             "instance_number": result.get("instance_number"),
+            "clicks_read_as_background": result.get("clicks_read_as_background"),
             "latency_s": round(took, 3),
             "notice": result.get("notice"),
         }

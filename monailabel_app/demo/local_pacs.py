@@ -95,19 +95,21 @@ def wait_until_ready(dicomweb_url: str, auth: tuple[str, str], timeout_s: float 
 
 
 def load_samples(dicomweb_url: str, folder: Path, auth: tuple[str, str]) -> list[str]:
-    """Stores the sample CT, MR and DX series (STOW-RS) unless the PACS holds series already; their descriptions."""
+    """Stores the sample CT (12 slices, and 13: `sample_dicom.ODD_CT`), MR and DX series (STOW-RS) unless the PACS
+    holds series already; their descriptions."""
     from dicomweb_client import DICOMwebClient
     from dicomweb_client.session_utils import create_session_from_user_pass
     from pydicom import dcmread
 
-    from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
+    from monailabel_app.demo.sample_dicom import ct_series, mr_series, odd_ct_series, xray_series
 
     client = DICOMwebClient(dicomweb_url, session=create_session_from_user_pass(*auth))
     if client.search_for_series(limit=1):
         return []
     samples = Path(folder) / "samples"
     loaded = []
-    for series in (ct_series(samples / "ct"), mr_series(samples / "mr"), xray_series(samples / "dx")):
+    made = (ct_series(samples / "ct"), odd_ct_series(samples / "ct_odd"), mr_series(samples / "mr"))
+    for series in (*made, xray_series(samples / "dx")):
         client.store_instances([dcmread(str(path)) for path in series.files])
         loaded.append(f"{series.modality} series {series.series_uid} (study {series.study_uid})")
     shutil.rmtree(samples, ignore_errors=True)  # the PACS holds them now

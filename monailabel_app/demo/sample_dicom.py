@@ -5,13 +5,15 @@ Geometry is written the DICOM way (ImagePositionPatient per slice, ImageOrientat
 [between rows, between columns]) and also given ITK's way (origin, spacing x/y/z, direction columns) so a test can
 check what the server made of it. The MR is sagittal so orientation bugs show; slices are written in shuffled order.
 The flipped CT (`FLIPPED_CT_GEOMETRY`, numbered from the far end) is the CT with its slice normal pointing down and its
-instance numbers counting against it, as a feet-first series can come: what a viewer's slice order must survive.
+instance numbers counting against it, as a feet-first series can come: what a viewer's slice order must survive. Both
+come with an odd number of slices too (`ODD_SLICES`): a viewer opens an even series between its two middle slices and
+an odd one on its middle slice, so a slice named by its mirror image can hide on the one and show on the other.
 """
 
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Sequence
 
@@ -19,7 +21,7 @@ import numpy as np
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from monailabel_app.demo.sample_studies import Lesion, ct_volume, xray_picture
+from monailabel_app.demo.sample_studies import CT_LESION, Lesion, ct_slice, ct_volume, xray_picture
 
 SOP_CLASSES = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",
@@ -71,6 +73,8 @@ FLIPPED_CT_GEOMETRY = SeriesGeometry(
     96, 128, 12, 0.8, 0.75, 2.5, column_cosine=(0.0, -1.0, 0.0), origin=(-48.0, 38.4, 130.0)
 )
 FLIPPED_CT = "Synthetic CT, feet first"
+ODD_SLICES = 13
+ODD_CT = f"Synthetic CT, {ODD_SLICES} slices"  # in the default start's local PACS beside the CT, MR and DX
 MR_GEOMETRY = SeriesGeometry(
     80, 64, 10, 1.1, 0.9, 3.0, row_cosine=(0.0, 1.0, 0.0), column_cosine=(0.0, 0.0, -1.0), origin=(-13.5, -35.0, 40.0)
 )
@@ -157,6 +161,23 @@ def flipped_ct_series(folder: Path) -> Series:
     """The CT feet first: InstanceNumber 1 is the last slice along the normal (ITK's and the server's last)."""
     series = Series("CT", generate_uid(), generate_uid(), FLIPPED_CT_GEOMETRY, ct_volume(), description=FLIPPED_CT)
     return _write_volume(series, Path(folder), signed=True, numbered_from_the_far_end=True)
+
+
+def odd_ct_series(folder: Path, feet_first: bool = False) -> Series:
+    """The CT with `ODD_SLICES` slices (its lesion on the middle seven), head first as `ct_series` or feet first as
+    `flipped_ct_series`."""
+    geometry = replace(FLIPPED_CT_GEOMETRY if feet_first else CT_GEOMETRY, slices=ODD_SLICES)
+    description = f"{FLIPPED_CT}, {ODD_SLICES} slices" if feet_first else ODD_CT
+    pixels = np.stack(
+        [
+            ct_slice(k, lesion=CT_LESION if abs(k - ODD_SLICES // 2) <= 3 else Lesion(-99, -99, 1, 1))
+            for k in range(ODD_SLICES)
+        ]
+    )
+    series = Series(
+        "CT", generate_uid(), generate_uid(), geometry, pixels.round().astype(np.int16), description=description
+    )
+    return _write_volume(series, Path(folder), signed=True, numbered_from_the_far_end=feet_first)
 
 
 def mr_series(folder: Path) -> Series:

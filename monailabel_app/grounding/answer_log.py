@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from monailabel_app.core.json_files import write_json_atomically
+from monailabel_app.grounding.refusals import RecentRefusals
 
 logger = logging.getLogger(__name__)
 ANSWER_ID = re.compile(r"\d{8}T\d{12}-[0-9a-f]{8}")  # always with fullmatch
@@ -61,6 +62,7 @@ class AnswerLog:
         self._seen_mtime: Optional[int] = None  # the folder as the index last knew it (another process may write)
         self._pending: dict[str, _Indexed] = {}  # indexed, files still being written: kept across a re-read
         self._index: Optional[list[_Indexed]] = None  # oldest first; read from the folder on first use
+        self.refusals = RecentRefusals()  # requests refused with a 4xx, in memory only (`refusals.py`)
 
     def add(self, entry: Mapping[str, Any], picture_png: Optional[bytes] = None) -> str:
         """Stores one answer; returns its id. The picture first, so an entry never names a missing picture."""

@@ -99,7 +99,8 @@ def ground_image(
     picture = to_display_rgb(pixels, window)
     on_slice = None if clicks is None else clicks.on_slice(k)
     grounder = pipeline()
-    result = grounder.ground(picture, question, think, confidence_samples, confidence_temperature, on_slice)
+    asker = "" if clicks is None else clicks.asker  # whose earlier clicks on the answer these join
+    result = grounder.ground(picture, question, think, confidence_samples, confidence_temperature, on_slice, asker)
     if clicks is not None and clicks.count() > len(on_slice):
         elsewhere = clicks.count() - len(on_slice)
         result.warnings.append(f"{elsewhere} click(s) on other slices were left aside: clicks refine slice {k} only")

@@ -9,11 +9,14 @@ reasoner again (`answer_cache.py`): its answer is kept, the clicks move the answ
 its points as positive and negative points. The earlier mask's logits are not fed back: with LiteMedSAM they pulled
 the mask back towards the very region a background click removed (README, Correct with clicks). The clicks that came
 with the question when it was first answered only chose the slice (Slicer resends every click on the slice with each
-request): they never become prompts.
+request): they never become prompts. Each clinician's clicks on an answer accumulate (`ClickMemory`): a request's
+clicks join those the same clinician made on that answer before, so OHIF's Run with *background* chosen, which sends
+no foreground click, keeps the earlier foreground clicks.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import Optional
@@ -22,7 +25,7 @@ import numpy as np
 
 from monailabel_app.core.frames import ImageFrame
 from monailabel_app.grounding.answer_cache import AnswerCache, CachedAnswer
-from monailabel_app.grounding.clicks import Click, box_with_clicks
+from monailabel_app.grounding.clicks import Click, ClickMemory, box_with_clicks
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.reasoner import Reasoner, ReasonerOutput
@@ -59,6 +62,7 @@ class GroundingResult:
     refined_by: Optional[tuple[Click, ...]] = None  # the clicks that corrected the answer's mask
     clicks_chose_slice: int = 0  # clicks that only chose the slice the question was asked on
     refined_box: Optional[tuple[float, float, float, float]] = None  # the answer's box as the clicks moved it
+    answer_ref: Optional[str] = None  # names the reasoner's answer that clicks refine (their `ClickMemory` key)
 
     def to_json(self) -> dict:
         """Everything but the mask, JSON-ready (rounded to 0.01 px / 0.1 ms)."""
@@ -99,6 +103,7 @@ class GroundingPipeline:
         self.think = think
         self.template_path = template_path
         self.answers = AnswerCache()
+        self.clicks = ClickMemory()  # each clinician's clicks on each cached answer
         self.generation = 0  # which reasoner answered a cached answer
 
     def use_reasoner(self, reasoner: Reasoner) -> None:
@@ -116,47 +121,55 @@ class GroundingPipeline:
         confidence_samples: int = 0,
         confidence_temperature: float = 1.0,
         clicks: Optional[tuple[Click, ...]] = None,
+        asker: str = "",
     ) -> GroundingResult:
-        """`image` is RGB uint8 (H, W, 3). Raises only for a bad question or a broken model, never for a bad answer.
+        """`image` is RGB uint8 (H, W, 3). Raises only for a bad question, clicks that contradict each other or a
+        broken model, never for a bad answer.
 
         `confidence_samples` > 0 also samples that many answers in the same generate call and scores the answer's
         self-consistency; a backend that can't (no `generate_with_samples`) says so in `confidence_note`.
         `clicks` (a point panel's request, possibly none on this slice) refine this prompt's earlier answer on this
-        picture when there is one; None (the auto-segmentation panel) always asks the reasoner."""
+        picture when there is one, joined with the clicks `asker` made on it before; None (the auto-segmentation
+        panel) always asks the reasoner."""
         prompt = build_prompt(question, self.think if think is None else think, self.template_path)
         key, generation = AnswerCache.key(image, prompt), self.generation
         cached = self.answers.get(key, generation) if clicks is not None else None
         if cached is not None:
-            return self._refine(image, cached, clicks)
+            return self._refine(image, cached, clicks, asker)
         result = self._ask(image, question, prompt, confidence_samples, confidence_temperature)
         result.clicks_chose_slice = len(clicks or ())
+        result.answer_ref = secrets.token_hex(8)  # a new answer: no clicks remembered on it yet
         kept = replace(result, warnings=list(result.warnings))  # the caller may add warnings to its own copy
         self.answers.put(key, CachedAnswer(kept, frozenset(clicks or ()), generation))
         return result
 
-    def _refine(self, image: np.ndarray, cached: CachedAnswer, clicks: tuple[Click, ...]) -> GroundingResult:
-        """The cached answer with the new clicks in the segmenter's prompt; the reasoner is not called."""
+    def _refine(
+        self, image: np.ndarray, cached: CachedAnswer, clicks: tuple[Click, ...], asker: str
+    ) -> GroundingResult:
+        """The cached answer with every click in effect on it (this request's and `asker`'s earlier ones) in the
+        segmenter's prompt; the reasoner is not called."""
         started = time.perf_counter()
         answer = cached.result
         new = tuple(click for click in clicks if click not in cached.chose_slice)
+        applied = self.clicks.add(answer.answer_ref or "", asker, new, cached.chose_slice)
         result = replace(
             answer,
             warnings=list(answer.warnings),
             reasoner_called=False,
-            refined_by=new or None,
+            refined_by=applied or None,
             clicks_chose_slice=len(clicks) - len(new),
             reasoner_batch=1,
         )
-        if not new:  # the same request again: the same answer and mask
+        if not applied:  # no click but those that chose the slice: the answer and its mask
             result.latencies = {"total": time.perf_counter() - started}
             return result
-        box = box_with_clicks(answer.box, list(answer.points or []), new)
+        box = box_with_clicks(answer.box, list(answer.points or []), applied)
         if box is None:
             result.warnings.append("add a foreground click: the answer had no box, and background clicks mark nothing")
             result.latencies = {"total": time.perf_counter() - started}
             return result
-        points = list(answer.points or []) + [(c.x, c.y) for c in new]
-        labels = [1] * len(answer.points or []) + [int(c.foreground) for c in new]
+        points = list(answer.points or []) + [(c.x, c.y) for c in applied]
+        labels = [1] * len(answer.points or []) + [int(c.foreground) for c in applied]
         segmented = self.segmenter.segment(image, box=box, points=points, labels=labels)
         result.refined_box = box
         result.mask = segmented.mask.astype(bool)

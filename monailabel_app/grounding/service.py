@@ -137,7 +137,7 @@ class GroundingService:
         if points is not None:
             height, width = image.array.shape[1:3] if image.is_volume else image.array.shape[:2]
             num_slices = image.num_slices if image.is_volume else None
-            clicks = parse_clicks(points.foreground, points.background, width, height, num_slices)
+            clicks = parse_clicks(points.foreground, points.background, width, height, num_slices, points.asker)
         return ground_image(
             self.pipeline,
             image,

@@ -2,7 +2,9 @@
 
 - `GET /answers/`: a small page listing recent answers (question, reasoning, the picture with mask, box and points,
   model and version, latency); `?image=<id>` or `?study=<uid>` narrows it;
-- `GET /answers/list?limit=&image=&study=`: the same as JSON, newest first (OHIF's answer panel reads it);
+- `GET /answers/list?limit=&image=&study=`: the same as JSON, newest first (OHIF's answer panel reads it); with an
+  image or a study, also `refused`: the newest request about it that was refused (4xx, its message) when it came
+  after the newest answer listed, else null (`grounding/refusals.py`: OHIF doesn't show the server's message);
 - `GET /answers/{id}`: one answer; `GET /answers/{id}/picture`: its PNG;
 - `GET /answers/static/{answer-text.js|answers.js|answers.css|ohif-panel.js}`: the page's and OHIF panel's own files.
 
@@ -60,8 +62,13 @@ def answers_router(context: ServerContext) -> APIRouter:
             check_id(image)
         if study is not None and not STUDY_UID.match(study):
             raise RequestError("study must be a DICOM UID (digits and dots, at most 64 characters).")
-        entries = _log(context).recent(limit, image_id=image, study_uid=study, asked_by=_only_own(context, user))
-        return JSONResponse({"answers": entries}, headers={"Cache-Control": "no-store"})
+        own = _only_own(context, user)
+        log = _log(context)
+        entries = log.recent(limit, image_id=image, study_uid=study, asked_by=own)
+        refused = log.refusals.latest(image, study, own) if image is not None or study is not None else None
+        if refused and entries and refused["refusal_id"] < entries[0]["answer_id"]:  # answered since: old news
+            refused = None
+        return JSONResponse({"answers": entries, "refused": refused}, headers={"Cache-Control": "no-store"})
 
     @router.get("/answers/static/{name}", include_in_schema=False)
     def static_file(name: str, user: User = Depends(RBAC(USER))):

@@ -36,13 +36,17 @@ window.MedReasonerAnswerText = Object.freeze({
     return "corrected by " + count + (count === 1 ? " click" : " clicks") + ", model not asked again";
   },
 
-  // "slice 7 of 12 (index 6, DICOM instance number 7)", or null for a 2D picture.
+  // A PACS series' slice by the DICOM instance it is, as the archive, the SEG and the SR name it (and OHIF's "I:"
+  // label, put right by ohif-panel.js): "DICOM instance 7 (index 6 of 12 slices)"; another volume's by its place in
+  // the volume: "slice 7 of 12 (index 6)"; null for a 2D picture. The index counts along the slice normal, as ITK does.
   slice(answer) {
     if (answer.slice === undefined || answer.slice === null) return null;
+    if (answer.instance_number !== undefined && answer.instance_number !== null) {
+      const of = answer.num_slices ? " of " + answer.num_slices + " slices" : "";
+      return "DICOM instance " + answer.instance_number + " (index " + answer.slice + of + ")";
+    }
     const of = answer.num_slices ? " of " + answer.num_slices : "";
-    const instance = answer.instance_number === undefined || answer.instance_number === null
-      ? "" : ", DICOM instance number " + answer.instance_number;
-    return "slice " + (answer.slice + 1) + of + " (index " + answer.slice + instance + ")";
+    return "slice " + (answer.slice + 1) + of + " (index " + answer.slice + ")";
   },
 
   // The slices a volume answer was carried through: "slices 4 to 9 (index 3 to 8)", or null when it was not.
