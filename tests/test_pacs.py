@@ -9,6 +9,7 @@ machine, empty cache) must find it for training.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydicom import dcmread
 
 from lib.options.start_options import parse_start_options
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
+from lib.pacs.dicom_seg import label_to_seg
 from lib.pacs.dicom_sr import report_texts
 from lib.pacs.dicomweb import PacsSettings, pacs_client
 from monailabel_app.data.datastore_samples import datastore_samples
@@ -27,7 +29,7 @@ from monailabel_app.data.labelled_images import NEGATIVE_GAP
 from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
 from monailabel_app.demo.sample_studies import write_png, xray_picture
 from monailabel_app.grounding.last_answers import last_answer
-from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.imaging.medical_image import read_medical_image, write_label
 from tests.broken_series import missing_slice_series, mixed_orientation_series
 from tests.monailabel_server import MonaiLabelServer, free_port
 from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
@@ -68,6 +70,9 @@ def proxy(orthanc):
     running.stop()
 
 
+REFRESH_S = 3  # --conf pacs_refresh_s: how soon what other clients store in the PACS is listed
+
+
 def server_conf(reasoner_dir, **extra):
     return {"models": "implicit_query", "reasoner": str(reasoner_dir), "max_new_tokens": "96", **extra}
 
@@ -81,7 +86,7 @@ def cache_dir(tmp_path_factory):
 def server(proxy, cache_dir, format_tuned_reasoner_dir, tmp_path_factory):
     running = MonaiLabelServer(
         f"{proxy.url}/dicom-web",
-        server_conf(format_tuned_reasoner_dir, pacs_timeout="20"),
+        server_conf(format_tuned_reasoner_dir, pacs_timeout="20", pacs_refresh_s=str(REFRESH_S)),
         tmp_path_factory.mktemp("logs") / "pacs_server.log",
         env={"MONAI_LABEL_DATASTORE_CACHE_PATH": str(cache_dir)},
     ).start()
@@ -468,3 +473,49 @@ def test_the_log_says_each_answer_once_and_keeps_the_proxys_lines_at_debug(serve
     lines = [line for line in log.splitlines() if "Answered " in line and ct.series_uid in line]
     assert lines and all("log test" not in line for line in lines)
     assert "implicit_query" in lines[-1] and " s, reasoner " in lines[-1]
+
+
+def listing(server) -> dict:
+    return requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=60).json()["objects"]
+
+
+def completed(server) -> int:
+    return requests.get(f"{server.url}/datastore/", timeout=60).json()["completed"]
+
+
+def within_the_refresh(condition, what: str):
+    deadline = time.monotonic() + REFRESH_S + 30  # the refresh, and a busy machine's QIDO round
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within --conf pacs_refresh_s {REFRESH_S}"
+        time.sleep(0.5)
+
+
+def test_a_saved_label_counts_at_once_and_another_clients_within_the_refresh(server, orthanc, tmp_path):
+    """Submit: the listing counts the label at once, Next Sample no longer offers its series (MONAI Label's 2-hour
+    caches kept both until a restart). What another client stores in the PACS (a series, a SEG) is listed within
+    --conf pacs_refresh_s, with the fields a user needs to find it."""
+    fresh = mr_series(tmp_path / "fresh")
+    orthanc.upload(fresh.files)  # another client sends a study
+    within_the_refresh(lambda: fresh.series_uid in listing(server), "a series another client sent")
+    listed = listing(server)[fresh.series_uid]["image"]["info"]
+    assert listed["Modality"] == "MR" and listed["StudyInstanceUID"] == fresh.study_uid
+    before = completed(server)
+    geometry = fresh.geometry
+    label = np.zeros((geometry.slices, geometry.rows, geometry.columns), np.uint8)
+    label[:, 20:30, 20:30] = 1
+    saved = ohif_save(server, fresh.series_uid, label, {"question": "Which structure explains the headache?"})
+    assert saved.status_code == 200, saved.text
+    assert completed(server) == before + 1  # at once, no restart
+    assert "final" in listing(server)[fresh.series_uid]["labels"]
+    for _ in range(12):  # Next Sample offers only unlabelled series
+        sample = requests.post(f"{server.url}/activelearning/random", json={}, timeout=60).json()
+        assert sample.get("id") != fresh.series_uid
+
+    other = mr_series(tmp_path / "other")  # another client's study, labelled by another client's SEG
+    orthanc.upload(other.files)
+    image = read_medical_image(str(tmp_path / "other"))
+    label_file = write_label((image.array > image.array.mean()).astype(np.uint8), image, str(tmp_path / "other.nrrd"))
+    seg = label_to_seg(label_file, str(tmp_path / "other"), {"question": "another client's"}, {1: "lesion"})
+    counted = completed(server)
+    orthanc.upload([Path(seg)])
+    within_the_refresh(lambda: completed(server) == counted + 1, "a SEG another client stored")

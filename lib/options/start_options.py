@@ -287,6 +287,14 @@ OPTIONS: tuple[Option, ...] = (
     _option(
         "pacs_timeout", "seconds, above 0, at most 3,600", 60.0, "one PACS request's timeout", number(0, 3600), PACS
     ),
+    _option(
+        "pacs_refresh_s",
+        "0 to 86,400 seconds",
+        30,
+        "how soon series and labels other clients store in the PACS are listed (this server's own saves: at once)",
+        whole(0, 86_400),
+        PACS,
+    ),
     _option("pacs_optional", "true/false", False, "start while the PACS is down (its series answer 503)", flag, PACS),
     _option(
         "al_questions",

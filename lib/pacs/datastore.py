@@ -12,6 +12,10 @@ What it changes, and why:
 - stores beside each SEG a DICOM Structured Report of the answer (`dicom_sr.py`: question, reasoning, raw answer,
   box, points, model and version, time), referencing the SEG and the source series; a PACS that refuses the report
   after taking the SEG costs the report, never the label (the label info says `report_stored: false`);
+- lists what the PACS holds and which series are labelled through its own index (`series_index.py`): the app's own
+  saves count at once, other clients' within `--conf pacs_refresh_s` (MONAI Label cached both for 2 hours);
+  `GET /datastore/?output=all` lists every served series with its modality, study and description, so a user finds
+  the ids to ask about;
 - rebuilds training labels from the PACS's SEGs on the image grid with the question in the label info, so a fresh
   machine's `datalist()` finds them;
 - an unknown series id is "" (the app answers 404), PACS failures are `PacsError` (502/503/504 with a message).
@@ -29,7 +33,6 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import pydicom
 import SimpleITK
-from cachetools import TTLCache, cached
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from monailabel.config import settings
@@ -52,6 +55,7 @@ from lib.pacs.dicom_seg import (
 )
 from lib.pacs.dicom_sr import reasoning_report, volume_order
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
+from lib.pacs.series_index import MODALITY_TAG, SERIES_UID_TAG, STUDY_UID_TAG, SeriesIndex
 from monailabel_app.data.metadata import find_value, normalise_key
 from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.grounding.records import SERVER_ANSWER_KEYS
@@ -60,8 +64,6 @@ from monailabel_app.imaging.series_checks import InvalidSeriesError, check_serie
 logger = logging.getLogger(__name__)
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-ARRIVED_KEPT = 4096  # series UIDs found after the listing was cached, kept so each is asked of the PACS once
-SERIES_UID_TAG, STUDY_UID_TAG, MODALITY_TAG = "0020000E", "0020000D", "00080060"
 
 
 def open_pacs_datastore(url: str, options: Mapping[str, Any], app_version: str) -> "GatedPacsDatastore":
@@ -91,9 +93,10 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         super().__init__(client, {"Modality": pacs.modalities[0]}, cache_path, fetch_by_frame=False)
         self._download_lock = threading.Lock()  # two viewers opening one series download it once
         self._instance_numbers: Dict[str, List[Optional[int]]] = {}  # per series: a UID names fixed content
-        # series found since the listing was cached, forgotten when a listing would be (a series can leave the PACS)
-        self._arrived = TTLCache(maxsize=ARRIVED_KEPT, ttl=settings.MONAI_LABEL_DICOMWEB_CACHE_EXPIRY)
-        self._arrived_lock = threading.Lock()  # cachetools' caches are not thread-safe; routes run in a thread pool
+        # the series and labels the PACS holds, as fresh as --conf pacs_refresh_s; the app's own saves at once
+        self.index = SeriesIndex(
+            client.search_for_series, client.retrieve_series_metadata, pacs.modalities, pacs.refresh_s
+        )
         self.pacs = pacs
         self.pacs_url = client.base_url
         self.app_version = app_version
@@ -109,22 +112,13 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         except PacsError as error:
             return {"total": 0, "completed": 0, "label_tags": {}, "pacs_error": error.detail}
 
-    @cached(cache=TTLCache(maxsize=16, ttl=settings.MONAI_LABEL_DICOMWEB_CACHE_EXPIRY))
     def list_images(self) -> List[str]:
-        series: List[str] = []
         with pacs_call(self.pacs_url, "listing series"):
-            for modality in self.pacs.modalities:
-                found = self._client.search_for_series(search_filters={"Modality": modality}, fields=[MODALITY_TAG])
-                series += [str(ds[SERIES_UID_TAG]["Value"][0]) for ds in found if ds.get(SERIES_UID_TAG)]
-        return list(dict.fromkeys(series))
+            return list(self.index.series())
 
     def has_image(self, image_id: str) -> bool:
-        """The listing is cached (MONAI Label's DICOMweb cache: MONAI_LABEL_DICOMWEB_CACHE_EXPIRY, 2 hours by
-        default); a series that reached the PACS since is looked up by its UID, so a study sent a minute ago has its
-        record at once, as its answer does (`get_image_uri` looks it up the same way)."""
-        with self._arrived_lock:
-            if image_id in self._arrived:
-                return True
+        """A listed series, or one sent to the PACS since the last listing, looked up by its UID: a study sent a
+        minute ago has its record at once, as its answer does (`get_image_uri` looks it up the same way)."""
         if image_id in self.list_images():
             return True
         if not _is_series_uid(image_id):
@@ -132,13 +126,31 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         found = self._find_series(image_id)
         if found is None or found[1] not in self.pacs.modalities:
             return False
-        with self._arrived_lock:  # asked once of the PACS, not on every call until the listing expires
-            self._arrived[image_id] = True
+        self.index.note_series(image_id, {"StudyInstanceUID": found[0], "Modality": found[1]})
         return True
 
     def get_labeled_images(self, label_tag: Optional[str] = None, labels: Optional[List[str]] = None) -> List[str]:
+        """The series a DICOM SEG labels (final labels: the only ones a PACS holds); the app's own saves at once."""
+        if label_tag not in (None, DefaultLabelTag.FINAL, DefaultLabelTag.FINAL.value):
+            return LocalDatastore.get_labeled_images(self, label_tag, labels)
         with pacs_call(self.pacs_url, "listing the DICOM SEGs"):
-            return super().get_labeled_images(label_tag, labels)
+            return list(self.index.labelled())
+
+    def json(self) -> Dict[str, Any]:
+        """`GET /datastore/?output=all`: every series the PACS serves, with the fields a listing shows (modality,
+        study, description, number of images), not only the ones this server has opened; with each one's labels."""
+        listing = super().json()
+        objects = dict(listing.get("objects") or {})
+        try:
+            with pacs_call(self.pacs_url, "listing series"):
+                series = self.index.series()
+        except PacsError as error:
+            return {**listing, "pacs_error": error.detail}
+        for uid, fields in series.items():
+            entry = objects.get(uid) or {"image": {"ext": "", "info": {}}, "labels": {}}
+            info = {**{k: v for k, v in fields.items() if v is not None}, **(entry["image"].get("info") or {})}
+            objects[uid] = {**entry, "image": {**entry["image"], "info": info}}
+        return {**listing, "objects": {uid: objects[uid] for uid in objects if uid in series}}
 
     def datalist(self, full_path=True) -> List[Dict[str, Any]]:
         with pacs_call(self.pacs_url, "collecting the DICOM SEGs for training"):
@@ -254,6 +266,7 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             label_info = {**label_info, **provenance, "SeriesInstanceUID": seg_series}
             label_info.update(self._store_report(report_file, image_id))
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
+            self.index.note_label(image_id, seg_series)  # counted at once: Next Sample and Train see it now
             logger.info(f"DICOM SEG {seg_series} stored for series {image_id}")
             return AtomicLocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
         except SegConversionError as error:

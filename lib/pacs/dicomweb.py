@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MODALITIES = ("CT", "MR", "DX", "CR")
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_REFRESH_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 RETRY_ATTEMPTS, RETRY_WAIT_MS = 3, 250  # waits 0.5 s, then 1 s
 NOTHING_SAVED = "Nothing was saved; try again when the PACS is back."
@@ -41,11 +42,17 @@ class PacsSettings:
     modalities: Tuple[str, ...] = DEFAULT_MODALITIES
     timeout_s: float = DEFAULT_TIMEOUT_S
     optional: bool = False
+    refresh_s: float = DEFAULT_REFRESH_S  # how old the listing of series and labels may be (the app's saves: at once)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> "PacsSettings":
         """From the parsed start options (`lib/options`)."""
-        return cls(tuple(options["pacs_modalities"]), float(options["pacs_timeout"]), bool(options["pacs_optional"]))
+        return cls(
+            tuple(options["pacs_modalities"]),
+            float(options["pacs_timeout"]),
+            bool(options["pacs_optional"]),
+            float(options["pacs_refresh_s"]),
+        )
 
 
 class PacsError(HTTPException):
