@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages for the PACS round trip and the OHIF browser test: Orthanc with its DICOMweb plugin (the example PACS
-# the tests start on 127.0.0.1) and Chromium (driven headless by Playwright). Idempotent: returns at once when all are
-# present. Needs root (or sudo) and Debian's apt.
+# Debian packages for the PACS round trip, the OHIF browser test and the DICOM checks: Orthanc with its DICOMweb plugin
+# (the example PACS the tests start on 127.0.0.1), Chromium (driven headless by Playwright) and dicom3tools (dciodvfy,
+# the DICOM validator the SEG and SR tests run). Idempotent: returns at once when all are present. Needs root (or
+# sudo) and Debian's apt.
 set -euo pipefail
-PACKAGES=(orthanc orthanc-dicomweb chromium)
+PACKAGES=(orthanc orthanc-dicomweb chromium dicom3tools)
 missing=()
 for package in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
