@@ -93,7 +93,11 @@ def test_the_schema_knows_every_choice_the_code_offers():
     assert {spec.name for spec in dataclasses.fields(GroundingSettings)} <= set(BY_NAME)
     from lib.trainers.implicit_query import OPTIONS as TRAIN_OPTIONS
 
-    assert {name[len("train_") :] for name in BY_NAME if name.startswith("train_")} == {"preset", "force_publish", *TRAIN_OPTIONS}
+    assert {name[len("train_") :] for name in BY_NAME if name.startswith("train_")} == {
+        "preset",
+        "force_publish",
+        *TRAIN_OPTIONS,
+    }
 
 
 def test_every_conf_key_the_code_reads_is_in_the_schema():
