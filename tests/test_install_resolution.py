@@ -61,7 +61,7 @@ def test_vllm_cannot_join_the_app_environment(tmp_path):
 def gpu_section_commands() -> list[list[str]]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("### A GPU host", 1)[1].split("\n### ", 1)[0]
-    block = section.split("```bash", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    block = section.split("```bash", 1)[1].split("\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     return [shlex.split(line) for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 

@@ -87,9 +87,44 @@
     }
   }
 
+  // The images this server serves, with the ids to ask about (a PACS series: its SeriesInstanceUID): the page's index,
+  // shown when no image or study is chosen. The listing is the caller's view of the datastore (no other clinician's
+  // text); each id links to the answers about it.
+  async function loadImages() {
+    const section = document.getElementById("images");
+    if (!describe || filters.get("image") || filters.get("study")) return;
+    try {
+      const response = await fetch("/datastore/?output=all", { credentials: "same-origin" });
+      if (!response.ok) throw new Error("the server answered " + response.status);
+      const objects = (await response.json()).objects || {};
+      const rows = Object.keys(objects).sort().map(function (id) {
+        const entry = objects[id] || {};
+        const info = (entry.image || {}).info || {};
+        const tr = el("tr");
+        const idCell = el("td");
+        const link = el("a", id, "image-id");
+        link.href = "/answers/?image=" + encodeURIComponent(id);
+        idCell.append(link);
+        const what = [info.Modality, info.SeriesDescription].filter(Boolean).join(", ");
+        const count = info.NumberOfSeriesRelatedInstances;
+        tr.append(idCell, el("td", what || "-"), el("td", count ? String(count) : "-"),
+          el("td", (entry.labels || {}).final ? "saved" : "-"));
+        return tr;
+      });
+      const table = el("table");
+      const head = el("tr");
+      for (const title of ["Image id", "What", "Images", "Final label"]) head.append(el("th", title));
+      table.append(head, ...rows);
+      section.replaceChildren(el("h2", "Images on this server (" + rows.length + ")"), table);
+    } catch (error) {
+      section.replaceChildren(el("p", "Could not list the images: " + error.message));
+    }
+  }
+
   const scope = document.getElementById("scope"); // from the link that opened the page: anyone's text too
   if (describe && filters.get("image")) describe.put(scope, "Answers about image " + filters.get("image"));
   if (describe && filters.get("study")) describe.put(scope, "Answers about study " + filters.get("study"));
-  document.getElementById("refresh").addEventListener("click", load);
+  document.getElementById("refresh").addEventListener("click", function () { load(); loadImages(); });
   load();
+  loadImages();
 })();
