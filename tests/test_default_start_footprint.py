@@ -9,7 +9,6 @@ start leaves nothing in its temp folder (TMPDIR of its own here, so nothing else
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -28,21 +27,11 @@ from pydicom.uid import generate_uid
 from monailabel_app.demo.sample_dicom import ct_series
 from tests.default_start import DefaultStart
 from tests.orthanc_server import INSTALL_HINT, orthanc_installed
+from tests.support.network import machine_addresses
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(not orthanc_installed(), reason=INSTALL_HINT)]
 
 BIG_SIDE = 1024  # two instances of 1024 x 1024 x 16 bit: 4 MB one way, 4 MB back
-
-
-def machine_addresses() -> list[str]:
-    """This machine's IPv4 addresses other hosts would use (not 127.0.0.0/8)."""
-    found = {
-        entry.address
-        for entries in psutil.net_if_addrs().values()
-        for entry in entries
-        if entry.family == socket.AF_INET and not ipaddress.ip_address(entry.address).is_loopback
-    }
-    return sorted(found)
 
 
 def everything_in(folder: Path) -> list[str]:

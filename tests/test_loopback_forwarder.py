@@ -7,7 +7,6 @@ server with it; a server's end ends the forwarder with the server's status. The 
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ import pytest
 import requests
 
 from tests.monailabel_server import APP_DIR, free_port
+from tests.support.network import machine_addresses
 
 pytestmark = pytest.mark.server
 
@@ -30,17 +30,6 @@ NOBODY = 65534
 BIG_FILE_BYTES = 4 * 1024 * 1024
 START_TIMEOUT_S = 30
 AS_ROOT = os.geteuid() == 0
-
-
-def machine_addresses() -> list[str]:
-    """This machine's IPv4 addresses other hosts would use (not 127.0.0.0/8)."""
-    found = {
-        entry.address
-        for entries in psutil.net_if_addrs().values()
-        for entry in entries
-        if entry.family == socket.AF_INET and not ipaddress.ip_address(entry.address).is_loopback
-    }
-    return sorted(found)
 
 
 def python_for_nobody() -> str | None:

@@ -20,6 +20,7 @@ from safetensors.numpy import load_file
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, xray_picture
 from monailabel_app.reasoning.identity import weights_digest
 from tests.monailabel_server import MonaiLabelServer
+from tests.support.training_runs import wait_for_training
 
 pytestmark = pytest.mark.server
 
@@ -83,16 +84,6 @@ def wait_until_running(server, timeout_s=120) -> None:
             return
         time.sleep(0.2)
     raise TimeoutError("training never started")
-
-
-def wait_for_training(server, timeout_s=600) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        task = requests.get(f"{server.url}/train/", timeout=30).json()
-        if task["status"] not in ("SUBMITTED", "RUNNING"):
-            return task
-        time.sleep(2)
-    raise TimeoutError(f"training still running after {timeout_s}s:\n{server.log_tail()}")
 
 
 def published_weights(server) -> dict:

@@ -28,6 +28,7 @@ from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, xray_pict
 from monailabel_app.reasoning.model_store import PUBLISH_PAUSE_ENV, publish_reasoner
 from monailabel_app.training.run_owner import RECORD_FILE, ProcessIdentity, read_record
 from tests.monailabel_server import MonaiLabelServer
+from tests.support.training_runs import wait_for_training
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -107,16 +108,6 @@ def run_processes_gone(record: dict) -> bool:
 
 def train_stats(server) -> dict:
     return requests.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["implicit_query"]
-
-
-def wait_for_training(server, timeout_s=600) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        task = requests.get(f"{server.url}/train/", timeout=30).json()
-        if task["status"] not in ("SUBMITTED", "RUNNING"):
-            return task
-        time.sleep(2)
-    raise TimeoutError(f"training still running after {timeout_s}s:\n{server.log_tail()}")
 
 
 def unfinished_runs(model_dir: Path) -> list:
