@@ -22,7 +22,7 @@ import requests
 
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.monailabel_server import APP_DIR, MonaiLabelServer
+from tests.monailabel_server import APP_DIR, MonaiLabelServer, free_port
 from tests.support.file_trees import differences, snapshot
 from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, OK, good_request
 from tests.support.hostile_uploads import hostile_uploads
@@ -32,6 +32,39 @@ pytestmark = pytest.mark.server
 APP_SKIP = (".git", ".venv", "__pycache__", "logs", ".pytest_cache", ".hypothesis", "model", "benchmarks/results")
 SERVED_SAFELY = {"raw: /ohif/../../etc/passwd": lambda r: b"root:" not in r.content}  # the viewer's page, not the file
 UPLOAD_LIMIT_MB = 4
+
+
+class PageServer:
+    """A web page on another origin (another port of this machine), as a hospital's own OHIF would be."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.origin = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "PageServer":
+        import http.server
+        import threading
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"<!doctype html><title>another origin</title>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Page)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+
+
+ALLOWED_PAGE = PageServer()  # --conf cors_origins names its origin; a second page on another port is not allowed
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +77,7 @@ def studies(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(studies, format_tuned_reasoner_dir, tmp_path_factory):
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
-    conf.update(max_upload_mb=str(UPLOAD_LIMIT_MB), keep_versions="3")
+    conf.update(max_upload_mb=str(UPLOAD_LIMIT_MB), keep_versions="3", cors_origins=ALLOWED_PAGE.origin)
     running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log", own_temp=True).start()
     good_request(requests.Session(), running.url)  # warm: models loaded, the server's own folders made
     scratch_left(running)  # and its request folder cleaned up, before any test takes a "before" picture
@@ -299,6 +332,32 @@ def test_cross_origin_pages_get_no_access(server):
     assert "access-control-allow-origin" not in {k.lower() for k in preflight.headers}
     info = requests.get(f"{server.url}/info/", headers={"Origin": "http://evil.example"}, timeout=30)
     assert info.status_code == 200 and "access-control-allow-origin" not in {k.lower() for k in info.headers}
+
+
+@pytest.mark.browser
+def test_a_viewer_on_an_allowed_origin_reaches_the_server_and_others_do_not(server):
+    """`--conf cors_origins`: a page served from the allowed origin calls the server from a real browser (a hospital's
+    own OHIF on another host); a page from another origin is refused by the browser (no CORS headers for it)."""
+    from pathlib import Path
+
+    from tests.test_ohif_browser import CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing: run bash scripts/install_system.sh")
+    call = """async (url) => {
+        try { const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+              return "status " + r.status; }
+        catch (error) { return "refused: " + error.message; } }"""
+    with ALLOWED_PAGE, PageServer() as other, playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = chromium.new_page()
+        results = {}
+        for name, origin in (("allowed", ALLOWED_PAGE.origin), ("other", other.origin)):
+            page.goto(origin + "/")
+            results[name] = page.evaluate(call, f"{server.url}/activelearning/random")
+        chromium.close()
+    assert results["allowed"] == "status 200", results
+    assert results["other"].startswith("refused"), results
 
 
 def test_the_app_refuses_to_serve_without_its_hardened_routes(studies, tmp_path):

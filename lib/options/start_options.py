@@ -64,6 +64,11 @@ def _template(name: str, raw: str) -> str:
     return raw.strip() if raw.strip() in BUILT_IN_TEMPLATES else existing_file(name, raw)
 
 
+def _origin(name: str, raw: str) -> str:
+    origin = text(r"https?://[A-Za-z0-9.\-\[\]:]+", "must be origins such as https://ohif.hospital.example (no path)")
+    return origin(name, raw.rstrip("/"))
+
+
 def _modality(name: str, raw: str) -> str:
     return text(r"[A-Za-z]{2}", "must be DICOM modality codes such as CT,MR,DX,CR")(name, raw).upper()
 
@@ -99,6 +104,15 @@ OPTIONS: tuple[Option, ...] = (
         APP,
     ),
     _option("ohif_answer_panel", "true/false", True, "the answer panel in the bundled OHIF", flag, APP),
+    _option(
+        "cors_origins",
+        "origins, comma-separated",
+        (),
+        "web pages on other origins allowed to call the server (a hospital's own OHIF); none by default",
+        listed(_origin, "must be origins such as https://ohif.hospital.example"),
+        APP,
+        "none",
+    ),
     _option(
         "reasoner",
         "folder or hub id",

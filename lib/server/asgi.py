@@ -10,7 +10,7 @@ this one serves the same REST API that 3D Slicer's and OHIF's MONAI Label client
 - MONAI Label's remaining routes (info, scoring and batch status, sign-in checks) unchanged, but run
   in worker threads: MONAI Label declares them `async` while doing blocking work, which stalled every other client;
 - the error taxonomy as HTTP answers (`errors.py`), request body limits (FastAPI's `max_body_size`: 1 MiB, uploads
-  `--conf max_upload_mb`), CORS only for the origins in `MONAI_LABEL_CORS_ORIGINS` (none by default), and MONAI
+  `--conf max_upload_mb`), CORS only for the origins in `--conf cors_origins` (none by default), and MONAI
   Label's authentication with a working token check (`auth.py`);
 - the API's description (`/openapi.json`, ReDoc at `/docs`, Swagger UI at `/`), which with authentication on needs a
   signed-in user like every other route (it lists every route and option).
@@ -117,7 +117,9 @@ def build_app() -> FastAPI:
         _add_in_worker_threads(app, router, taken)
     _add_front_page(app)
     install_error_handlers(app)
-    origins = [str(origin).rstrip("/") for origin in settings.MONAI_LABEL_CORS_ORIGINS]
+    # --conf cors_origins (MONAI Label 0.8.5's own MONAI_LABEL_CORS_ORIGINS stops its start_server with a TypeError
+    # when set: it json-dumps the parsed URLs); both are honoured
+    origins = list(options["cors_origins"]) + [str(o).rstrip("/") for o in settings.MONAI_LABEL_CORS_ORIGINS]
     if origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_credentials=True, allow_methods=["*"], allow_headers=["*"]
