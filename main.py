@@ -72,6 +72,10 @@ class MedReasonerApp(MONAILabelApp):
         self.active_learning = ActiveLearningSettings.from_options(self.options)
         self._scoring_runner = InProcessScoring(lambda method: self.scoring({"method": method}))
         self._train_start_lock = threading.Lock()
+        # held around every read-merge-write of an image's info (each clinician's last answer, the confidence book,
+        # active learning's hand-outs): without it, two requests at once each write back what they read, and one
+        # clinician's record is lost
+        self.image_info_lock = threading.RLock()
         wanted = self.options["models"]
         self.task_configs: Dict[str, TaskConfig] = {}
         for name, config_class in TASK_CONFIGS.items():
@@ -205,7 +209,10 @@ class MedReasonerApp(MONAILabelApp):
                 os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
                 result["file"] = None
             if image_id and asked.get("question"):
-                store.update_image_info(image_id, self._answered_info(store, image_id, asked, request.get("asked_by")))
+                with self.image_info_lock:  # read, merge and write as one: two askers at once keep both answers
+                    store.update_image_info(
+                        image_id, self._answered_info(store, image_id, asked, request.get("asked_by"))
+                    )
         except BaseException:
             if result.get("file") and os.path.isfile(result["file"]):
                 os.unlink(result["file"])  # nobody will fetch it: the request failed

@@ -219,8 +219,12 @@ def test_clicks_accumulate_per_clinician_and_a_contradiction_is_refused_without_
 def test_a_point_in_both_lists_is_background_only_when_the_lists_are_the_same():
     read = parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]], WIDTH, HEIGHT, 12, asker="ann")
     assert read == VoxelClicks((), ((7, 8, 2), (5, 6, 2)), "ann", read_as_background=True)
-    assert read.slice_index() == 2 and read_as_background([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]])
-    assert not read_as_background([[5, 6, 2]], []) and not read_as_background([], [])
+    assert read.slice_index() == 2
+    assert read_as_background([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]], WIDTH, HEIGHT, 12)
+    assert not read_as_background([[5, 6, 2]], [], WIDTH, HEIGHT, 12) and not read_as_background(
+        [], [], WIDTH, HEIGHT, 12
+    )
+    assert read_as_background([[5, 5]], [[5, 5, 0]], WIDTH, HEIGHT, None)  # a 2D picture's click, with or without z
     with pytest.raises(RequestError, match=r"\[7, 8, 2\] is both a foreground and a background click"):
         parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2]], WIDTH, HEIGHT, 12)
     plain = parse_clicks([[5, 6, 2]], [[7, 8, 2]], WIDTH, HEIGHT, 12)

@@ -305,11 +305,23 @@ def test_a_clinician_reads_no_other_clinicians_question_or_reasoning(server, rea
             )
             assert saved.status_code == 200 and saved.json()["answer"]["question"] == question, saved.text
     label_info = {"label": image, "tag": "final"}
+    edited = requests.put(  # a colleague with the annotator role edits the label's info: still not theirs to read
+        f"{server.url}/datastore/label/info",
+        params=label_info,
+        files={"info": (None, "{}")},
+        headers=colleague,
+        timeout=30,
+    )
+    assert edited.status_code == 200, edited.text
+    took = requests.get(f"{server.url}/datastore/label/info", params=label_info, headers=colleague, timeout=30).text
+    assert not [s for s in secrets if s in took] and '"updated_by":"colleague"' in took.replace(" ", "")
     for headers in (asker, reviewer, admin):
         info = requests.get(f"{server.url}/datastore/label/info", params=label_info, headers=headers, timeout=30)
         assert info.json()["question"] == question and info.json()["saved_by"] == "asker"
     listing = requests.get(f"{server.url}/datastore/", params={"output": "all"}, headers=reviewer, timeout=30).text
     assert question in listing
+    reviewed = requests.get(f"{server.url}/answers/list", params={"image": image}, headers=reviewer, timeout=30)
+    assert question in reviewed.text  # a reviewer reads everyone's answers, there too
 
     click = {"foreground": [[120, 70]], "result_extension": ".png"}  # no question: it would continue their last one
     clicked = requests.post(

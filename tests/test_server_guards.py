@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -218,3 +219,21 @@ def test_random_next_sample_survives_times_in_the_future(tmp_path):
     store.update_image_info("b", {"strategy": {"random": {"ts": "soon"}}})
     for _ in range(5):
         assert Random()({"strategy": "random"}, store)["id"] in ("a", "b")
+
+
+def test_a_request_folder_someone_else_could_reach_is_never_used(tmp_path, monkeypatch):
+    """The temp folder is shared: a `medreasoner-requests/` another user made first, or one open to others, or a
+    link in its place, is refused with the folder named, never written into."""
+    import lib.server.scratch as scratch
+
+    root = tmp_path / "medreasoner-requests"
+    monkeypatch.setattr(scratch, "SCRATCH_ROOT", root)
+    assert scratch.new_scratch().parent == root / str(os.getpid())  # made here: private, this user's
+    root.chmod(0o777)  # then opened to everyone (or made so by another user first)
+    with pytest.raises(RuntimeError, match="not a private folder"):
+        scratch.new_scratch()
+    root.chmod(0o700)
+    shutil.rmtree(root / str(os.getpid()))
+    (root / str(os.getpid())).symlink_to(tmp_path)  # a link where this process's folder goes
+    with pytest.raises(RuntimeError, match="not a private folder"):
+        scratch.new_scratch()

@@ -94,7 +94,9 @@ class ImplicitQueryInfer(InferTask):
         )
         if extension == ".png" and grounded.label.ndim == 3:
             raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
-        as_background = points is not None and read_as_background(points.foreground, points.background)
+        as_background = points is not None and read_as_background(
+            points.foreground, points.background, *_grid_of(grounded.image)
+        )
         # OHIF's Run with *background* chosen draws the label into the background segment, over empty pixels only:
         # the corrected mask would show as stray pixels beside the answer's segment. Sent empty, it changes nothing;
         # the clicks are remembered, and the next Run with the answer's segment chosen draws the corrected mask.
@@ -221,4 +223,12 @@ def _flag(name: str, value: Any) -> bool:
     try:
         return parse_bool(name, str(value)[:40])
     except ValueError as error:
-        raise RequestError(str(error).replace("--conf ", "")) from None
+        raise RequestError(str(error)) from None
+
+
+def _grid_of(image) -> tuple[int, int, Optional[int]]:
+    """(width, height, slices or None for a 2D picture) of an image as the click parser takes them."""
+    if image.is_volume:
+        slices, height, width = image.array.shape[:3]
+        return width, height, slices
+    return image.array.shape[1], image.array.shape[0], None

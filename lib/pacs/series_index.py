@@ -8,8 +8,8 @@ no label was saved, until a restart. Here:
 - what other clients store in the PACS shows up within `--conf pacs_refresh_s` seconds (30 by default): the
   listing is asked again when older than that, and only SEGs not seen before are opened to read which series they
   label (a SEG's content never changes, so each is opened once).
-Thread-safe: the routes run in a thread pool. The PACS is asked outside the lock, so a slow PACS holds up only the
-callers that need a fresh answer.
+Thread-safe: the routes run in a thread pool. One caller at a time asks the PACS for a refresh (the others wait for
+its answer rather than asking again); reads of the index never wait on the PACS otherwise.
 """
 
 from __future__ import annotations
@@ -46,26 +46,32 @@ class SeriesIndex:
         self.modalities = tuple(modalities)
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
+        # held while the PACS is asked (one for each listing): concurrent callers wait for its answer, not ask again
+        self._listing_series, self._listing_labels = threading.Lock(), threading.Lock()
         self._series: Dict[str, Dict[str, Any]] = {}
         self._listed_at = -float("inf")
-        self._labelled: Dict[str, str] = {}  # image series uid -> the SEG labelling it (the latest seen)
+        self._labelled: Dict[str, str] = {}  # image series uid -> a SEG labelling it (with several, QIDO's last)
         self._saved_here: Dict[str, str] = {}  # the app's own SEGs not yet in a listing: image uid -> SEG uid
         self._seg_targets: Dict[str, Optional[str]] = {}  # SEG series uid -> the image series it labels
         self._labels_at = -float("inf")
 
     def series(self) -> Dict[str, Dict[str, Any]]:
         """Every image series of the served modalities: uid -> listed fields."""
-        if time.monotonic() - self._listed_at >= self.refresh_s:
-            found: Dict[str, Dict[str, Any]] = {}
-            for modality in self.modalities:
-                for dataset in self._search(search_filters={"Modality": modality}, fields=list(LISTED_FIELDS)):
-                    uid = _value(dataset, SERIES_UID_TAG)
-                    if uid:
-                        found[uid] = {name: _value(dataset, tag) for tag, name in LISTED_FIELDS.items()}
-            with self._lock:
-                self._series, self._listed_at = found, time.monotonic()
+        with self._listing_series:  # one caller asks the PACS; the others wait and take its answer
+            if time.monotonic() - self._listed_at >= self.refresh_s:
+                self._list_series()
         with self._lock:
             return dict(self._series)
+
+    def _list_series(self) -> None:
+        found: Dict[str, Dict[str, Any]] = {}
+        for modality in self.modalities:
+            for dataset in self._search(search_filters={"Modality": modality}, fields=list(LISTED_FIELDS)):
+                uid = _value(dataset, SERIES_UID_TAG)
+                if uid:
+                    found[uid] = {name: _value(dataset, tag) for tag, name in LISTED_FIELDS.items()}
+        with self._lock:
+            self._series, self._listed_at = found, time.monotonic()
 
     def note_series(self, uid: str, fields: Mapping[str, Any]) -> None:
         """A series found by its UID (sent to the PACS since the last listing): listed at once."""
@@ -74,24 +80,33 @@ class SeriesIndex:
 
     def labelled(self) -> Dict[str, str]:
         """Image series uid -> the SEG that labels it, for the listed series."""
-        if time.monotonic() - self._labels_at >= self.refresh_s:
-            segs = {
-                _value(dataset, SERIES_UID_TAG): _value(dataset, STUDY_UID_TAG)
-                for dataset in self._search(search_filters={"Modality": "SEG"}, fields=[STUDY_UID_TAG])
-            }
-            with self._lock:
-                new = [(seg, study) for seg, study in segs.items() if seg and seg not in self._seg_targets]
-            targets = {seg: self._target_of(study, seg) for seg, study in new}
-            with self._lock:
-                self._seg_targets.update(targets)
-                labelled = {self._seg_targets[seg]: seg for seg in segs if self._seg_targets.get(seg)}
-                # the app's own saves stay counted until a listing shows them (a PACS may index a STOW lazily)
-                self._saved_here = {image: seg for image, seg in self._saved_here.items() if seg not in segs}
-                labelled.update(self._saved_here)
-                self._labelled, self._labels_at = labelled, time.monotonic()
+        with self._listing_labels:
+            if time.monotonic() - self._labels_at >= self.refresh_s:
+                self._list_labels()
         listed = self.series()
         with self._lock:
             return {image: seg for image, seg in self._labelled.items() if image in listed}
+
+    def _list_labels(self) -> None:
+        segs = {
+            _value(dataset, SERIES_UID_TAG): _value(dataset, STUDY_UID_TAG)
+            for dataset in self._search(search_filters={"Modality": "SEG"}, fields=[STUDY_UID_TAG])
+        }
+        with self._lock:
+            new = [(seg, study) for seg, study in segs.items() if seg and seg not in self._seg_targets]
+        targets = {}
+        for seg, study in new:
+            try:
+                targets[seg] = self._target_of(study, seg)
+            except Exception as error:  # one SEG that can't be read now must not hide the others; asked again
+                logger.warning(f"SEG {seg}: its metadata could not be read ({type(error).__name__}); not counted")
+        with self._lock:
+            self._seg_targets.update(targets)
+            labelled = {self._seg_targets[seg]: seg for seg in segs if self._seg_targets.get(seg)}
+            # the app's own saves stay counted until a listing shows them (a PACS may index a STOW lazily)
+            self._saved_here = {image: seg for image, seg in self._saved_here.items() if seg not in segs}
+            labelled.update(self._saved_here)
+            self._labelled, self._labels_at = labelled, time.monotonic()
 
     def note_label(self, image_uid: str, seg_uid: str) -> None:
         """The app stored a SEG for the series: counted at once (no wait for the next listing)."""
@@ -101,12 +116,9 @@ class SeriesIndex:
             self._labelled[image_uid] = seg_uid
 
     def _target_of(self, study_uid: str, seg_uid: str) -> Optional[str]:
-        """The image series a SEG references (its ReferencedSeriesSequence), None when it names none."""
-        try:
-            datasets = self._metadata(study_uid, seg_uid)
-        except Exception as error:  # one unreadable SEG must not hide every other label
-            logger.warning(f"SEG {seg_uid}: its metadata could not be read ({type(error).__name__}); not counted")
-            return None
+        """The image series a SEG references (its ReferencedSeriesSequence), None when it names none (a definite
+        answer, kept); a PACS failure raises (nothing kept: the SEG is asked about again at the next refresh)."""
+        datasets = self._metadata(study_uid, seg_uid)
         for dataset in datasets[:1]:
             for item in (dataset.get(REFERENCED_SERIES_SEQUENCE) or {}).get("Value") or []:
                 uid = _value(item, SERIES_UID_TAG)

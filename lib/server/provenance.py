@@ -1,4 +1,5 @@
-"""Who saved what, when and from where: recorded in the info of every image and label a request stores."""
+"""Who saved what, when and from where: recorded in the info of every image and label a request stores, and who
+changed its info later."""
 
 from __future__ import annotations
 
@@ -16,3 +17,9 @@ def saved_by(request: Request, user: User, context: ServerContext) -> dict:
     if context.auth_enabled:
         record["saved_by"] = user.username
     return record
+
+
+def edited_by(request: Request, user: User, context: ServerContext) -> dict:
+    """The same, for a later change of an image's or label's info: `updated_*`. `saved_by` names who saved the file
+    and stays theirs (it decides who reads the label's clinical text, `visibility`), whoever edits the info later."""
+    return {key.replace("saved_", "updated_"): value for key, value in saved_by(request, user, context).items()}

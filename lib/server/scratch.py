@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -33,12 +34,28 @@ def process_folder(use: str = "") -> Path:
     folder = SCRATCH_ROOT / f"{os.getpid()}-{use}" if use else process_root()
     for attempt in range(MAKE_TRIES):
         try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            SCRATCH_ROOT.mkdir(exist_ok=True, mode=0o700)
+            folder.mkdir(exist_ok=True, mode=0o700)
             break
         except FileNotFoundError:  # another server stopping removed the shared folder between its two mkdirs
             if attempt == MAKE_TRIES - 1:
                 raise
+    _require_private(SCRATCH_ROOT)
+    _require_private(folder)
     return folder
+
+
+def _require_private(folder: Path) -> None:
+    """The shared temp folder is anyone's: a local user could make `medreasoner-requests/` (or a process's folder,
+    pids are guessable) first, then swap what is in it and read or replace clinical uploads. A folder here is used only
+    if it is a real folder (no link), this server's user's, and closed to everyone else; otherwise the request fails
+    with the folder named (remove it, or give the server a TMPDIR of its own)."""
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise RuntimeError(
+            f"{folder} is not a private folder of this server's user (a link, another user's, or open to others): "
+            "remove it, or start the server with a TMPDIR of its own."
+        )
 
 
 def new_scratch() -> Path:

@@ -48,14 +48,16 @@ class Reader:
 
 
 def image_info_for(reader: Reader, info: Mapping[str, Any]) -> dict:
-    """An image's info as `reader` may read it: the answers of other askers and the confidence book (questions as
-    keys) left out, and no server path."""
+    """An image's info as `reader` may read it: the answers of other askers, the confidence book (questions as keys)
+    and who was handed the image out left out, and no server path."""
     shown = {k: v for k, v in info.items() if k not in SERVER_PATH_KEYS}
     if reader.reads_all:
         return shown
     shown = {k: v for k, v in shown.items() if normalise_key(k) not in IMAGE_TEXT_KEYS | LABEL_TEXT_KEYS}
     own = last_answers(info).get(asker_key(reader.name))
     shown[LAST_ANSWERS_KEY] = {asker_key(reader.name): own} if own else {}
+    if isinstance(shown.get("strategy"), dict):  # when each image was handed out, not to which colleague
+        shown["strategy"] = {k: {"ts": v.get("ts")} for k, v in shown["strategy"].items() if isinstance(v, dict)}
     return shown
 
 

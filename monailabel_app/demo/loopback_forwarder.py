@@ -88,15 +88,19 @@ def private_network_refusal() -> Optional[str]:
     namespace can't be left."""
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report and leave at once
-        os.close(read_end)
+    if pid == 0:  # the child: report and leave at once, whatever happens (it must never go on as a second forwarder)
         try:
-            enter_private_network()
-            message = b""
-        except OSError as error:
-            message = str(error).encode() or b"refused"
-        os.write(write_end, message)
-        os._exit(0)
+            os.close(read_end)
+            try:
+                enter_private_network()
+                message = b""
+            except OSError as error:
+                message = str(error).encode() or b"refused"
+            except BaseException as error:  # anything else is a refusal too
+                message = f"{type(error).__name__}: {error}".encode()
+            os.write(write_end, message)
+        finally:
+            os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as stream:
         message = stream.read().decode(errors="replace")

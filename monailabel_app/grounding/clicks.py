@@ -99,10 +99,10 @@ def parse_clicks(
     return VoxelClicks(inside, outside, asker)
 
 
-def read_as_background(foreground: Any, background: Any) -> bool:
-    """Whether a request's lists (as sent, already checked by `parse_clicks`) were read as background clicks only."""
-    as_points = [tuple(p) for p in foreground or () if isinstance(p, list)]
-    return _same_points(as_points, [tuple(p) for p in background or () if isinstance(p, list)])
+def read_as_background(foreground: Any, background: Any, width: int, height: int, num_slices: Optional[int]) -> bool:
+    """Whether `parse_clicks` read a request's lists (already checked by it) as background clicks only: its own
+    decision, on the same normalised points, so the result and the label sent agree with how the clicks acted."""
+    return parse_clicks(foreground, background, width, height, num_slices).read_as_background
 
 
 def _same_points(inside, outside) -> bool:

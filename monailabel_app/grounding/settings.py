@@ -62,7 +62,7 @@ def parse_bool(name: str, raw: str) -> bool:
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"--conf {name} must be true or false, got {raw!r}")
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
 def parse_count(name: str, raw: str, lowest: int, highest: int, auto: bool = False) -> Optional[int]:

@@ -110,6 +110,7 @@ METAIMAGE_FIELDS = frozenset(
     }
 )
 METAIMAGE_VALUE = re.compile(rb"^[A-Za-z0-9_.+\- ]{0,400}$")
+LINE_END = re.compile(rb"\r\n|\r|\n")  # teem's: the first \r or \n, a \r\n taken as one
 CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # TAB is allowed in a header line; nothing else below space
 
 
@@ -160,13 +161,12 @@ def teem_lines(head: bytes, name: str):
     A header must end within MAX_HEADER_BYTES and before the end of the file."""
     position = 0
     while True:
-        ends = [i for i in (head.find(b"\n", position), head.find(b"\r", position)) if i >= 0]
-        if not ends:
+        line_end = LINE_END.search(head, position)  # one scan per line: a header of a million short lines is cheap
+        if line_end is None:
             if len(head) > MAX_HEADER_BYTES:
                 raise _too_long(name)
             raise ExternalDataError(f"The NRRD file {name!r} has no data after its header; send a single .nrrd file.")
-        end = min(ends)
-        after = end + 2 if head[end : end + 2] == b"\r\n" else end + 1
+        end, after = line_end.start(), line_end.end()
         if after > MAX_HEADER_BYTES:
             raise _too_long(name)
         yield head[position:end], after

@@ -45,7 +45,7 @@ def activelearning_router(context: ServerContext) -> APIRouter:
         if not sample or not sample.get("id"):
             return {}
         image_id = check_id(sample["id"])
-        info = await run_in_threadpool(_record_hand_out, app.datastore(), image_id, strategy, client_id)
+        info = await run_in_threadpool(_record_hand_out, app, image_id, strategy, client_id)
         logger.info(f"Next sample ({strategy}): {image_id}")
         chosen = {k: v for k, v in sample.items() if k not in SERVER_PATH_KEYS}  # the strategy's own figures
         return {**chosen, "id": image_id, **image_info_for(Reader.of(user, context), info)}
@@ -53,13 +53,16 @@ def activelearning_router(context: ServerContext) -> APIRouter:
     return router
 
 
-def _record_hand_out(datastore, image_id: str, strategy: str, client_id: str) -> dict:
-    """MONAI Label's record of which client got the image when, under the image's `strategy` info; the image's info."""
-    info = datastore.get_image_info(image_id) or {}
-    handed = dict(info.get("strategy") or {})
-    handed[strategy] = {"ts": int(time.time()), "client_id": client_id}
-    try:
-        datastore.update_image_info(image_id, {"strategy": handed})
-    except (RequestError, OSError) as error:  # a read-only datastore: the sample is still given
-        logger.warning(f"Could not record the hand-out of {image_id}: {error}")
+def _record_hand_out(app, image_id: str, strategy: str, client_id: str) -> dict:
+    """MONAI Label's record of which client got the image when, under the image's `strategy` info (read, merged and
+    written under the app's image-info lock); the image's info."""
+    datastore = app.datastore()
+    with app.image_info_lock:
+        info = datastore.get_image_info(image_id) or {}
+        handed = dict(info.get("strategy") or {})
+        handed[strategy] = {"ts": int(time.time()), "client_id": client_id}
+        try:
+            datastore.update_image_info(image_id, {"strategy": handed})
+        except (RequestError, OSError) as error:  # a read-only datastore: the sample is still given
+            logger.warning(f"Could not record the hand-out of {image_id}: {error}")
     return {**info, "strategy": handed}

@@ -9,8 +9,9 @@
 - `GET /answers/static/{answer-text.js|answers.js|answers.css|ohif-panel.js}`: the page's and OHIF panel's own files.
 
 Every route needs the user role, like the rest of the API; with sign-in on, a user sees the answers to their own
-questions and an admin sees all (each answer records `asked_by`). The page builds its DOM with `textContent` only (the
-reasoning is a model's text: never markup), and its Content-Security-Policy allows only this server's own scripts.
+questions and a reviewer or admin sees all (each answer records `asked_by`). The page builds its DOM with
+`textContent` only (the reasoning is a model's text: never markup), and its Content-Security-Policy allows only this
+server's own scripts.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 
 from lib.server.context import ServerContext
 from lib.server.identifiers import check_id
+from lib.server.visibility import Reader
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.grounding.answer_log import MAX_LIST, AnswerLog
 
@@ -96,10 +98,10 @@ def answers_router(context: ServerContext) -> APIRouter:
 
 
 def _only_own(context: ServerContext, user: User) -> Optional[str]:
-    """With sign-in on, a user sees the answers to their own questions; an admin sees all (the audit)."""
-    if not context.auth_enabled or settings.MONAI_LABEL_AUTH_ROLE_ADMIN in user.roles:
-        return None
-    return user.username
+    """With sign-in on, a user sees the answers to their own questions; a reviewer or admin sees all (the same rule
+    as every other route that returns clinical text: `visibility.Reader`)."""
+    reader = Reader.of(user, context)
+    return None if reader.reads_all else reader.name
 
 
 def _log(context: ServerContext) -> AnswerLog:

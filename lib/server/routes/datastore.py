@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden
 from lib.server.identifiers import check_id, check_tag, upload_suffix
-from lib.server.provenance import saved_by
+from lib.server.provenance import edited_by, saved_by
 from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import RAW_LABEL_SUFFIX, parse_params, save_upload
@@ -48,7 +48,7 @@ from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
 # when and from where, and the stored file's digest (`lib/datastore`: what a restart after a crash checks against).
 MANAGED_INFO_KEYS = frozenset(
     {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, LAST_ANSWERS_KEY, CONFIDENCE_KEY}
-    | {"saved_at", "saved_from", "saved_by", "saved_sha256"}
+    | {"saved_at", "saved_from", "saved_by", "saved_sha256", "updated_at", "updated_from", "updated_by"}
     | SERVER_ANSWER_KEYS
 )
 MANAGED_NORMALISED = frozenset(normalise_key(key) for key in MANAGED_INFO_KEYS)  # "Reasoning" is "reasoning" too
@@ -147,7 +147,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
     @router.put("/image/info", summary="Add to an image's info")
     def update_image_info(request: Request, image: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))):
         _require_image(store(), image)
-        store().update_image_info(image, {**client_info(info, "info"), **saved_by(request, user, context)})
+        store().update_image_info(image, {**client_info(info, "info"), **edited_by(request, user, context)})
         return {}
 
     @router.put(
@@ -206,7 +206,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
         request: Request, label: str, tag: str, info: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
     ):
         _label_file(store(), label, tag)
-        store().update_label_info(label, tag, {**client_info(info, "info"), **saved_by(request, user, context)})
+        store().update_label_info(label, tag, {**client_info(info, "info"), **edited_by(request, user, context)})
         return {}
 
     @router.put("/updatelabelinfo", include_in_schema=False)
@@ -214,7 +214,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
         request: Request, label: str, tag: str, params: str = Form("{}"), user: User = Depends(RBAC(ANNOTATOR))
     ):
         _label_file(store(), label, tag)
-        store().update_label_info(label, tag, {**client_info(params), **saved_by(request, user, context)})
+        store().update_label_info(label, tag, {**client_info(params), **edited_by(request, user, context)})
         return {}
 
     @router.get("/dataset", summary="Every labelled study and its label as one ZIP (admin, authentication on)")

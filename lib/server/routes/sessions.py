@@ -46,7 +46,7 @@ def sessions_router(context: ServerContext) -> APIRouter:
             raise NotFoundError(f"No session {session_id}")
         if image:
             return FileResponse(found.image, media_type=get_mime_type(found.image), filename=get_basename(found.image))
-        return found.to_json()
+        return _shown(found)
 
     @router.put("/", summary="Make a session from an uploaded image", max_body_size=context.limits.max_upload_bytes)
     async def create_session(
@@ -72,7 +72,7 @@ def sessions_router(context: ServerContext) -> APIRouter:
                 image = saved[0] if len(saved) == 1 else series
                 await run_in_threadpool(check_image_upload, image, context.limits.image)
                 session_id, info = await run_in_threadpool(store.add_session, str(image), expiry, False)
-                return {"session_id": session_id, "session_info": info.to_json()}
+                return {"session_id": session_id, "session_info": _shown(info)}
             finally:
                 remove_scratch(scratch)
 
@@ -83,6 +83,11 @@ def sessions_router(context: ServerContext) -> APIRouter:
         if not found:
             raise NotFoundError(f"No session {session_id}")
         store.remove_session(session_id)
-        return found.to_json()
+        return _shown(found)
 
     return router
+
+
+def _shown(session) -> dict:
+    """A session's record without where the server keeps its files (`path`, `image`: server paths)."""
+    return {k: v for k, v in session.to_json().items() if k not in ("path", "image")}
