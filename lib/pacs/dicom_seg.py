@@ -59,6 +59,7 @@ PROVENANCE_KEYS = (
     "points",
     "answered_at",
     "answer_id",
+    "refined_by_clicks",  # the clicks that corrected the mask: label info and SEG record them, as without a PACS
 )
 APP_NAME = "MedReasoner for MONAI Label"
 DCMQI_TIMEOUT_S = 300
