@@ -334,6 +334,23 @@ def click_voxel(page, ijk):
     page.wait_for_timeout(500)
 
 
+def missed_voxel(answer: dict) -> tuple[int, int, int]:
+    """Where the mask missed something: right of the answer's box, between its points' rows, on its slice."""
+    (_, _, x2, _), k = answer["box"], answer["slice"]
+    return min(int(x2) + 6, 120), round(sum(y for _, y in answer["points"]) / 2), k
+
+
+def wrong_voxel(page, answer: dict, missed) -> tuple[int, int, int]:
+    """Where the mask took in something wrong: the middle of the target segment's pixels on a row below the answer's
+    points and the foreground click (`missed`), as the axial view's labelmap holds them."""
+    mask = np.asarray(page.evaluate(LABEL_SLICE_JS)).reshape(96, 128) == 1
+    keep = max(missed[1], *(y for _, y in answer["points"]))
+    rows = [row for row in range(int(keep) + 3, int(answer["box"][3])) if mask[row].any()]
+    assert rows, "no mask below the answer's points to remove"
+    row = rows[len(rows) // 2]
+    return int(np.median(np.flatnonzero(mask[row]))), row, answer["slice"]
+
+
 def newest_entry(server, series_uid: str) -> dict:
     latest = requests.get(f"{server.url}/answers/list", params={"image": series_uid, "limit": 1}, timeout=30).json()
     return latest["answers"][0]
@@ -437,13 +454,12 @@ def test_point_prompts_a_foreground_click_adds_a_background_click_removes_and_a_
     page = open_the_monai_label_mode(server, browser, study_uid, QUESTION)
     run_auto_segmentation(page, series_uid, QUESTION)
     answer = the_answer(server, series_uid)
-    k, (_, _, x2, y2) = answer["slice"], answer["box"]
     wait_for_the_axial_view_on(page, answer["instance_number"])
     page.wait_for_timeout(1000)
     prompts = point_prompts(page)
 
     # the mask missed something right of the answer's box: a foreground click there, the target segment chosen
-    missed = (min(int(x2) + 6, 120), round(sum(y for _, y in answer["points"]) / 2), k)
+    missed = missed_voxel(answer)
     click_voxel(page, missed)
     response, sent = run_point_prompts(page, prompts)
     assert response.status == 200 and sent["foreground"] == [list(missed)], (response.text(), sent)
@@ -454,12 +470,7 @@ def test_point_prompts_a_foreground_click_adds_a_background_click_removes_and_a_
     assert axial_view(page)["pixels"].get("1") == added["mask_pixels"]  # OHIF drew the server's mask
 
     # it took in something wrong below the answer's points: a background click there, *background* chosen
-    mask = np.asarray(page.evaluate(LABEL_SLICE_JS)).reshape(96, 128) == 1
-    keep = max(missed[1], *(y for _, y in answer["points"]))
-    rows = [row for row in range(int(keep) + 3, int(y2)) if mask[row].any()]
-    assert rows, "no mask below the answer's points to remove"
-    row = rows[len(rows) // 2]
-    wrong = (int(np.median(np.flatnonzero(mask[row]))), row, k)
+    wrong = wrong_voxel(page, answer, missed)
     choose_segment(prompts, "background")
     click_voxel(page, wrong)
     response, sent = run_point_prompts(page, prompts)

@@ -14,6 +14,13 @@
 //   image counted from the top of the view, while the volume's images run along the slice normal, so on a series
 //   whose normal points to the head (the usual axial CT) it named the mirrored instance (README, What we found about
 //   OHIF). The position counter after it, "(6/12)", is OHIF's own: the n-th image from the top of the view.
+//
+// And it saves: this OHIF's MONAI Label panel has a save_label client call but no button. "Save label" sends the open
+// series' labelmap as Slicer's Submit Label saves a final label and in the OHIF client's own format:
+// `PUT /datastore/label?image=<SeriesInstanceUID>&tag=final` with raw uint8 voxels (`label.bin`), read from
+// cornerstone's labelmap volume of that series (its voxels x fastest, the slices in the volume's order: the server's),
+// the answer's segment (`target`) as 1 and everything else 0. The server checks the label against the series' grid
+// and stores the DICOM SEG; the panel says so, or shows the server's refusal.
 "use strict";
 (function () {
   if (window.medreasonerAnswerPanel) return;
@@ -31,6 +38,8 @@
   let answerAtStart; // the newest answer when the panel started: its mask is not on screen, so no jump to it
   let jump = null; // {answerId, tries}: an answer whose mask the view should go to once its series is on screen
   let lastJumpedTo = null; // each new answer moves the view once; then the clinician scrolls where they like
+  const SAVED_SEGMENT = "target"; // the segment OHIF draws the answer in (the task's one label, value 1)
+  let saveStatus = null; // {answerId, ok, text}: the last save's outcome, shown with that answer (a new one: unsaved)
 
   function openStudy() {
     const params = new URLSearchParams(window.location.search);
@@ -134,6 +143,99 @@
     else console.warn("MedReasoner answer panel: OHIF's services never appeared; its I: label is OHIF's own");
   }
 
+  // ---- Save label: the open series' labelmap, as a final label ----
+
+  // The series on the active view (OHIF's display set); null when OHIF can't say.
+  function activeSeries(services) {
+    const { viewportGridService, displaySetService } = services;
+    if (!viewportGridService || !displaySetService) return null;
+    const grid = viewportGridService.getState();
+    const viewport = grid.viewports && grid.viewports.get(grid.activeViewportId);
+    const uid = viewport && viewport.displaySetInstanceUIDs && viewport.displaySetInstanceUIDs[0];
+    const displaySet = uid && displaySetService.getDisplaySetByUID(uid);
+    return (displaySet && displaySet.SeriesInstanceUID) || null;
+  }
+
+  // What to save, from OHIF's segmentation of the open series: {series, voxels} with the target segment's voxels 1
+  // and every other 0, in the labelmap volume's order; an Error whose message the panel shows otherwise.
+  function labelOfOpenSeries() {
+    const services = window.services;
+    const cornerstone = window.cornerstone;
+    if (!services || !services.segmentationService || !cornerstone) throw new Error("OHIF's segmentation is not loaded yet.");
+    const open = activeSeries(services);
+    const found = [];
+    for (const segmentation of services.segmentationService.getSegmentations()) {
+      const labelmap = segmentation.representationData && segmentation.representationData.Labelmap;
+      const image = labelmap && labelmap.referencedVolumeId && cornerstone.cache.getVolume(labelmap.referencedVolumeId);
+      if (!image || !image.imageIds || !image.imageIds.length) continue;
+      const series = metadata("generalSeriesModule", image.imageIds[0]).seriesInstanceUID;
+      if (series && (!open || series === open)) found.push({ segmentation, labelmap, image, series });
+    }
+    if (found.length !== 1) {
+      throw new Error(found.length ? "More than one segmentation of the open series; OHIF can't say which to save."
+        : "No segmentation of the open series to save: run implicit_query (Auto-Segmentation) first.");
+    }
+    const { segmentation, labelmap, image, series } = found[0];
+    const segment = Object.values(segmentation.segments || {}).find((one) => one && one.label === SAVED_SEGMENT);
+    if (!segment) throw new Error("No '" + SAVED_SEGMENT + "' segment in OHIF's segmentation: run implicit_query first.");
+    const volume = services.segmentationService.getLabelmapVolume(segmentation.segmentationId) ||
+      (labelmap.volumeId && cornerstone.cache.getVolume(labelmap.volumeId));
+    const values = volume && volume.voxelManager && volume.voxelManager.getCompleteScalarDataArray();
+    const expected = image.dimensions ? image.dimensions[0] * image.dimensions[1] * image.dimensions[2] : -1;
+    if (!values || values.length !== expected) throw new Error("OHIF's labelmap of the open series is not on its grid.");
+    const index = Number(segment.segmentIndex);
+    const voxels = new Uint8Array(values.length);
+    for (let i = 0; i < values.length; i++) voxels[i] = values[i] === index ? 1 : 0;
+    return { series, voxels };
+  }
+
+  // The server's reason for a refusal: FastAPI's {"detail": text} (a list of checks for a malformed request).
+  async function refusalText(response) {
+    let detail = null;
+    try {
+      detail = (await response.json()).detail;
+    } catch (error) {
+      // not JSON (a proxy's page): the status says enough
+    }
+    if (Array.isArray(detail)) detail = detail.map((one) => (one && one.msg) || String(one)).join("; ");
+    return "Not saved (" + response.status + "): " + (typeof detail === "string" && detail ? detail : response.statusText || "refused");
+  }
+
+  // PUT /datastore/label as OHIF's client `save_label` sends it, tag final as Slicer's Submit Label; what the panel says.
+  async function saveLabel() {
+    let label;
+    try {
+      label = labelOfOpenSeries();
+    } catch (error) {
+      return { ok: false, text: "Not saved: " + error.message };
+    }
+    const form = new FormData();
+    form.append("params", JSON.stringify({ label_info: [{ name: SAVED_SEGMENT, idx: 1 }] }));
+    form.append("label", new Blob([label.voxels], { type: "application/octet-stream" }), "label.bin");
+    const url = "/datastore/label?image=" + encodeURIComponent(label.series) + "&tag=final";
+    let response;
+    try {
+      response = await fetch(url, { method: "PUT", body: form, credentials: "same-origin" });
+    } catch (error) {
+      return { ok: false, text: "Not saved: the server could not be reached (" + error.message + ")." };
+    }
+    if (!response.ok) return { ok: false, text: await refusalText(response) };
+    const saved = await response.json();
+    if (!saved.label) return { ok: false, text: "Not saved: the server's answer names no label." };
+    let stored = "label stored";
+    let answerId; // the answer the saved label records: the panel may not show it yet (it polls every 2 s)
+    try {
+      const read = await fetch("/datastore/label/info?label=" + encodeURIComponent(saved.label) + "&tag=final",
+        { credentials: "same-origin" });
+      const info = read.ok ? await read.json() : {};
+      if (info.SeriesInstanceUID) stored = "SEG stored"; // in the PACS, with the SR beside it
+      answerId = info.answer_id;
+    } catch (error) {
+      // saved all the same; only the wording is less precise
+    }
+    return { ok: true, answerId, text: "Saved: " + stored + (saved.report_series ? ", with its report (SR)" : "") + "." };
+  }
+
   // ---- The panel ----
 
   // Lower left, over the study list and no wider than it: the MONAI Label panel on the right holds the controls a
@@ -224,6 +326,7 @@
         go.style.marginTop = "6px";
         parts.push(go);
       }
+      parts.push(saveRow(answer));
       parts.push(
         el("div", "Model: " + (answer.reasoner || "?") + (version ? " (" + version + ")" : "") + " · " + (answer.answered_at || ""),
           "margin-top:6px;font-size:11px;color:#9fb0c8"),
@@ -233,6 +336,35 @@
     }
     box.replaceChildren(...parts);
     box.style.display = "block";
+  }
+
+  // "Save label" and what the last save of this answer's mask said (a new answer is a new mask: not saved yet).
+  function saveRow(answer) {
+    const row = el("div", undefined, "margin-top:6px");
+    const status = el("div", undefined, "margin-top:4px");
+    status.id = "medreasoner-save-status";
+    const report = (outcome) => {
+      saveStatus = { ...outcome, answerId: outcome.answerId || answer.answer_id };
+      describe.put(status, outcome.text);
+      status.style.color = outcome.ok === undefined ? "#c8d3e6" : outcome.ok ? "#7ee07e" : "#ffb3b3";
+    };
+    const save = button("Save label", "Save the open series' target segment as the final label (a DICOM SEG in the PACS)",
+      async () => {
+        save.disabled = true;
+        report({ text: "Saving..." });
+        try {
+          report(await saveLabel());
+        } catch (error) {
+          report({ ok: false, text: "Not saved: " + error.message });
+        } finally {
+          save.disabled = false;
+        }
+      });
+    save.id = "medreasoner-save-label";
+    row.append(save);
+    if (saveStatus && saveStatus.answerId === answer.answer_id) report(saveStatus);
+    row.append(status);
+    return row;
   }
 
   // After a Run the answer's series may still be loading: try again at the next polls.
