@@ -36,7 +36,10 @@ def test_every_block_that_talks_to_a_server_is_marked():
 
 @pytest.fixture(scope="module")
 def default_start(tmp_path_factory):
-    running = DefaultStart(tmp_path_factory.mktemp("default_start")).start()
+    work = tmp_path_factory.mktemp("default_start")
+    # the default start's demo, with its model folder in the test's: the README's training block must not publish
+    # into the app's own model/ (later default starts would serve it)
+    running = DefaultStart(work, args=["--conf", "demo", "true", "--conf", "model_dir", str(work / "model")]).start()
     yield running
     running.stop()
 
