@@ -45,12 +45,14 @@ def test_serving_loads_no_training_code():
     """The app as MONAI Label loads it (main.py, its task configs) and the server's routes: no GRPO stack."""
     probe = """
 import importlib.util, sys
+# the run's records and its owner (the server reads and stops runs through them) and the options' config: no GRPO
+LIGHT = ("config", "run_records", "run_owner")
 spec = importlib.util.spec_from_file_location("main", "main.py")
 main = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(main)
 import lib.server.asgi
 loaded = sorted(n for n in sys.modules if n.split(".")[0] in ("lightning", "lightning_fabric", "deepspeed", "peft")
-                or n.startswith("monailabel_app.training.") and n.rsplit(".", 1)[1] not in ("config", "run_records"))
+                or n.startswith("monailabel_app.training.") and n.rsplit(".", 1)[1] not in LIGHT)
 print(loaded)
 """
     env = {**os.environ, "PYTHONPATH": str(APP_DIR)}
