@@ -18,7 +18,14 @@ from monailabel_app.imaging.file_formats import ImageFormat, format_of
 from monailabel_app.imaging.invalid_image import InvalidImageError
 from monailabel_app.imaging.self_contained import check_self_contained
 
-__all__ = ["ImageHeader", "ImageLimits", "ImageTooLargeError", "InvalidImageError", "check_image_file"]
+__all__ = [
+    "ImageHeader",
+    "ImageLimits",
+    "ImageTooLargeError",
+    "InvalidImageError",
+    "check_file_of_format",
+    "check_image_file",
+]
 
 USABLE_PIXEL_TYPES = ("scalar", "rgb", "rgba", "vector")  # vector: refused later with a clearer 4D/vector message
 
@@ -57,7 +64,11 @@ def check_image_file(path: str, limits: ImageLimits = ImageLimits()) -> ImageHea
         return _check_dicom_folder(path, limits)
     if not os.path.isfile(path):
         raise InvalidImageError(f"Image not found: {os.path.basename(path)!r}")
-    image_format = format_of(path)  # from its content; the name must agree
+    return check_file_of_format(path, format_of(path), limits)  # its format from its content; the name must agree
+
+
+def check_file_of_format(path: str, image_format: ImageFormat, limits: ImageLimits = ImageLimits()) -> ImageHeader:
+    """`check_image_file` for a file whose format the caller has already read (`format_of`): not read twice."""
     check_self_contained(path, image_format)
     header = _read_header(path, image_format)
     if header.pixel_type not in USABLE_PIXEL_TYPES:

@@ -19,7 +19,7 @@ import nibabel
 import numpy as np
 
 from monailabel_app.imaging.file_formats import NIFTI, NIFTI_GZ, ImageFormat, format_of
-from monailabel_app.imaging.image_limits import ImageLimits, InvalidImageError, check_image_file
+from monailabel_app.imaging.image_limits import ImageLimits, InvalidImageError, check_file_of_format, check_image_file
 
 MAX_CONCURRENT_DECODES = 2
 # Decoding takes about twice an image's decoded size (ITK's buffer, then the array copy), up to 2 GiB each under the
@@ -59,10 +59,14 @@ def read_medical_image(path: str, limits: ImageLimits = ImageLimits()) -> Medica
     files are refused before any pixel is decoded."""
     if not path or not os.path.exists(path):
         raise InvalidImageError(f"Image not found: {os.path.basename(str(path))!r}")
-    image_format = None if os.path.isdir(path) else format_of(path)
-    if image_format in (NIFTI, NIFTI_GZ):
-        _require_complete_nifti(path)  # first: its message ("truncated") says more than a failed header read
-    check_image_file(path, limits)
+    if os.path.isdir(path):
+        image_format = None
+        check_image_file(path, limits)
+    else:
+        image_format = format_of(path)  # read once: the checks and the decode use it
+        if image_format in (NIFTI, NIFTI_GZ):
+            _require_complete_nifti(path)  # first: its message ("truncated") says more than a failed header read
+        check_file_of_format(path, image_format, limits)
     with _DECODING:
         return _decode(path, image_format)
 
