@@ -45,7 +45,7 @@ from monailabel_app.training.run_records import last_training_stats
 logger = logging.getLogger(__name__)
 # MONAI Label logs at INFO every label's and image's info (datastores, active learning's "Next sample"), background
 # tasks' whole requests (a batch inference's question) and their results; those hold clinicians' questions. The server
-# log keeps ids, statuses and timings, not clinical text (README, Security).
+# log keeps ids, statuses and timings, not clinical text (docs/security.md).
 CHATTY_LOGGERS = (
     "monailabel.datastore.local",
     "monailabel.datastore.dicom",

@@ -11,8 +11,8 @@
 # With no arguments it starts the offline demo (tiny untrained reasoner + real LiteMedSAM); any arguments replace the
 # demo options, e.g.:  bash scripts/start.sh --conf reasoner /models/MedReasoner-Soft-7B
 # It listens on 127.0.0.1 unless HOST says otherwise (HOST=0.0.0.0 for the network: turn authentication on first,
-# see the README's Security section; the server warns at start). It serves this app's hardened routes
-# (lib/server/asgi.py). Run it as a user of its own, not root (the README's "Running as its own user").
+# see the docs/security.md; the server warns at start). It serves this app's hardened routes
+# (lib/server/asgi.py). Run it as a user of its own, not root (the docs/admin.md, "Running as its own user").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ] && [ "${ALLOW_ROOT:-0}" != 1 ]; then
@@ -20,7 +20,7 @@ if [ "$(id -u)" -eq 0 ] && [ "${ALLOW_ROOT:-0}" != 1 ]; then
 WARNING: scripts/start.sh runs as root. The server, the models it loads and the local PACS then get every right on
 WARNING: this machine. Run it as a user of its own that owns only model/, logs/, pacs/ and the studies folder, e.g.
 WARNING:   sudo -u medreasoner bash scripts/start.sh
-WARNING: (README, "Running as its own user"). ALLOW_ROOT=1 starts as root without this warning.
+WARNING: (docs/admin.md, "Running as its own user"). ALLOW_ROOT=1 starts as root without this warning.
 WARNING
 fi
 bash scripts/install.sh

@@ -12,5 +12,5 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
-# Two test processes by default (README, Tests): one file at a time each, so a file's server serves all its tests.
+# Two test processes by default (docs/tests.md): one file at a time each, so a file's server serves all its tests.
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"

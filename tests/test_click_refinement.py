@@ -2,7 +2,7 @@
 `answer_cache.py`), with the real LiteMedSAM: a background click on a second bright structure that the answer's box
 took in removes it; the clicks that came with the question only chose the slice; the answer is reused only for the
 same picture, prompt and serving reasoner, from a bounded cache; clicks are checked against the image's grid and name
-the slice in the image's own order (both clients send it so: README, What we found about OHIF). A clinician's clicks
+the slice in the image's own order (both clients send it so: docs/pacs.md, What we found about OHIF). A clinician's clicks
 on an answer accumulate, so OHIF's Run with *background* chosen (the background clicks in both lists, no foreground
 click) removes what it should and keeps the earlier foreground click; a click that contradicts another is refused."""
 

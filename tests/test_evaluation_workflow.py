@@ -258,7 +258,7 @@ def test_a_sites_questions_file_and_a_datastores_labels_become_a_umrg_parquet(da
 
 
 def test_the_documented_sequence_runs_offline_from_a_shell(tmp_path):
-    """The README's four commands, as a newcomer types them (subprocesses, this checkout's interpreter)."""
+    """The four commands of docs/evaluation.md, as a newcomer types them (subprocesses, this checkout's interpreter)."""
     steps = [
         ["-m", "monailabel_app.demo.sample_dataset", "data", "--pictures", "3"],
         [

@@ -1,4 +1,4 @@
-"""Each environment the README installs resolves, and the README's GPU instructions name only what exists.
+"""Each environment the README installs resolves, and the manual's GPU instructions name only what exists.
 
 `uv pip compile` resolves against the package index (metadata only; a source package is built against the pinned
 torch through build-constraints.txt), bounded in time, so a pin that stops resolving fails here, not at a hospital.
@@ -53,14 +53,14 @@ def test_the_vllm_serve_environment_resolves(tmp_path):
 
 
 def test_vllm_cannot_join_the_app_environment(tmp_path):
-    """Why vLLM has its own environment (README, A GPU host); if this ever resolves, that section must change."""
+    """Why vLLM has its own environment (docs/reasoner-hosting.md, A GPU host); if this ever resolves, that section must change."""
     done, _ = compile_lock("requirements.txt", "requirements-vllm-serve.txt", python="3.11", tmp_path=tmp_path)
     assert done.returncode != 0 and "No solution found" in done.stderr, done.stderr[-3000:]
 
 
 def gpu_section_commands() -> list[list[str]]:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### A GPU host", 1)[1].split("\n### ", 1)[0]
+    page = (ROOT / "docs" / "reasoner-hosting.md").read_text(encoding="utf-8")
+    section = page.split("## A GPU host", 1)[1].split("\n## ", 1)[0]
     block = section.split("```bash", 1)[1].split("\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
     return [shlex.split(line) for line in block.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 

@@ -194,7 +194,7 @@ def test_ohif_infer_by_series_uid_gives_a_label_on_the_series_geometry(server, s
         return
     assert label.array.shape == (geometry.slices, geometry.rows, geometry.columns)
     assert np.allclose(label.geometry()["spacing"], geometry.itk_spacing(), atol=1e-5)
-    # the volume's order along the slice normal, which OHIF's volume has too (README, What we found about OHIF)
+    # the volume's order along the slice normal, which OHIF's volume has too (docs/pacs.md, What we found about OHIF)
     assert np.allclose(label.geometry()["origin"], geometry.position(0), atol=1e-4)
     assert np.allclose(label.geometry()["direction"], geometry.itk_direction(), atol=1e-6)
     slicer = slicer_infer(server, one.series_uid, tmp_path / "slicer")  # Slicer gets the very same label

@@ -1,6 +1,7 @@
-"""The README's commands run as written: every shell block marked `demo-server` runs, in the README's order, against
-the README's default start (`bash scripts/start.sh`), and every block that talks to a server is marked, either so or
-as needing what a test machine lacks (`needs-7b`, `needs-gpu`, `needs-realm`)."""
+"""The manual's commands run as written: every shell block marked `demo-server` (in the README and the docs pages,
+in the order the README lists them) runs against the README's default start (`bash scripts/start.sh`), and every
+block that talks to a server is marked, either so or as needing what a test machine lacks (`needs-7b`, `needs-gpu`,
+`needs-realm`)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,20 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 README = APP_DIR / "README.md"
 BLOCK = re.compile(r"```bash([^\n]*)\n(.*?)```", re.S)
+PAGE_LINK = re.compile(r"\]\((docs/[a-z0-9_-]+\.md)[)#]")
 MARKS = {"demo-server", "needs-7b", "needs-gpu", "needs-realm"}
 README_SERVER = "http://127.0.0.1:8000"
 
 
+def manual() -> list:
+    """The README, then the docs pages in the order it links them, then any page it does not link."""
+    linked = list(dict.fromkeys(APP_DIR / link for link in PAGE_LINK.findall(README.read_text(encoding="utf-8"))))
+    return [README, *linked, *sorted(set((APP_DIR / "docs").glob("*.md")) - set(linked))]
+
+
 def shell_blocks() -> list[tuple[str, str]]:
-    """(mark, commands) of every bash block, in the README's order."""
-    return [(info.strip(), body) for info, body in BLOCK.findall(README.read_text(encoding="utf-8"))]
+    """(mark, commands) of every bash block of the manual, in its order."""
+    return [(info.strip(), body) for page in manual() for info, body in BLOCK.findall(page.read_text(encoding="utf-8"))]
 
 
 def test_every_block_that_talks_to_a_server_is_marked():
@@ -57,7 +65,7 @@ def test_the_demo_server_blocks_run_as_written_on_the_default_start(default_star
             text=True,
             timeout=600,
         )
-        assert ran.returncode == 0, f"README block {number}:\n{commands}\nstdout:\n{ran.stdout[-2000:]}\n{ran.stderr}"
+        assert ran.returncode == 0, f"manual block {number}:\n{commands}\nstdout:\n{ran.stdout[-2000:]}\n{ran.stderr}"
         if "/infer/" in commands and "output=json" in commands:
             assert '"status"' in ran.stdout and "SeriesDescription" not in ran.stderr
 

@@ -225,7 +225,7 @@ def warn_if_exposed(host: str, auth_enabled: bool) -> bool:
     message = (
         f"SECURITY: this server listens on {host}, beyond this machine, WITHOUT authentication: anyone who can reach "
         "it can read studies, labels and questions and start training. Use it only on a trusted network, or turn "
-        "authentication on (MONAI_LABEL_AUTH_ENABLE=true with MONAI_LABEL_AUTH_REALM_URI; README, Security)."
+        "authentication on (MONAI_LABEL_AUTH_ENABLE=true with MONAI_LABEL_AUTH_REALM_URI; docs/security.md)."
     )
     logger.warning(message)
     print(message, file=sys.stderr, flush=True)

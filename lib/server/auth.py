@@ -141,7 +141,7 @@ async def verified_user(token: Optional[str] = Depends(bearer)) -> User:
     if not settings.MONAI_LABEL_AUTH_ENABLE:
         return DEFAULT_USER
     if not token:
-        raise _unauthorized("Sign in: this server needs a bearer token (see the README's Security section).")
+        raise _unauthorized("Sign in: this server needs a bearer token (see the docs/security.md).")
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(user_from_token, token)

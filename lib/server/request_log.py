@@ -4,7 +4,7 @@ DICOMweb proxy's per-request lines only at debug level.
 OHIF opens a study with dozens of DICOMweb requests through the server's proxy, and httpx logs each at INFO ("HTTP
 Request: GET ..."): more than half of a short session's log. They are demoted to DEBUG (shown when the server's log
 level is DEBUG, e.g. `monailabel start_server --log_level DEBUG`). An answered question gets one INFO line: its answer
-id, task, image id, status, latency and the reasoner's version (no question, reasoning or answer text: README,
+id, task, image id, status, latency and the reasoner's version (no question, reasoning or answer text: docs/security.md,
 What is logged where).
 """
 

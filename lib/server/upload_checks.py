@@ -53,7 +53,7 @@ def check_label_upload(label_path: Path, image_path: str, limits: ImageLimits) -
 
 def _raw_label_on_grid(raw_file: Path, image: MedicalImage) -> Path:
     """OHIF sends the labelmap as raw uint8 voxels, x fastest, for the image's grid, its slices in the volume's order
-    along the slice normal: ITK's, so the image's own (README, What we found about OHIF)."""
+    along the slice normal: ITK's, so the image's own (docs/pacs.md, What we found about OHIF)."""
     voxels = np.fromfile(raw_file, dtype=np.uint8)
     grid = image.array.shape[: image.itk_image.GetImageDimension()]
     if voxels.size != int(np.prod(grid)):

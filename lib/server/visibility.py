@@ -4,7 +4,8 @@ With sign-in on, a question, the model's reasoning, its raw answer and its box b
 user reads their own; a reviewer or an admin reads everyone's (review and audit). Every route that returns image or
 label info, a listing or an active-learning sample passes its answer through here, so other clinicians' text never
 leaves the server through them; the answers themselves (`/answers/`) are filtered by the answer log the same way.
-With sign-in off everyone is one trusted user (README, Threat model) and reads all. No answer carries a server path.
+With sign-in off everyone is one trusted user (docs/security.md, Threat model) and reads all. No answer carries a
+server path.
 """
 
 from __future__ import annotations

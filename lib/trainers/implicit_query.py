@@ -121,7 +121,7 @@ class ImplicitQueryTrainer(TrainTask):
             "reward_mode": list(REWARD_MODES),
             "max_new_tokens": preset.max_new_tokens,
             "temperature": preset.temperature,
-            "abstain_reward": preset.abstain_reward,  # 0: off; > 0 needs --conf template abstain (README)
+            "abstain_reward": preset.abstain_reward,  # 0: off; > 0 needs --conf template abstain (docs/retraining.md)
             "force_publish": False,  # with too few labels for the held-out check: publish though the reward fell
         }
 

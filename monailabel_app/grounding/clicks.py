@@ -83,7 +83,7 @@ def parse_clicks(
 ) -> VoxelClicks:
     """`num_slices` None for a 2D picture. Both clients send indices of the volume as ITK stacks it (slices in order
     along the normal): Slicer's are its own volume's; OHIF's come from its volume's `worldToIndex`, whose slices are
-    in that same order (README, What we found about OHIF)."""
+    in that same order (docs/pacs.md, What we found about OHIF)."""
     lists = {}
     for name, raw in (("foreground", foreground), ("background", background)):
         lists[name] = tuple(_voxel(name, n, p, width, height, num_slices) for n, p in _items(name, raw))
@@ -212,7 +212,7 @@ def box_with_clicks(
     box: Optional[tuple[float, float, float, float]], keep: list[tuple[float, float]], clicks: tuple[Click, ...]
 ) -> Optional[tuple[float, float, float, float]]:
     """The answer's box, moved by the clicks. Box-trained segmenters (MedSAM, LiteMedSAM) follow the box far more than
-    points, so a click that only joined the points barely changed the mask (README, Correct with clicks):
+    points, so a click that only joined the points barely changed the mask (docs/clinician.md, Correct with clicks):
     - a foreground click outside the box extends the box to it (no box: the foreground clicks' own box);
     - then each background click inside the box moves one edge just past it: of the four, the cut that keeps every
       point in `keep` (the answer's points, the foreground clicks) inside and the most area; when every cut would lose

@@ -7,10 +7,10 @@ admin must (models).
 Corrective clicks (`clicks.py`) on a picture already answered for the same prompt by the same reasoner don't ask the
 reasoner again (`answer_cache.py`): its answer is kept, the clicks move the answer's box (`box_with_clicks`) and join
 its points as positive and negative points. The earlier mask's logits are not fed back: with LiteMedSAM they pulled
-the mask back towards the very region a background click removed (README, Correct with clicks). The clicks that came
-with the question when it was first answered only chose the slice (Slicer resends every click on the slice with each
-request): they never become prompts. Each clinician's clicks on an answer accumulate (`ClickMemory`): a request's
-clicks join those the same clinician made on that answer before, so OHIF's Run with *background* chosen, which sends
+the mask back towards the very region a background click removed (docs/clinician.md, Correct with clicks). The
+clicks that came with the question when it was first answered only chose the slice (Slicer resends every click on
+the slice with each request): they never become prompts. Each clinician's clicks on an answer accumulate
+(`ClickMemory`): a request's clicks join those the same clinician made on that answer before, so OHIF's Run with *background* chosen, which sends
 no foreground click, keeps the earlier foreground clicks.
 """
 

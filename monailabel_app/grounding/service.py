@@ -154,7 +154,7 @@ class GroundingService:
     def default_confidence_samples(self) -> int:
         """`--conf confidence_samples`, where `auto` is 4 with the transformers backend on a GPU and 0 (off)
         otherwise: on CPU each sample costs about as much as the answer itself, and the other backends answer greedily
-        only (README, Confidence)."""
+        only (docs/clinician.md, Confidence)."""
         if self.settings.confidence_samples is not None:
             return self.settings.confidence_samples
         return AUTO_CONFIDENCE_SAMPLES_GPU if self._transformers_on_gpu() else 0
@@ -183,7 +183,8 @@ class GroundingService:
             allow_download=s.allow_download,
         )
         rows = s.batch_max_rows
-        if rows is None:  # auto: batching pays where decoding is memory-bound; on CPU it barely helps (README)
+        # auto: batching pays where decoding is memory-bound; on CPU it barely helps (docs/reasoner-hosting.md)
+        if rows is None:
             rows = AUTO_BATCH_MAX_ROWS_GPU if self._transformers_on_gpu() else 1
         if rows <= 1:
             return reasoner

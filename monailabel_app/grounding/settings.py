@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.sampling import MAX_CONFIDENCE_SAMPLES
 
-AUTO_CONFIDENCE_SAMPLES_GPU = 4  # `confidence_samples auto` on a GPU (README, Confidence: the measured cost)
+AUTO_CONFIDENCE_SAMPLES_GPU = 4  # `confidence_samples auto` on a GPU (docs/clinician.md, Confidence: the measured cost)
 AUTO_BATCH_MAX_ROWS_GPU = 8  # `batch_max_rows auto` on a GPU
 
 DEFAULT_REASONER = "zzzyzh/MedReasoner-Soft-7B"
@@ -45,7 +45,7 @@ class GroundingSettings:
     confidence_temperature: float = 1.0  # their sampling temperature
     confidence_max_samples: int = 8  # the most a request may ask for (each costs about a prefill)
     # transformers backend: rows concurrent questions may share in one generate call, 1 = off; None ("auto"): 8 on a
-    # GPU, off on CPU (README, Batched serving: the measured gain and cost)
+    # GPU, off on CPU (docs/reasoner-hosting.md, Batched serving: the measured gain and cost)
     batch_max_rows: Optional[int] = None
     batch_window_ms: int = 10  # how long a question waits for others to share its call (0 to 1000)
 

@@ -32,7 +32,8 @@ from monailabel_app.reasoning.reasoner import ReasonerOutput
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError
 
-VLLM_VERSION_HINT = "vllm==0.32.0"  # requirements-vllm-serve.txt; its other pins clash with the app's (README)
+# requirements-vllm-serve.txt; its other pins clash with the app's (docs/reasoner-hosting.md)
+VLLM_VERSION_HINT = "vllm==0.32.0"
 
 
 def checkpoint_repetition_penalty(model_path: str) -> float:
@@ -63,7 +64,8 @@ class VllmReasoner:
             raise ReasonerUnavailableError(
                 f"the vllm backend needs the vllm package ({VLLM_VERSION_HINT}), which can't be installed into this "
                 "app's environment; serve the model with `vllm serve` from its own environment "
-                "(requirements-vllm-serve.txt, README: A GPU host) and use the openai backend, or use transformers"
+                "(requirements-vllm-serve.txt, docs/reasoner-hosting.md: A GPU host) and use the openai backend, or "
+                "use transformers"
             ) from error
         if not torch.cuda.is_available():
             raise ReasonerUnavailableError("the vllm backend needs a CUDA GPU; here use --backend transformers")

@@ -222,7 +222,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
         if not context.auth_enabled:
             raise Forbidden(
                 "The dataset ZIP holds every study and label; it is served only with authentication on, to the admin "
-                "role (see the README's Security section)."
+                "role (see the docs/security.md)."
             )
         if not store().datalist():
             raise NotFoundError("No labelled images yet: the dataset ZIP would be empty.")

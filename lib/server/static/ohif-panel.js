@@ -12,7 +12,7 @@
 //   panel's "Go to the mask" button goes there again;
 // - OHIF's "I:" label names the DICOM instance of the image drawn. This OHIF build named imageIds[n] for the n-th
 //   image counted from the top of the view, while the volume's images run along the slice normal, so on a series
-//   whose normal points to the head (the usual axial CT) it named the mirrored instance (README, What we found about
+//   whose normal points to the head (the usual axial CT) it named the mirrored instance (docs/pacs.md, What we found about
 //   OHIF). The position counter after it, "(6/12)", is OHIF's own: the n-th image from the top of the view.
 //
 // And it saves: this OHIF's MONAI Label panel has a save_label client call but no button. "Save label" sends the open
