@@ -37,3 +37,22 @@ def format_tuned_reasoner_dir(tmp_path_factory) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- end of reasoner block
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A browser: a real headless Chromium (Debian's `chromium` via Playwright, launched as tests/test_ohif_browser.py says),
+# one per test module, for the tests that drive OHIF as a clinician does.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from tests.test_ohif_browser import CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
+
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+# ---------------------------------------------------------------------------------------------- end of browser block

@@ -32,7 +32,6 @@ from tests.orthanc_server import INSTALL_HINT, orthanc_installed
 from tests.test_ohif_browser import (
     ARTIFACTS_DIR,
     CHROMIUM,
-    CHROMIUM_ARGS,
     LABEL_SLICE_JS,
     QUESTION,
     STEP_TIMEOUT_MS,
@@ -43,7 +42,6 @@ from tests.test_ohif_browser import (
     missed_voxel,
     newest_entry,
     open_the_monai_label_mode,
-    playwright,
     point_prompts,
     run_auto_segmentation,
     run_point_prompts,
@@ -69,14 +67,6 @@ def start(tmp_path_factory):
     running = DefaultStart(work, args=["--conf", "demo", "true", "--conf", "model_dir", str(work / "model")])
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Phases:

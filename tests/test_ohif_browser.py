@@ -90,14 +90,6 @@ def odd_studies(server, tmp_path_factory):
     return {"head first": loaded_series(server, ODD_CT), "feet first": feet_first}
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 def mask_pixels(page) -> int:
     """Pixels of the viewports tinted by a segment colour (the CT itself is grey: R = G = B)."""
     picture = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
