@@ -234,15 +234,13 @@ class MedReasonerApp(MONAILabelApp):
     def _answered_info(store: Datastore, image_id: str, asked: dict, asked_by: Optional[str]) -> dict:
         """What an answer adds to its image's info: the last question's record and, when the answer has a confidence,
         that confidence in the image's record, which `least_confident` ranks by (one write of the datastore's index)."""
+        current = store.get_image_info(image_id)
         record = AnswerRecord.from_result(asked).to_info()
-        info = {LAST_ANSWERS_KEY: with_last_answer(store.get_image_info(image_id), asked_by, record)}
+        info = {LAST_ANSWERS_KEY: with_last_answer(current, asked_by, record)}
         if asked.get("confidence") is not None:
             version = asked.get("reasoner_version") or {}
             reasoner = reasoner_key({"sha256": version.get("sha256"), "path": asked.get("reasoner")})
-            book = with_entry(
-                store.get_image_info(image_id), asked["question"], asked["confidence"], reasoner, "answer"
-            )
-            info[CONFIDENCE_KEY] = book
+            info[CONFIDENCE_KEY] = with_entry(current, asked["question"], asked["confidence"], reasoner, "answer")
         return info
 
     def _is_server_path(self, path: str, store: Datastore) -> bool:
