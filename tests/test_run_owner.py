@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from monailabel_app.training.run_owner import (
     server_holds_lock,
 )
 from monailabel_app.training.run_records import RESULT_FILE, RUNS_DIR, last_training_stats, write_training_stats
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 # The run: claims the model folder for the server given (watching it, or not: a run whose watch did not act, as a
@@ -43,15 +43,6 @@ rank = subprocess.Popen(["sleep", "600"])
 print(rank.pid, flush=True)
 time.sleep(600)
 """
-
-
-def wait_until(condition, timeout_s: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not met within {timeout_s}s")
 
 
 @pytest.fixture

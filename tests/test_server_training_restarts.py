@@ -29,6 +29,7 @@ from monailabel_app.reasoning.model_store import PUBLISH_PAUSE_ENV, publish_reas
 from monailabel_app.training.run_owner import RECORD_FILE, ProcessIdentity, read_record
 from tests.monailabel_server import MonaiLabelServer
 from tests.support.training_runs import wait_for_training
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -79,15 +80,6 @@ def kill_server(server: MonaiLabelServer) -> None:
     server.process.kill()
     server.process.wait()
     server.stop()
-
-
-def wait_until(condition, timeout_s: float, what: str, server: MonaiLabelServer | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what}: not within {timeout_s}s\n{server.log_tail() if server else ''}")
 
 
 def group_members(group: int) -> list[int]:
