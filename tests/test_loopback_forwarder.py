@@ -32,15 +32,17 @@ START_TIMEOUT_S = 30
 AS_ROOT = os.geteuid() == 0
 
 
-def python_for_nobody() -> str | None:
-    """A Python that `nobody` can run (a virtual environment may live under root's home)."""
+@pytest.fixture
+def python_for_nobody() -> str:
+    """A Python that `nobody` can run (a virtual environment may live under root's home); the test is skipped
+    without one."""
     for candidate in (sys.executable, shutil.which("python3"), "/usr/bin/python3"):
         try:
             subprocess.run([candidate, "-c", "pass"], user=NOBODY, group=NOBODY, extra_groups=[], check=True)
             return candidate
         except (TypeError, OSError, subprocess.CalledProcessError):  # none, or nobody may not run it
             pass
-    return None
+    pytest.skip("no Python that the user nobody can run")
 
 
 @pytest.fixture
@@ -125,11 +127,8 @@ def test_only_this_machine_reaches_the_server(folder, started):
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="the test's own user is unprivileged: the test above covers it")
-def test_an_unprivileged_user_gets_the_same_and_the_server_no_privilege(folder, started):
-    python = python_for_nobody()
-    if python is None:
-        pytest.skip("no Python that the user nobody can run")
-    forwarded = Forwarded(folder, python, user=NOBODY)
+def test_an_unprivileged_user_gets_the_same_and_the_server_no_privilege(folder, started, python_for_nobody):
+    forwarded = Forwarded(folder, python_for_nobody, user=NOBODY)
     started(forwarded)
     assert_loopback_only(forwarded.wait_until_serving())
     server = forwarded.server()
@@ -140,12 +139,9 @@ def test_an_unprivileged_user_gets_the_same_and_the_server_no_privilege(folder, 
 
 
 @pytest.mark.skipif(not AS_ROOT, reason="making a machine without user namespaces for one process needs root")
-def test_where_no_namespace_can_be_made_it_serves_and_warns(folder, started):
-    python = python_for_nobody()
-    if python is None:
-        pytest.skip("no Python that the user nobody can run")
+def test_where_no_namespace_can_be_made_it_serves_and_warns(folder, started, python_for_nobody):
     wrapper = [sys.executable, "-m", "tests.support.without_user_namespaces"]
-    forwarded = Forwarded(folder, python, wrapper=wrapper)
+    forwarded = Forwarded(folder, python_for_nobody, wrapper=wrapper)
     started(forwarded)
     forwarded.wait_until_serving()
     (server,) = psutil.Process(forwarded.process.pid).children()  # in the forwarder's place
