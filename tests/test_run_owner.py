@@ -23,13 +23,23 @@ from monailabel_app.training.run_owner import (
     claim_run,
     read_record,
     recover_after_restart,
-    run_in_progress,
     server_holds_lock,
 )
 from monailabel_app.training.run_records import RESULT_FILE, RUNS_DIR, last_training_stats, write_training_stats
 from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def held_by_a_run(model_dir: Path) -> str | None:
+    """What the server is told while a run holds the model folder (its RunBusyError, naming the run), else None."""
+    try:
+        with server_holds_lock(model_dir, timeout_s=1):
+            return None
+    except RunBusyError as busy:
+        return str(busy)
+
+
 # The run: claims the model folder for the server given (watching it, or not: a run whose watch did not act, as a
 # restarted server may find one), starts a rank-like child in its process group, prints that child's pid, waits.
 RUN = """
@@ -91,7 +101,7 @@ def trained_folder(root: Path, name: str, weights: str) -> Path:
 def test_one_run_holds_the_model_folder_and_only_it_writes_the_stats(tmp_path, monkeypatch):
     model_dir = tmp_path / "model"
     with claim_run(model_dir, watch=False) as run:
-        assert run.holds and run_in_progress(model_dir) and f"pid {os.getpid()}" in run_in_progress(model_dir)
+        assert run.holds and held_by_a_run(model_dir) and f"pid {os.getpid()}" in held_by_a_run(model_dir)
         with pytest.raises(RunBusyError):
             claim_run(model_dir, watch=False, timeout_s=0.5)
         with pytest.raises(RunBusyError):  # the server may not write the stats under a living run
@@ -103,7 +113,7 @@ def test_one_run_holds_the_model_folder_and_only_it_writes_the_stats(tmp_path, m
         rank.write_stats({"status": "failed"})
         monkeypatch.delenv("LOCAL_RANK")
         run.write_stats({"status": "running", "run": run.run_name})
-    assert run_in_progress(model_dir) is None and not (model_dir / RECORD_FILE).exists()
+    assert held_by_a_run(model_dir) is None and not (model_dir / RECORD_FILE).exists()
     run.write_stats({"status": "failed"})  # a late write from a run that let go: ignored
     assert last_training_stats(model_dir) == {"status": "running", "run": run.run_name}
     with server_holds_lock(model_dir, timeout_s=0.5):
@@ -113,12 +123,12 @@ def test_one_run_holds_the_model_folder_and_only_it_writes_the_stats(tmp_path, m
 def test_a_run_dies_with_its_server_and_its_ranks_with_it(tmp_path, stand_in_server, started_runs):
     model_dir = tmp_path / "model"
     run, rank = start_run(model_dir, stand_in_server, started_runs, watch=True)
-    assert run_in_progress(model_dir) is not None
+    assert held_by_a_run(model_dir) is not None
     kill_stand_in(stand_in_server)
     run.wait(timeout=30)  # the run saw its server gone and killed its own process group
     wait_until(lambda: not rank.is_alive(), what="the rank process is gone")
     assert run.returncode == -9
-    assert run_in_progress(model_dir) is None
+    assert held_by_a_run(model_dir) is None
 
 
 def test_a_run_does_not_start_for_a_server_that_is_gone(tmp_path, stand_in_server):
@@ -126,7 +136,7 @@ def test_a_run_does_not_start_for_a_server_that_is_gone(tmp_path, stand_in_serve
     kill_stand_in(stand_in_server)
     with pytest.raises(RunAbandonedError):
         claim_run(tmp_path / "model", server, watch=False)
-    assert run_in_progress(tmp_path / "model") is None
+    assert held_by_a_run(tmp_path / "model") is None
 
 
 def test_nothing_is_published_once_the_server_that_asked_is_gone(tmp_path, stand_in_server):
@@ -171,7 +181,7 @@ def test_a_restarted_server_kills_a_run_its_predecessor_left_and_records_it_stop
     assert sorted(p.name for p in (model_dir / RUNS_DIR).iterdir()) == ["20200101-000000"]  # completed runs stay
     assert sorted(p.name for p in (model_dir / "reasoner_versions").iterdir()) == ["old"]
     assert os.readlink(model_dir / "reasoner") == os.path.join("reasoner_versions", "old")
-    assert not (model_dir / RECORD_FILE).exists() and run_in_progress(model_dir) is None
+    assert not (model_dir / RECORD_FILE).exists() and held_by_a_run(model_dir) is None
 
 
 def test_a_run_that_published_just_before_its_server_went_is_recorded_as_completed(tmp_path):

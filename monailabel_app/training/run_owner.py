@@ -20,7 +20,7 @@ run; so a run never outlives its server:
 - A restarted server (`recover_after_restart`, at start) kills a run whose server is gone (its process still alive:
   pid and start time match), marks the stats "stopped" because the server restarted, and removes the unfinished run
   folder and a version folder the run moved in but did not publish. A new run is refused (429) while a living run
-  holds the lock, whoever started it (`run_in_progress`).
+  holds the lock, whoever started it (`server_holds_lock` raises RunBusyError).
 A rank process (Lightning starts one per further device; it runs the train task again) holds nothing: it follows the
 holder's run name and writes, cleans and publishes nothing. No Lightning here: the server imports this through
 main.py and lib/trainers.
@@ -223,17 +223,6 @@ def read_record(model_dir: str | Path) -> dict:
         return record if isinstance(record, dict) else {}
     except (OSError, ValueError):
         return {}
-
-
-def run_in_progress(model_dir: str | Path) -> Optional[str]:
-    """A living run's description while one holds the run lock (whichever server started it, if any), else None."""
-    lock = _run_lock(Path(model_dir))
-    try:
-        lock.acquire(timeout=1)  # a moment: the server itself may hold it to write the stats
-    except Timeout:
-        return _describe(Path(model_dir))
-    lock.release()
-    return None
 
 
 @contextmanager
