@@ -184,9 +184,5 @@ def _read(path: Path) -> Optional[dict]:
         return None
 
 
-def file_digest(path: str | Path) -> str:
-    return file_sha256(str(path))
-
-
 def same_file_content(a: str | Path, b: str | Path) -> bool:
-    return os.path.getsize(a) == os.path.getsize(b) and file_digest(a) == file_digest(b)
+    return os.path.getsize(a) == os.path.getsize(b) and file_sha256(str(a)) == file_sha256(str(b))
