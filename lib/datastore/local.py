@@ -21,7 +21,6 @@ from typing import Any, Dict, Optional
 import numpy as np
 from filelock import FileLock
 
-from lib.datastore.atomic_file import make_folder
 from lib.datastore.atomic_store import AtomicLocalDatastore
 from lib.datastore.gate import IdentifierGate
 from lib.datastore.versions import VersionStore, same_file_content
@@ -48,24 +47,12 @@ class VersionedLocalDatastore(AtomicLocalDatastore):
             _, extension = self._to_id(os.path.basename(image_filename))
             if not image_id:
                 raise RequestError("An image needs an id.")
-            path = _entry_in(self._datastore.image_path(), self._filename(image_id, extension))
+            _entry_in(self._datastore.image_path(), self._filename(image_id, extension))  # a plain entry, or refused
             existing = self.get_image_uri(image_id)
             if existing and _same_image(existing, image_filename):
                 logger.info(f"Image {image_id!r} uploaded again unchanged; kept as it is")
                 return image_id
-
-            def commit(digest: str) -> None:
-                listed = self._image_file(image_id)
-                if listed:
-                    self._keep_image_and_labels(image_id, "replaced by a new upload", replaced_by=path)
-                if path != listed and os.path.lexists(path):  # a file the datastore did not list: kept
-                    self.versions.keep_link(image_id, "image", path, extension, {}, "replaced by a new upload")
-                self._commit_image(image_id, extension, image_info, digest)
-
-            with FileLock(self._lock_file):
-                self._store(path, image_filename, commit)
-            logger.info(f"Image {image_id!r} stored")
-            return image_id
+            return super().add_image(image_id, image_filename, image_info)  # keeps the old one in `_commit_image`
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
         with self._versions_lock:
@@ -74,22 +61,29 @@ class VersionedLocalDatastore(AtomicLocalDatastore):
             label_dir = self._datastore.label_path(label_tag)
             require_inside(self._datastore.base_path, label_dir, "label folder")
             _, extension = self._to_id(os.path.basename(label_filename))
-            path = _entry_in(label_dir, self._filename(image_id, extension))
+            _entry_in(label_dir, self._filename(image_id, extension))  # a plain entry, or refused
+            return super().save_label(image_id, label_filename, label_tag, label_info)  # keeps in `_commit_label`
 
-            def commit(digest: str) -> None:
-                listed = self._label_file(image_id, label_tag)
-                self._keep_label(image_id, label_tag, "replaced by a newer save", replaced_by=path)
-                if path != listed and os.path.lexists(path):  # a file the datastore did not list: kept
-                    self.versions.keep_link(
-                        image_id, f"label-{label_tag}", path, extension, {}, "replaced by a newer save"
-                    )
-                self._commit_label(image_id, label_tag, extension, label_info, digest)
+    def _commit_image(self, image_id: str, extension: str, image_info: Optional[Dict[str, Any]], digest: str):
+        """AtomicLocalDatastore's commit, after the image it replaces (and its labels) and any file of that name the
+        datastore did not list are kept as versions (the locks are held)."""
+        path = self._current_file(image_id, "image", extension)
+        listed = self._image_file(image_id)
+        if listed:
+            self._keep_image_and_labels(image_id, "replaced by a new upload", replaced_by=path)
+        if path != listed and os.path.lexists(path):  # a file the datastore did not list: kept
+            self.versions.keep_link(image_id, "image", path, extension, {}, "replaced by a new upload")
+        super()._commit_image(image_id, extension, image_info, digest)
 
-            with FileLock(self._lock_file):
-                make_folder(label_dir)
-                self._store(path, label_filename, commit)
-            logger.info(f"Label {label_tag!r} of {image_id!r} stored")
-            return image_id
+    def _commit_label(self, image_id: str, tag: str, extension: str, label_info: Optional[Dict[str, Any]], digest):
+        """AtomicLocalDatastore's commit, after the label it replaces and any file of that name the datastore did not
+        list are kept as versions (the locks are held)."""
+        path = self._current_file(image_id, f"label-{tag}", extension)
+        listed = self._label_file(image_id, tag)
+        self._keep_label(image_id, tag, "replaced by a newer save", replaced_by=path)
+        if path != listed and os.path.lexists(path):  # a file the datastore did not list: kept
+            self.versions.keep_link(image_id, f"label-{tag}", path, extension, {}, "replaced by a newer save")
+        super()._commit_label(image_id, tag, extension, label_info, digest)
 
     def remove_image(self, image_id: str) -> None:
         with self._versions_lock:
