@@ -21,7 +21,6 @@ from monailabel_app.grounding.clicks import (
     VoxelClicks,
     box_with_clicks,
     parse_clicks,
-    read_as_background,
 )
 from monailabel_app.grounding.image_grounding import ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
@@ -220,11 +219,11 @@ def test_a_point_in_both_lists_is_background_only_when_the_lists_are_the_same():
     read = parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]], WIDTH, HEIGHT, 12, asker="ann")
     assert read == VoxelClicks((), ((7, 8, 2), (5, 6, 2)), "ann", read_as_background=True)
     assert read.slice_index() == 2
-    assert read_as_background([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]], WIDTH, HEIGHT, 12)
-    assert not read_as_background([[5, 6, 2]], [], WIDTH, HEIGHT, 12) and not read_as_background(
-        [], [], WIDTH, HEIGHT, 12
-    )
-    assert read_as_background([[5, 5]], [[5, 5, 0]], WIDTH, HEIGHT, None)  # a 2D picture's click, with or without z
+    assert parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2], [5, 6, 2]], WIDTH, HEIGHT, 12).read_as_background
+    assert not parse_clicks([[5, 6, 2]], [], WIDTH, HEIGHT, 12).read_as_background
+    assert not parse_clicks([], [], WIDTH, HEIGHT, 12).read_as_background
+    # a 2D picture's click, with or without z
+    assert parse_clicks([[5, 5]], [[5, 5, 0]], WIDTH, HEIGHT, None).read_as_background
     with pytest.raises(RequestError, match=r"\[7, 8, 2\] is both a foreground and a background click"):
         parse_clicks([[5, 6, 2], [7, 8, 2]], [[7, 8, 2]], WIDTH, HEIGHT, 12)
     plain = parse_clicks([[5, 6, 2]], [[7, 8, 2]], WIDTH, HEIGHT, 12)

@@ -28,7 +28,7 @@ from lib.server.scratch import process_folder
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.answer_picture import draw_answer
-from monailabel_app.grounding.clicks import PointPrompt, read_as_background
+from monailabel_app.grounding.clicks import PointPrompt
 from monailabel_app.grounding.image_grounding import GroundedImage
 from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
@@ -94,9 +94,7 @@ class ImplicitQueryInfer(InferTask):
         )
         if extension == ".png" and grounded.label.ndim == 3:
             raise RequestError("result_extension .png can only hold 2D labels; use .nrrd")
-        as_background = points is not None and read_as_background(
-            points.foreground, points.background, *_grid_of(grounded.image)
-        )
+        as_background = grounded.clicks is not None and grounded.clicks.read_as_background  # parse_clicks' decision
         # OHIF's Run with *background* chosen draws the label into the background segment, over empty pixels only:
         # the corrected mask would show as stray pixels beside the answer's segment. Sent empty, it changes nothing;
         # the clicks are remembered, and the next Run with the answer's segment chosen draws the corrected mask.
@@ -224,11 +222,3 @@ def _flag(name: str, value: Any) -> bool:
         return parse_bool(name, str(value)[:40])
     except ValueError as error:
         raise RequestError(str(error)) from None
-
-
-def _grid_of(image) -> tuple[int, int, Optional[int]]:
-    """(width, height, slices or None for a 2D picture) of an image as the click parser takes them."""
-    if image.is_volume:
-        slices, height, width = image.array.shape[:3]
-        return width, height, slices
-    return image.array.shape[1], image.array.shape[0], None

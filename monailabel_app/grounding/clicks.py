@@ -99,12 +99,6 @@ def parse_clicks(
     return VoxelClicks(inside, outside, asker)
 
 
-def read_as_background(foreground: Any, background: Any, width: int, height: int, num_slices: Optional[int]) -> bool:
-    """Whether `parse_clicks` read a request's lists (already checked by it) as background clicks only: its own
-    decision, on the same normalised points, so the result and the label sent agree with how the clicks acted."""
-    return parse_clicks(foreground, background, width, height, num_slices).read_as_background
-
-
 def _same_points(inside, outside) -> bool:
     return bool(inside) and set(inside) == set(outside)
 

@@ -33,6 +33,7 @@ class GroundedImage:
     slice_index: Optional[int]  # k of the slice used, None for 2D images
     picture: Optional[np.ndarray] = None  # (H, W, 3) uint8: the windowed slice the model saw (the answers page's)
     propagation: Optional[Propagation] = None  # scope volume: the slices the answer was carried to
+    clicks: Optional[VoxelClicks] = None  # a point panel's clicks as read (`read_as_background` among them)
 
     def to_json(self) -> dict:
         """The result, plus voxel indices (i, j, k) for volumes so a viewer can place box and points in 3D."""
@@ -122,4 +123,6 @@ def ground_image(
         (label[k] if k is not None else label)[result.mask] = LABEL_VALUE
     if scope == "volume" and k is None:
         result.warnings.append("scope volume applies to volumes; this is one picture")
-    return GroundedImage(result=result, image=image, label=label, slice_index=k, picture=picture, propagation=carried)
+    return GroundedImage(
+        result=result, image=image, label=label, slice_index=k, picture=picture, propagation=carried, clicks=clicks
+    )
