@@ -244,8 +244,9 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         temporary: List[str] = []
         try:
             _check_same_grid(label_filename, image_uri)
+            image_info = self.get_image_info(image_id)
             # Slicer and OHIF send no question: the saver's own last answer on the series (never another clinician's)
-            asked = last_answer(self.get_image_info(image_id), label_info.get("saved_by"))
+            asked = last_answer(image_info, label_info.get("saved_by"))
             sent = {k: v for k, v in label_info.items() if normalise_key(k) not in ANSWER_KEYS_NORMALISED}
             if find_value(sent, "question") not in (None, asked.get("question")):
                 asked = {}  # another question than the one answered: the answer's fields don't belong to it
@@ -262,7 +263,6 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
                 raise PacsError(
                     502, f"The PACS at {self.pacs_url} did not confirm storing the DICOM SEG; nothing saved"
                 )
-            image_info = self.get_image_info(image_id)
             label_info = {**label_info, **provenance, "SeriesInstanceUID": seg_series}
             label_info.update(self._store_report(report_file, image_id))
             label_info.update({k: image_info.get(k) for k in ("Modality", "PatientID", "StudyInstanceUID")})
