@@ -27,6 +27,7 @@ from monailabel.utils.others.generic import file_checksum, get_mime_type
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from lib.datastore.repair import SHA_KEY
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden
 from lib.server.identifiers import check_id, check_tag, upload_suffix
@@ -48,7 +49,7 @@ from monailabel_app.grounding.records import LAST_QUERY_KEY, SERVER_ANSWER_KEYS
 # when and from where, and the stored file's digest (`lib/datastore`: what a restart after a crash checks against).
 MANAGED_INFO_KEYS = frozenset(
     {"name", "ts", "path", "strategy", "versions", LAST_QUERY_KEY, LAST_ANSWERS_KEY, CONFIDENCE_KEY}
-    | {"saved_at", "saved_from", "saved_by", "saved_sha256", "updated_at", "updated_from", "updated_by"}
+    | {"saved_at", "saved_from", "saved_by", SHA_KEY, "updated_at", "updated_from", "updated_by"}
     | SERVER_ANSWER_KEYS
 )
 MANAGED_NORMALISED = frozenset(normalise_key(key) for key in MANAGED_INFO_KEYS)  # "Reasoning" is "reasoning" too
