@@ -10,8 +10,8 @@ its points as positive and negative points. The earlier mask's logits are not fe
 the mask back towards the very region a background click removed (docs/clinician.md, Correct with clicks). The
 clicks that came with the question when it was first answered only chose the slice (Slicer resends every click on
 the slice with each request): they never become prompts. Each clinician's clicks on an answer accumulate
-(`ClickMemory`): a request's clicks join those the same clinician made on that answer before, so OHIF's Run with *background* chosen, which sends
-no foreground click, keeps the earlier foreground clicks.
+(`ClickMemory`): a request's clicks join those the same clinician made on that answer before, so OHIF's Run with
+*background* chosen, which sends no foreground click, keeps the earlier foreground clicks.
 """
 
 from __future__ import annotations
