@@ -98,6 +98,11 @@ def test_the_schema_knows_every_choice_the_code_offers():
         "force_publish",
         *TRAIN_OPTIONS,
     }
+    from lib.options.start_options import REWARD_MODES, TRAIN_PRESETS
+    from monailabel_app.training.config import PRESETS
+    from monailabel_app.training.config import REWARD_MODES as TRAINED_REWARD_MODES
+
+    assert set(TRAIN_PRESETS) == set(PRESETS) and set(REWARD_MODES) == set(TRAINED_REWARD_MODES)
 
 
 def test_every_conf_key_the_code_reads_is_in_the_schema():

@@ -73,10 +73,6 @@ def _modality(name: str, raw: str) -> str:
     return text(r"[A-Za-z]{2}", "must be DICOM modality codes such as CT,MR,DX,CR")(name, raw).upper()
 
 
-def _option(name, accepts, default, help_text, parse, group, shown=None) -> Option:
-    return Option(name, accepts, default, help_text, parse, group, shown)
-
-
 APP, REASONER, SEGMENTER, ANSWERS, LIMITS, PACS, LEARNING, TRAIN, MONAI = (
     "the app",
     "the reasoner",
@@ -90,12 +86,12 @@ APP, REASONER, SEGMENTER, ANSWERS, LIMITS, PACS, LEARNING, TRAIN, MONAI = (
 )
 
 OPTIONS: tuple[Option, ...] = (
-    _option("models", "all or task names", ("implicit_query",), "task configs to load", _models, APP),
-    _option(
+    Option("models", "all or task names", ("implicit_query",), "task configs to load", _models, APP),
+    Option(
         "demo", "true/false", False, "the tiny untrained reasoner (offline demo; its answers mean nothing)", flag, APP
     ),
-    _option("model_dir", "folder", None, "where retrained reasoners are published", folder, APP, "<app>/model"),
-    _option(
+    Option("model_dir", "folder", None, "where retrained reasoners are published", folder, APP, "<app>/model"),
+    Option(
         "auto_retrain_after",
         "0 to 100,000",
         0,
@@ -103,8 +99,8 @@ OPTIONS: tuple[Option, ...] = (
         whole(0, 100_000),
         APP,
     ),
-    _option("ohif_answer_panel", "true/false", True, "the answer panel in the bundled OHIF", flag, APP),
-    _option(
+    Option("ohif_answer_panel", "true/false", True, "the answer panel in the bundled OHIF", flag, APP),
+    Option(
         "cors_origins",
         "origins, comma-separated",
         (),
@@ -113,7 +109,7 @@ OPTIONS: tuple[Option, ...] = (
         APP,
         "none",
     ),
-    _option(
+    Option(
         "reasoner",
         "folder or hub id",
         "zzzyzh/MedReasoner-Soft-7B",
@@ -121,7 +117,7 @@ OPTIONS: tuple[Option, ...] = (
         text(),
         REASONER,
     ),
-    _option(
+    Option(
         "reasoner_backend",
         "transformers, vllm, openai",
         "transformers",
@@ -129,7 +125,7 @@ OPTIONS: tuple[Option, ...] = (
         one_of(REASONER_BACKENDS),
         REASONER,
     ),
-    _option(
+    Option(
         "reasoner_url",
         "http(s) URL",
         None,
@@ -137,7 +133,7 @@ OPTIONS: tuple[Option, ...] = (
         url,
         REASONER,
     ),
-    _option(
+    Option(
         "reasoner_api_key_env",
         "variable name",
         "OPENAI_API_KEY",
@@ -145,7 +141,7 @@ OPTIONS: tuple[Option, ...] = (
         text(r"[A-Za-z_][A-Za-z0-9_]{0,127}", "must be an environment variable name"),
         REASONER,
     ),
-    _option(
+    Option(
         "device",
         "auto, cpu, cuda, cuda:N",
         "auto",
@@ -153,9 +149,9 @@ OPTIONS: tuple[Option, ...] = (
         _device,
         REASONER,
     ),
-    _option("max_new_tokens", "1 to 32,768", 1024, "the reasoner's generation limit", whole(1, 32_768), REASONER),
-    _option("think", "true/false", True, "reasoning before the answer (the request's default)", flag, REASONER),
-    _option(
+    Option("max_new_tokens", "1 to 32,768", 1024, "the reasoner's generation limit", whole(1, 32_768), REASONER),
+    Option("think", "true/false", True, "reasoning before the answer (the request's default)", flag, REASONER),
+    Option(
         "template",
         "abstain or a file",
         None,
@@ -164,10 +160,10 @@ OPTIONS: tuple[Option, ...] = (
         REASONER,
         "built-in",
     ),
-    _option(
+    Option(
         "allow_download", "true/false", True, "false: local files only (a hub id must be in the cache)", flag, REASONER
     ),
-    _option(
+    Option(
         "min_pixels",
         "whole number",
         None,
@@ -176,7 +172,7 @@ OPTIONS: tuple[Option, ...] = (
         REASONER,
         "the checkpoint's",
     ),
-    _option(
+    Option(
         "max_pixels",
         "whole number",
         705_600,
@@ -184,7 +180,7 @@ OPTIONS: tuple[Option, ...] = (
         whole(1),
         REASONER,
     ),
-    _option(
+    Option(
         "serve_published",
         "true/false",
         True,
@@ -192,7 +188,7 @@ OPTIONS: tuple[Option, ...] = (
         flag,
         REASONER,
     ),
-    _option(
+    Option(
         "confidence_samples",
         "auto or 0 to 16",
         None,
@@ -201,11 +197,9 @@ OPTIONS: tuple[Option, ...] = (
         REASONER,
         "auto",
     ),
-    _option(
-        "confidence_temperature", "above 0, at most 10", 1.0, "their sampling temperature", number(0, 10), REASONER
-    ),
-    _option("confidence_max_samples", "1 to 16", 8, "the most samples a request may ask for", whole(1, 16), REASONER),
-    _option(
+    Option("confidence_temperature", "above 0, at most 10", 1.0, "their sampling temperature", number(0, 10), REASONER),
+    Option("confidence_max_samples", "1 to 16", 8, "the most samples a request may ask for", whole(1, 16), REASONER),
+    Option(
         "batch_max_rows",
         "auto or 1 to 64",
         None,
@@ -214,7 +208,7 @@ OPTIONS: tuple[Option, ...] = (
         REASONER,
         "auto",
     ),
-    _option(
+    Option(
         "batch_window_ms",
         "0 to 1,000",
         10,
@@ -222,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
         whole(0, 1000),
         REASONER,
     ),
-    _option(
+    Option(
         "segmenter",
         ", ".join(SEGMENTER_KINDS),
         "litemedsam",
@@ -230,7 +224,7 @@ OPTIONS: tuple[Option, ...] = (
         one_of(SEGMENTER_KINDS),
         SEGMENTER,
     ),
-    _option(
+    Option(
         "segmenter_checkpoint",
         "file",
         None,
@@ -239,7 +233,7 @@ OPTIONS: tuple[Option, ...] = (
         SEGMENTER,
         "packaged for litemedsam",
     ),
-    _option(
+    Option(
         "sam2_config",
         "SAM2.1 size",
         None,
@@ -248,7 +242,7 @@ OPTIONS: tuple[Option, ...] = (
         SEGMENTER,
         "from the file name",
     ),
-    _option(
+    Option(
         "embedding_cache",
         "1 to 1,024",
         8,
@@ -256,7 +250,7 @@ OPTIONS: tuple[Option, ...] = (
         whole(1, 1024),
         SEGMENTER,
     ),
-    _option(
+    Option(
         "answers_dir",
         "folder",
         None,
@@ -265,11 +259,11 @@ OPTIONS: tuple[Option, ...] = (
         ANSWERS,
         "<model_dir>/answers",
     ),
-    _option("answers_keep", "1 or more", 500, "answers kept in it", whole(1), ANSWERS),
-    _option(
+    Option("answers_keep", "1 or more", 500, "answers kept in it", whole(1), ANSWERS),
+    Option(
         "max_upload_mb", "1 or more", 1024, "one request's body (413 beyond; other requests: 1 MiB)", whole(1), LIMITS
     ),
-    _option(
+    Option(
         "max_image_pixels",
         "1 or more",
         40_000_000,
@@ -277,9 +271,9 @@ OPTIONS: tuple[Option, ...] = (
         whole(1),
         LIMITS,
     ),
-    _option("max_volume_voxels", "1 or more", 400_000_000, "a volume's voxels, from its header", whole(1), LIMITS),
-    _option("max_decoded_mb", "1 or more", 1024, "an image's decoded pixels", whole(1), LIMITS),
-    _option(
+    Option("max_volume_voxels", "1 or more", 400_000_000, "a volume's voxels, from its header", whole(1), LIMITS),
+    Option("max_decoded_mb", "1 or more", 1024, "an image's decoded pixels", whole(1), LIMITS),
+    Option(
         "max_pending_requests",
         "1 or more",
         32,
@@ -287,10 +281,10 @@ OPTIONS: tuple[Option, ...] = (
         whole(1),
         LIMITS,
     ),
-    _option(
+    Option(
         "keep_versions", "1 or more", 10, "replaced or deleted images and labels kept per image id", whole(1), LIMITS
     ),
-    _option(
+    Option(
         "pacs_modalities",
         "modality codes",
         ("CT", "MR", "DX", "CR"),
@@ -298,10 +292,10 @@ OPTIONS: tuple[Option, ...] = (
         listed(_modality, "must name modalities such as CT,MR"),
         PACS,
     ),
-    _option(
+    Option(
         "pacs_timeout", "seconds, above 0, at most 3,600", 60.0, "one PACS request's timeout", number(0, 3600), PACS
     ),
-    _option(
+    Option(
         "pacs_refresh_s",
         "0 to 86,400 seconds",
         30,
@@ -309,8 +303,8 @@ OPTIONS: tuple[Option, ...] = (
         whole(0, 86_400),
         PACS,
     ),
-    _option("pacs_optional", "true/false", False, "start while the PACS is down (its series answer 503)", flag, PACS),
-    _option(
+    Option("pacs_optional", "true/false", False, "start while the PACS is down (its series answer 503)", flag, PACS),
+    Option(
         "al_questions",
         "file",
         None,
@@ -319,12 +313,10 @@ OPTIONS: tuple[Option, ...] = (
         LEARNING,
         "none (off)",
     ),
-    _option("al_budget", "1 to 1,000", 8, "questions asked per scoring run", whole(1, 1000), LEARNING),
-    _option("al_confidence_samples", "1 to 16", 4, "sampled answers behind each confidence", whole(1, 16), LEARNING),
-    _option(
-        "train_preset", "hospital, paper", "hospital", "the preset a run starts from", one_of(TRAIN_PRESETS), TRAIN
-    ),
-    _option(
+    Option("al_budget", "1 to 1,000", 8, "questions asked per scoring run", whole(1, 1000), LEARNING),
+    Option("al_confidence_samples", "1 to 16", 4, "sampled answers behind each confidence", whole(1, 16), LEARNING),
+    Option("train_preset", "hospital, paper", "hospital", "the preset a run starts from", one_of(TRAIN_PRESETS), TRAIN),
+    Option(
         "train_max_steps",
         "1 to 100,000",
         None,
@@ -333,11 +325,11 @@ OPTIONS: tuple[Option, ...] = (
         TRAIN,
         "the preset's",
     ),
-    _option("train_epochs", "1 to 1,000", None, "passes over the saved labels", whole(1, 1000), TRAIN, "the preset's"),
-    _option("train_group_size", "2 to 64", None, "answers sampled per label", whole(2, 64), TRAIN, "the preset's"),
-    _option("train_prompts_per_step", "1 to 1,024", None, "labels per step", whole(1, 1024), TRAIN, "the preset's"),
-    _option("train_lora", "true/false", None, "LoRA adapters instead of full fine-tuning", flag, TRAIN, "the preset's"),
-    _option(
+    Option("train_epochs", "1 to 1,000", None, "passes over the saved labels", whole(1, 1000), TRAIN, "the preset's"),
+    Option("train_group_size", "2 to 64", None, "answers sampled per label", whole(2, 64), TRAIN, "the preset's"),
+    Option("train_prompts_per_step", "1 to 1,024", None, "labels per step", whole(1, 1024), TRAIN, "the preset's"),
+    Option("train_lora", "true/false", None, "LoRA adapters instead of full fine-tuning", flag, TRAIN, "the preset's"),
+    Option(
         "train_learning_rate",
         "above 0, at most 0.01",
         None,
@@ -346,12 +338,12 @@ OPTIONS: tuple[Option, ...] = (
         TRAIN,
         "the preset's",
     ),
-    _option("train_kl_coef", "0 to 10", None, "KL to the frozen reference", number(-1e-12, 10), TRAIN, "the preset's"),
-    _option("train_reward_mode", "soft, hard", None, "the rewards", one_of(REWARD_MODES), TRAIN, "the preset's"),
-    _option(
+    Option("train_kl_coef", "0 to 10", None, "KL to the frozen reference", number(-1e-12, 10), TRAIN, "the preset's"),
+    Option("train_reward_mode", "soft, hard", None, "the rewards", one_of(REWARD_MODES), TRAIN, "the preset's"),
+    Option(
         "train_max_new_tokens", "16 to 8,192", None, "answer length in rollouts", whole(16, 8192), TRAIN, "the preset's"
     ),
-    _option(
+    Option(
         "train_temperature",
         "above 0.05, at most 5",
         None,
@@ -360,7 +352,7 @@ OPTIONS: tuple[Option, ...] = (
         TRAIN,
         "the preset's",
     ),
-    _option(
+    Option(
         "train_abstain_reward",
         "0 to 10",
         None,
@@ -369,7 +361,7 @@ OPTIONS: tuple[Option, ...] = (
         TRAIN,
         "the preset's",
     ),
-    _option(
+    Option(
         "train_force_publish",
         "true/false",
         False,
@@ -377,8 +369,8 @@ OPTIONS: tuple[Option, ...] = (
         flag,
         TRAIN,
     ),
-    _option("server_mode", "true/false", False, "set by the server itself at start", flag, MONAI),
-    _option(
+    Option("server_mode", "true/false", False, "set by the server itself at start", flag, MONAI),
+    Option(
         "preload", "true/false", False, "MONAI Label's bundle preloading (this app loads on first use)", flag, MONAI
     ),
 )
