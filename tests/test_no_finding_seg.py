@@ -13,9 +13,10 @@ import pytest
 import SimpleITK
 
 from lib.pacs.dicom_seg import NO_FINDING, label_to_seg, seg_to_label
-from lib.pacs.dicom_sr import reasoning_report
+from lib.pacs.measurement_report import measurement_report
+from lib.pacs.tracking import new_tracking
 from monailabel_app.demo.sample_dicom import ct_series
-from tests.support.dicom_text_checks import HOSTILE_RECORD, dciodvfy_text_messages, text_problems
+from tests.support.dicom_text_checks import HOSTILE, HOSTILE_RECORD, dciodvfy_text_messages, text_problems
 
 
 def test_a_multi_frame_series_gets_one_empty_frame_per_source_frame(tmp_path):
@@ -66,7 +67,8 @@ def hostile_no_finding(tmp_path_factory):
     seg = str(folder / "seg.dcm")
     shutil.move(label_to_seg(str(folder / "label.nii.gz"), str(folder / "dicom"), HOSTILE_RECORD, {}), seg)
     report = str(folder / "sr.dcm")
-    reasoning_report(seg, str(folder / "dicom"), HOSTILE_RECORD, HOSTILE_RECORD["app"]).save_as(
+    label, tracking = str(folder / "label.nii.gz"), new_tracking(HOSTILE_RECORD)
+    measurement_report(seg, str(folder / "dicom"), label, HOSTILE_RECORD, tracking, HOSTILE).save_as(
         report, write_like_original=False
     )
     return seg, report

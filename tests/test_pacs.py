@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+import highdicom
 import numpy as np
 import pytest
 import requests
@@ -22,8 +23,8 @@ from pydicom import dcmread
 from lib.options.start_options import parse_start_options
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
 from lib.pacs.dicom_seg import label_to_seg
-from lib.pacs.dicom_sr import report_texts
 from lib.pacs.dicomweb import PacsSettings, pacs_client
+from lib.pacs.measurement_report import report_texts
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.labelled_images import NEGATIVE_GAP
 from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
@@ -262,7 +263,9 @@ def test_final_label_is_stored_in_the_pacs_as_a_seg_with_the_question(server, or
     assert info.json()["question"] == QUESTION and info.json()["SeriesInstanceUID"] == seg.SeriesInstanceUID
 
 
-def test_the_answer_is_archived_as_a_structured_report_beside_the_seg(server, orthanc, series, saved_ct_label):
+def test_the_answer_is_archived_as_a_measurement_report_beside_the_seg(server, orthanc, series, saved_ct_label):
+    """The TID 1500 report the save stored: its box on the key slice, its segment group on the SEG, one tracking
+    identifier for both, the answer's words, read back from Orthanc with highdicom."""
     label, k = saved_ct_label
     ct = series["ct"]
     (seg,) = segs_referencing(orthanc, ct.series_uid)
@@ -272,19 +275,24 @@ def test_the_answer_is_archived_as_a_structured_report_beside_the_seg(server, or
     assert answer["image_id"] == ct.series_uid and answer["slice"] == k
     assert answer["instance_number"] == k + 1  # the sample CT numbers its instances along the slice normal
     assert report.Modality == "SR" and report.StudyInstanceUID == ct.study_uid
-    texts = {str(i.ConceptNameCodeSequence[0].CodeMeaning): str(i.TextValue) for i in report.ContentSequence[:-2]}
+    texts = report_texts(report)
     assert texts["Question"] == QUESTION and texts["Reasoning"] == answer["reasoning"]
-    assert texts["Raw answer"] == answer["raw_text"] and json.loads(texts["Bounding box (pixels of the key slice)"])
-    assert texts["Key slice index"] == str(k) and texts["Algorithm Name"] == answer["reasoner"]
-    assert answer["reasoner_version"]["sha256"] in texts["Algorithm Version"]
+    assert texts["Raw answer"] == answer["raw_text"] and json.loads(texts["Box (pixels of the key slice)"])
+    reasoner = answer["reasoner"].rstrip("/").rsplit("/", 1)[-1]  # a folder's name, or a hub id's
+    assert texts["Key slice index"] == str(k) and texts["Device Observer Name"].endswith(f"({reasoner})")
+    assert answer["reasoner_version"]["sha256"][:16] in texts["Algorithm Version"]
     assert texts["Answered at (UTC)"] == answer["answered_at"] and texts["Answer log id"] == answer["answer_id"]
-    segmentation, key_slice = report.ContentSequence[-2:]
-    assert segmentation.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == seg.SOPInstanceUID
+    content = highdicom.sr.ComprehensiveSR.from_dataset(report).content
+    (box, *_) = content.get_planar_roi_measurement_groups()
+    (segment_group,) = content.get_volumetric_roi_measurement_groups()
+    assert segment_group.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+    assert box.tracking_uid == segment_group.tracking_uid == seg.SegmentSequence[0].TrackingUID
     instance_of_slice = {}
     for path in ct.files:
         header = dcmread(str(path), stop_before_pixels=True)
         instance_of_slice[int(header.InstanceNumber) - 1] = header.SOPInstanceUID
-    assert key_slice.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == instance_of_slice[k]
+    key_slice = box.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    assert key_slice == instance_of_slice[k]
     evidence = report.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
     assert {s.SeriesInstanceUID for s in evidence} == {ct.series_uid, seg.SeriesInstanceUID}
     info = requests.get(f"{server.url}/datastore/label/info", params={"label": ct.series_uid, "tag": "final"})

@@ -9,9 +9,11 @@ What it changes, and why:
 - stores final labels as DICOM SEG with the question and the answer recorded (`dicom_seg.py`): the one sent with the
   save, else the saver's last one on the series (Slicer and OHIF send none); checks the label's grid, and saves
   nothing locally unless the PACS confirmed the SEG;
-- stores beside each SEG a DICOM Structured Report of the answer (`dicom_sr.py`: question, reasoning, raw answer,
-  box, points, model and version, time), referencing the SEG and the source series; a PACS that refuses the report
-  after taking the SEG costs the report, never the label (the label info says `report_stored: false`);
+- stores beside each SEG the answer as a TID 1500 Measurement Report (`measurement_report.py`: the box on the key
+  slice, the key points, the finding, the segment's volume, the question, reasoning and raw answer, the reasoner and
+  the clinician who saved), referencing the SEG and the source series, one tracking identifier for both; a PACS that
+  refuses the report after taking the SEG costs the report, never the label (the label info says
+  `report_stored: false`);
 - lists what the PACS holds and which series are labelled through its own index (`series_index.py`): the app's own
   saves count at once, other clients' within `--conf pacs_refresh_s` (MONAI Label cached both for 2 hours);
   `GET /datastore/?output=all` lists every served series with its modality, study and description, so a user finds
@@ -46,16 +48,17 @@ from lib.datastore.atomic_store import AtomicLocalDatastore
 from lib.datastore.gate import IdentifierGate
 from lib.pacs.dicom_seg import (
     SegConversionError,
-    dcmqi_tool,
     label_to_seg,
     provenance_of,
     read_provenance,
     seg_to_label,
     segment_names,
 )
-from lib.pacs.dicom_sr import reasoning_report, volume_order
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
+from lib.pacs.measurement_report import measurement_report
 from lib.pacs.series_index import MODALITY_TAG, SERIES_UID_TAG, STUDY_UID_TAG, SeriesIndex
+from lib.pacs.source_series import volume_order
+from lib.pacs.tracking import Tracking, new_tracking
 from monailabel_app.data.metadata import find_value, normalise_key
 from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.grounding.records import SERVER_ANSWER_KEYS
@@ -69,7 +72,6 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 def open_pacs_datastore(url: str, options: Mapping[str, Any], app_version: str) -> "GatedPacsDatastore":
     """The datastore for `--studies URL`; a PACS that can't be reached stops the start unless `pacs_optional`."""
     pacs = PacsSettings.from_options(options)
-    dcmqi_tool("itkimage2segimage")  # missing dcmqi shows at start, not at the first save
     cache_path = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH).strip()
     datastore = GatedPacsDatastore(pacs_client(url, pacs.timeout_s), pacs, app_version, cache_path or None)
     try:
@@ -252,9 +254,12 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
                 asked = {}  # another question than the one answered: the answer's fields don't belong to it
             provenance = provenance_of({**asked, **sent}, self.app_version)
             image_dir = os.path.join(self._datastore.image_path(), image_id)
-            seg_file = label_to_seg(label_filename, image_dir, provenance, segment_names(label_info))
+            tracking = new_tracking(provenance)  # the SEG's answer segment and the report's groups: one finding
+            seg_file = label_to_seg(label_filename, image_dir, provenance, segment_names(label_info), tracking)
             temporary.append(seg_file)
-            report_file = self._write_report(seg_file, image_dir, provenance)
+            report_file = self._write_report(
+                seg_file, image_dir, label_filename, provenance, tracking, label_info.get("saved_by")
+            )
             if report_file:
                 temporary.append(report_file)
             with pacs_call(self.pacs_url, f"storing the DICOM SEG of series {image_id}"):
@@ -296,11 +301,19 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             self._instance_numbers[image_id] = numbers
         return numbers
 
-    def _write_report(self, seg_file: str, image_dir: str, provenance: Mapping[str, Any]) -> Optional[str]:
-        """The SR's file, or None when it can't be made (a source series missing what the SR must copy): the
+    def _write_report(
+        self,
+        seg_file: str,
+        image_dir: str,
+        label_file: str,
+        provenance: Mapping[str, Any],
+        tracking: Tracking,
+        saved_by: Optional[str],
+    ) -> Optional[str]:
+        """The report's file, or None when it can't be made (a source series missing what the SR must copy): the
         label is worth more than its report."""
         try:
-            report = reasoning_report(seg_file, image_dir, provenance, provenance.get("app") or "MedReasoner")
+            report = measurement_report(seg_file, image_dir, label_file, provenance, tracking, saved_by)
             path = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
             report.save_as(path, write_like_original=False)
             return path

@@ -1,25 +1,27 @@
-"""A saved label as a DICOM SEG for the PACS (dcmqi's `itkimage2segimage`), with the question recorded in it, and a
-SEG from the PACS back as a label on its image's grid.
+"""A saved label as a DICOM SEG for the PACS (written by highdicom), with the question and the answer recorded in it,
+and a SEG from the PACS back as a label on its image's grid.
+
+Each label value present is one segment, numbered 1, 2, ... in value order; its codes name what was found
+(`finding_codes.py`: the segment's property category and type from the answer's words, a generic finding code
+otherwise), its algorithm is the reasoner (family Artificial Intelligence, its name and version; AUTOMATIC, or
+SEMIAUTOMATIC when the clinician's clicks refined the mask), and the answer's segment carries the tracking identifier
+the report shares (`tracking.py`). Every source image has its frame, empty or not, so the SEG covers the series'
+grid and reads back voxel for voxel.
 
 Where the question goes (so it travels with the SEG to any PACS, viewer or later training run):
 - `ImageComments` (0020,4000, LT, up to 10,240 bytes): the provenance as JSON, e.g.
   `{"question": "...", "model": "implicit_query", "slice": 6, "window": "soft_tissue", "app": "MedReasoner ..."}`;
-  this is what `read_provenance` reads back.
+  this is what `read_provenance` reads back;
 - each segment's `SegmentDescription` (0062,0006, ST, 1,024 bytes): the question and the model's reasoning
   ("Q: ... A: ..."), shortened to fit, so a viewer's segment details show why the mask is there; the SEG's
-  `ContentDescription` (0070,0081, LO, 64 bytes): the question, shortened.
-- the whole answer (reasoning, raw answer, box, points, model version, time) also goes into a DICOM SR stored beside
-  the SEG (`dicom_sr.py`).
-- `SeriesDescription` names the app and model; `SegmentAlgorithmType` is SEMIAUTOMATIC (a model proposed, a person
-  corrected and saved).
-- every text from the request or the answer is made to fit its VR first (`dicom_text.py`: no control characters,
-  cut to the limit in UTF-8 bytes) and the SEG declares `ISO_IR 192`. dcmqi refuses a non-ASCII or multi-valued
-  segment label or algorithm name ("Invalid character", "Value Multiplicity violated"), so it is given ASCII
-  placeholders and the names are written afterwards with pydicom.
+  `ContentDescription` (0070,0081, LO, 64 bytes): the question, shortened;
+- the whole answer also goes into the TID 1500 report stored beside the SEG (`measurement_report.py`).
+Every text from the request or the answer is made to fit its VR first (`dicom_text.py`) and the SEG declares
+`ISO_IR 192` (UTF-8).
 
-An all-zero label is a clinician's deliberate "no finding" for the question: it is stored as a SEG with one segment
-labelled "No finding" whose frames are all empty, so the PACS keeps the negative and a later training run on another
-machine reads it back as one. dcmqi refuses an empty label (its issue 490), so highdicom writes that SEG.
+An all-zero label is a clinician's deliberate "no finding" for the question: one segment labelled "No finding" whose
+frames are all empty, so the PACS keeps the negative and a later training run on another machine reads it back as one.
+SEGs written by earlier versions (dcmqi's for positives) read back the same way.
 """
 
 from __future__ import annotations
@@ -27,11 +29,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import highdicom
 import numpy as np
@@ -39,8 +39,12 @@ import pydicom
 import pydicom.uid
 import pydicom_seg
 import SimpleITK
+from pydicom.dataset import Dataset
 
 from lib.pacs.dicom_text import MAX_BYTES, clean_strings, clean_text, fit_text, shorten, utf8_size
+from lib.pacs.finding_codes import answer_finding, finding_of
+from lib.pacs.source_series import read_sources, volume_order
+from lib.pacs.tracking import Tracking
 from monailabel_app.data.metadata import find_value
 
 PROVENANCE_KEYS = (
@@ -62,16 +66,14 @@ PROVENANCE_KEYS = (
     "refined_by_clicks",  # the clicks that corrected the mask: label info and SEG record them, as without a PACS
 )
 APP_NAME = "MedReasoner for MONAI Label"
-DCMQI_TIMEOUT_S = 300
 IMAGE_COMMENTS_BYTES = MAX_BYTES["LT"]
-TYPE_CODE = {"CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Tissue"}
-CATEGORY_CODE = {"CodeValue": "91723000", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"}
 NO_FINDING = "No finding"
-SEGMENT_COLOURS = [(255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255)]
+SEG_SERIES_NUMBER = 300
+ALGORITHM_FAMILY = highdicom.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")
 
 
 class SegConversionError(RuntimeError):
-    """dcmqi could not write the SEG; the message carries the end of its output."""
+    """The SEG could not be written for this label and series; the message says why."""
 
 
 def provenance_of(label_info: Mapping[str, Any], app_version: str) -> Dict[str, Any]:
@@ -88,8 +90,8 @@ def provenance_of(label_info: Mapping[str, Any], app_version: str) -> Dict[str, 
 
 
 def dcmqi_tool(name: str) -> str:
-    """dcmqi's tools are console scripts of the PyPI package: on PATH, or next to this Python when the venv isn't
-    activated (the `monailabel` launcher doesn't activate it)."""
+    """dcmqi's tools (the readers 3D Slicer's QuantitativeReporting runs) are console scripts of the PyPI package: on
+    PATH, or next to this Python when the venv isn't activated."""
     found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
     if not found:
         raise SegConversionError(f"dcmqi's {name} is not installed: pip install dcmqi (see requirements.txt)")
@@ -97,198 +99,185 @@ def dcmqi_tool(name: str) -> str:
 
 
 def label_to_seg(
-    label_file: str, series_dir: str, provenance: Mapping[str, Any], segment_names: Mapping[int, str]
+    label_file: str,
+    series_dir: str,
+    provenance: Mapping[str, Any],
+    segment_names: Mapping[int, str],
+    tracking: Optional[Tracking] = None,
 ) -> str:
-    """Writes a DICOM SEG for `label_file` (on the series' grid) referencing the series in `series_dir`."""
-    label = SimpleITK.ReadImage(label_file)
-    values = [int(v) for v in np.unique(SimpleITK.GetArrayViewFromImage(label)) if v > 0]
-    question = str(provenance.get("question") or "")
-    model = str(provenance.get("model") or "implicit_query")
-    if not values:
-        try:
-            output = _no_finding_seg(series_dir, model, str(provenance.get("app") or APP_NAME))
-        except Exception as error:  # highdicom and pydicom raise many kinds for series they can't pair with a SEG
-            raise SegConversionError(f"highdicom could not write the 'No finding' SEG: {error}") from error
-        return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or NO_FINDING), {})
-    labels = {_placeholder(value): _segment_label(value, segment_names) for value in values}
-    metadata = {  # ASCII only: dcmqi refuses other text; the names replace the placeholders afterwards
-        "ContentCreatorName": "MedReasoner^",  # PN: family name and an empty given name
-        "SeriesDescription": "MedReasoner",
-        "SeriesNumber": "300",
-        "InstanceNumber": "1",
-        "ContentLabel": "IMPLICIT_QUERY",
-        "BodyPartExamined": "",
-        "segmentAttributes": [[_segment(value) for value in values]],
-    }
-    with tempfile.TemporaryDirectory(prefix="seg-") as work:
-        metadata_file = os.path.join(work, "metadata.json")
-        Path(metadata_file).write_text(json.dumps(metadata))
-        if label.GetDimension() == 2:  # a radiograph's label: dcmqi pairs it with the image as a one-slice volume
-            label_file = os.path.join(work, "label.nrrd")
-            SimpleITK.WriteImage(SimpleITK.JoinSeries(label), label_file, True)
-            series_dir = _with_pixel_plane(series_dir, os.path.join(work, "source"))
-        written = os.path.join(work, "seg.dcm")  # removed with the folder unless it is whole
-        command = [
-            dcmqi_tool("itkimage2segimage"),
-            "--inputImageList",
-            label_file,
-            "--inputDICOMDirectory",
-            series_dir,
-            "--outputDICOM",
-            written,
-            "--inputMetadata",
-            metadata_file,
-        ]
-        try:
-            run = subprocess.run(command, capture_output=True, text=True, timeout=DCMQI_TIMEOUT_S)
-        except subprocess.TimeoutExpired as error:
-            raise SegConversionError(f"itkimage2segimage took more than {DCMQI_TIMEOUT_S} s") from error
-        except OSError as error:
-            raise SegConversionError(f"itkimage2segimage could not be run: {error}") from error
-        if run.returncode != 0 or not os.path.isfile(written) or not os.path.getsize(written):
-            tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-5:])
-            raise SegConversionError(f"itkimage2segimage could not write the DICOM SEG (exit {run.returncode}): {tail}")
-        output = _kept(written)
-    return _with_provenance(output, provenance, question, str(provenance.get("reasoning") or ""), labels)
-
-
-def _with_provenance(
-    output: str, provenance: Mapping[str, Any], question: str, reasoning: str, labels: Mapping[str, str]
-) -> str:
-    """The SEG with its provenance written in; one that can't take it is removed, not left in the temp folder."""
+    """Writes a DICOM SEG for `label_file` (on the series' grid) referencing the series in `series_dir`; returns a
+    temp file only the server's user reads, removed by the caller."""
     try:
-        _record_provenance(output, provenance, question, reasoning, labels)
+        sources, frames = _frames_on_sources(label_file, series_dir)
+        seg = _segmentation(sources, frames, provenance, segment_names, tracking)
+    except SegConversionError:
+        raise
+    except Exception as error:  # highdicom and pydicom raise many kinds for series they can't pair with a SEG
+        raise SegConversionError(f"highdicom could not write the DICOM SEG: {type(error).__name__}: {error}") from error
+    output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
+    os.chmod(output, 0o600)  # it names the patient: the server's user alone reads it until it is in the PACS
+    try:
+        seg.save_as(output)
     except BaseException:
         os.unlink(output)
         raise
     return output
 
 
-def _no_finding_seg(series_dir: str, model: str, app: str) -> str:
-    """A SEG of one "No finding" segment whose frames (one per source image, or per frame of one multi-frame image)
-    are all empty."""
-    with tempfile.TemporaryDirectory(prefix="seg-") as work:
-        planes_dir = _with_pixel_plane(series_dir, os.path.join(work, "source"))
-        sources = [pydicom.dcmread(str(path)) for path in sorted(Path(planes_dir).iterdir())]
+def _frames_on_sources(label_file: str, series_dir: str) -> tuple[List[Dataset], np.ndarray]:
+    """The source images in the order of their frames, and the label as (frames, rows, columns) on them: resampled
+    by physical position onto the grid the series' headers define (so the SEG is right whatever way the volume's
+    file was stacked), or taken as it is for one image (a radiograph, or one multi-frame image)."""
+    sources = volume_order([_with_pixel_plane(source) for source in read_sources(series_dir)])
+    label = SimpleITK.ReadImage(label_file)
+    if len(sources) == 1:
+        array = SimpleITK.GetArrayFromImage(label)
+        frames = array[None] if array.ndim == 2 else array
+    else:
+        grid = _grid_of(sources)
+        label = SimpleITK.Resample(label, grid, SimpleITK.Transform(), SimpleITK.sitkNearestNeighbor, 0)
+        frames = SimpleITK.GetArrayFromImage(label)
     first = sources[0]
-    multi_frame = len(sources) == 1 and int(first.get("NumberOfFrames") or 1) > 1  # enhanced CT/MR: one file
-    frames = int(first.NumberOfFrames) if multi_frame else len(sources)
-    if not multi_frame:  # a multi-frame image keeps its thickness in its functional groups
+    expected = (int(first.get("NumberOfFrames") or len(sources)), int(first.Rows), int(first.Columns))
+    if frames.shape != expected:
+        raise SegConversionError(f"the label's size {frames.shape[::-1]} differs from the series' {expected[::-1]}")
+    return sources, frames
+
+
+def _grid_of(sources: Sequence[Dataset]) -> SimpleITK.Image:
+    """The volume grid of single-frame images in volume order, as ITK builds it from their headers."""
+    first = sources[0]
+    row, column = (
+        np.asarray(first.ImageOrientationPatient[:3], float),
+        np.asarray(first.ImageOrientationPatient[3:], float),
+    )
+    normal = np.cross(row, column)
+    positions = [np.asarray(ds.ImagePositionPatient, float) for ds in sources]
+    step = float(np.dot(positions[1] - positions[0], normal)) or 1.0
+    grid = SimpleITK.Image([int(first.Columns), int(first.Rows), len(sources)], SimpleITK.sitkUInt8)
+    grid.SetOrigin(tuple(positions[0]))
+    grid.SetSpacing((float(first.PixelSpacing[1]), float(first.PixelSpacing[0]), step))
+    grid.SetDirection(tuple(np.stack([row, column, normal], axis=1).ravel()))
+    return grid
+
+
+def _segmentation(
+    sources: List[Dataset],
+    frames: np.ndarray,
+    provenance: Mapping[str, Any],
+    segment_names: Mapping[int, str],
+    tracking: Optional[Tracking],
+) -> highdicom.seg.Segmentation:
+    values = [int(v) for v in np.unique(frames) if v > 0]
+    question = clean_text(provenance.get("question") or "", "ST")
+    reasoning = clean_text(provenance.get("reasoning") or "", "ST")
+    if values:
+        masks = np.stack([frames == value for value in values], axis=-1)
+        descriptions = [
+            _segment(number, _segment_label(value, segment_names), provenance, tracking, answer=number == 1)
+            for number, value in enumerate(values, start=1)
+        ]
+    else:
+        masks = np.zeros((*frames.shape, 1), bool)
+        descriptions = [_segment(1, NO_FINDING, provenance, tracking, answer=True)]
+        reasoning = reasoning or NO_FINDING
+    algorithm = _algorithm_name(provenance)
+    app = fit_text(provenance.get("app") or APP_NAME, "LO") or APP_NAME
+    if "PerFrameFunctionalGroupsSequence" not in sources[0]:  # a multi-frame image keeps its thickness in its groups
         for source in sources:  # a radiograph has none; highdicom and pydicom-seg (the reader) need one
             source.SliceThickness = source.get("SliceThickness") or 1.0
-    segment = highdicom.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=NO_FINDING,
-        segmented_property_category=highdicom.sr.CodedConcept(
-            CATEGORY_CODE["CodeValue"], CATEGORY_CODE["CodingSchemeDesignator"], CATEGORY_CODE["CodeMeaning"]
-        ),
-        segmented_property_type=highdicom.sr.CodedConcept(
-            TYPE_CODE["CodeValue"], TYPE_CODE["CodingSchemeDesignator"], TYPE_CODE["CodeMeaning"]
-        ),
-        algorithm_type=highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-        algorithm_identification=highdicom.AlgorithmIdentificationSequence(
-            name=_algorithm_name(model),
-            family=highdicom.sr.CodedConcept("123109", "DCM", "Manual Processing"),
-            version=fit_text(app, "LO") or APP_NAME,  # AlgorithmVersion is LO
-        ),
-    )
     seg = highdicom.seg.Segmentation(
         source_images=sources,
-        pixel_array=np.zeros((frames, first.Rows, first.Columns), np.uint8),
+        pixel_array=masks,
         segmentation_type=highdicom.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment],
+        segment_descriptions=descriptions,
         series_instance_uid=highdicom.UID(),
-        series_number=300,
+        series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=highdicom.UID(),
         instance_number=1,
         manufacturer="MedReasoner",
-        manufacturer_model_name=_algorithm_name(model),
-        software_versions=fit_text(app, "LO") or APP_NAME,
-        device_serial_number="none",
-        series_description=_algorithm_name(model),
+        manufacturer_model_name=algorithm,
+        software_versions=app,
+        device_serial_number=_weights_digest(provenance) or "none",
+        series_description=algorithm,
         content_label="IMPLICIT_QUERY",
         content_creator_name="MedReasoner^",
-        omit_empty_frames=False,  # the empty frames are the finding
+        content_description=fit_text(question, "LO") or None,
+        omit_empty_frames=False,  # every frame: the SEG covers the series' grid, and "no finding" is its empty frames
     )
-    seg.SpecificCharacterSet = "ISO_IR 192"  # else pydicom writes the model's name in Latin-1, "?" for the rest
-    with tempfile.TemporaryDirectory(prefix="seg-") as work:
-        seg.save_as(os.path.join(work, "seg.dcm"))
-        return _kept(os.path.join(work, "seg.dcm"))
+    seg.SpecificCharacterSet = "ISO_IR 192"  # questions, reasoning and names need not be ASCII
+    seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_BYTES)
+    if question:
+        description = fit_text(f"Q: {question}\nA: {reasoning}" if reasoning else question, "ST")
+        for segment in seg.SegmentSequence:
+            segment.SegmentDescription = description
+    return seg
 
 
-def _kept(written: str) -> str:
-    """A finished SEG moved out of its work folder (removed with it) to a temp file of its own: a SEG is written
-    where a failure leaves nothing, and only a whole one is handed on."""
-    output = tempfile.NamedTemporaryFile(suffix=".dcm", delete=False).name
-    os.chmod(written, 0o600)  # it names the patient: the server's user alone reads it until it is in the PACS
-    shutil.move(written, output)
-    return output
+def _segment(
+    number: int, label: str, provenance: Mapping[str, Any], tracking: Optional[Tracking], answer: bool
+) -> highdicom.seg.SegmentDescription:
+    """The answer's segment (the first) is coded from its words and tracked with the report; another one (a
+    clinician's added label) is coded from its name alone."""
+    finding = answer_finding(provenance, label) if answer else finding_of([label])
+    tracking = tracking if answer else None
+    refined = bool(provenance.get("refined_by_clicks"))
+    return highdicom.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=fit_text(label, "LO") or "target",
+        segmented_property_category=finding.category,
+        segmented_property_type=finding.type,
+        algorithm_type=(
+            highdicom.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+            if refined
+            else highdicom.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        ),
+        algorithm_identification=highdicom.AlgorithmIdentificationSequence(
+            name=_algorithm_name(provenance), family=ALGORITHM_FAMILY, version=algorithm_version(provenance)
+        ),
+        tracking_uid=tracking.uid if tracking else None,
+        tracking_id=tracking.identifier if tracking else None,
+    )
 
 
-def _with_pixel_plane(series_dir: str, work_dir: str) -> str:
-    """dcmqi needs each source image's plane (position, orientation, frame of reference); a projection radiograph
-    (DX, CR) has none. dcmqi gets a copy whose plane is the pixel grid; the SEG still references the original
-    instance (same SOP Instance UID)."""
-    files = sorted(Path(series_dir).iterdir())
-    source = pydicom.dcmread(str(files[0]))
-    if len(files) != 1 or "ImagePositionPatient" in source or "PerFrameFunctionalGroupsSequence" in source:
-        return series_dir  # a multi-frame image keeps its planes in its functional groups
+def algorithm_version(provenance: Mapping[str, Any]) -> str:
+    """The reasoner's version and the start of its weights' digest, in the 64 bytes of a LO."""
+    version = provenance.get("reasoner_version") if isinstance(provenance.get("reasoner_version"), Mapping) else {}
+    parts = [str(version["version"])] if version.get("version") else []
+    digest = _weights_digest(provenance)
+    if digest:
+        parts.append(f"sha256:{digest[:16]}")
+    return fit_text(" ".join(parts), "LO") or "unknown"
+
+
+def _weights_digest(provenance: Mapping[str, Any]) -> str:
+    version = provenance.get("reasoner_version") if isinstance(provenance.get("reasoner_version"), Mapping) else {}
+    return fit_text(version.get("sha256") or "", "LO")
+
+
+def _with_pixel_plane(source: Dataset) -> Dataset:
+    """A projection radiograph (DX, CR) has no plane (position, orientation, frame of reference), which a SEG's
+    frames need: its header gets the pixel grid as its plane (in memory only; the SEG references the original
+    instance by its SOP Instance UID)."""
+    if "ImagePositionPatient" in source or "PerFrameFunctionalGroupsSequence" in source:
+        return source
     spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1.0, 1.0]
     source.PixelSpacing = [float(v) for v in spacing]
     source.ImagePositionPatient = [0.0, 0.0, 0.0]
     source.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
     source.FrameOfReferenceUID = source.get("FrameOfReferenceUID") or pydicom.uid.generate_uid()
     source.PositionReferenceIndicator = ""
-    os.makedirs(work_dir)
-    source.save_as(os.path.join(work_dir, files[0].name))
-    return work_dir
-
-
-def _segment(value: int) -> Dict[str, Any]:
-    return {
-        "labelID": value,
-        "SegmentLabel": _placeholder(value),
-        "SegmentAlgorithmType": "SEMIAUTOMATIC",
-        "SegmentAlgorithmName": "MedReasoner",
-        "SegmentedPropertyCategoryCodeSequence": CATEGORY_CODE,
-        "SegmentedPropertyTypeCodeSequence": TYPE_CODE,
-        "recommendedDisplayRGBValue": list(SEGMENT_COLOURS[(value - 1) % len(SEGMENT_COLOURS)]),
-    }
-
-
-def _placeholder(value: int) -> str:
-    return f"label {value}"
+    return source
 
 
 def _segment_label(value: int, segment_names: Mapping[int, str]) -> str:
     return fit_text(segment_names.get(value, "target" if value == 1 else f"label {value}"), "LO") or "target"
 
 
-def _algorithm_name(model: str) -> str:
-    return fit_text(f"MedReasoner {model}", "LO")
-
-
-def _record_provenance(
-    seg_file: str, provenance: Mapping[str, Any], question: str, reasoning: str, labels: Mapping[str, str]
-) -> None:
-    """Done with pydicom after dcmqi or highdicom: ImageComments, the question, and the names dcmqi got as ASCII
-    placeholders (`labels`: placeholder -> segment label), each fitted to its VR, under `ISO_IR 192`."""
-    seg = pydicom.dcmread(seg_file)
-    seg.SpecificCharacterSet = "ISO_IR 192"
-    algorithm = _algorithm_name(str(provenance.get("model") or "implicit_query"))
-    seg.SeriesDescription = algorithm
-    seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_BYTES)
-    for segment in seg.SegmentSequence:
-        segment.SegmentLabel = labels.get(str(segment.SegmentLabel), str(segment.SegmentLabel))
-        if "SegmentAlgorithmName" in segment:
-            segment.SegmentAlgorithmName = algorithm
-    question, reasoning = clean_text(question, "ST"), clean_text(reasoning, "ST")
-    if question:
-        seg.ContentDescription = fit_text(question, "LO")
-        description = f"Q: {question}\nA: {reasoning}" if reasoning else question
-        for segment in seg.SegmentSequence:
-            segment.SegmentDescription = fit_text(description, "ST")
-    seg.save_as(seg_file)
+def _algorithm_name(provenance: Mapping[str, Any]) -> str:
+    reasoner = str(provenance.get("reasoner") or "").rstrip("/").rsplit("/", 1)[-1]
+    model = str(provenance.get("model") or "implicit_query")
+    return fit_text(f"MedReasoner {model} ({reasoner})" if reasoner else f"MedReasoner {model}", "LO")
 
 
 def _fitting_json(provenance: Dict[str, Any], limit: int) -> str:
