@@ -12,5 +12,9 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
+# The manual as a site (mkdocs.yml): any warning (a broken link or anchor, a page left out of the navigation) fails.
+SITE=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir "$SITE" || { rm -rf "$SITE"; exit 1; }
+rm -rf "$SITE"
 # Two test processes by default (docs/tests.md): one file at a time each, so a file's server serves all its tests.
 exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
