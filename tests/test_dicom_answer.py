@@ -290,3 +290,36 @@ def test_dciodvfy_reports_no_error(answer, request):
         assert dciodvfy_text_messages(path) == [], path
         unknown_scheme = "Unrecognized defined term = <99MEDREASONER>"  # the app's declared private scheme
         assert [line for line in messages if unknown_scheme not in line] == [], path
+
+
+def _enhanced(series_dir: Path, target: Path) -> None:
+    """The series as one multi-frame image (a legacy-converted enhanced CT), as some scanners store it."""
+    slices = [pydicom.dcmread(str(path)) for path in sorted(series_dir.iterdir())]
+    for one in slices:
+        one.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # the legacy conversion requires it
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=slices,
+        series_instance_uid=hd.UID(),
+        series_number=9,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+    )
+    target.mkdir()
+    enhanced.save_as(str(target / "ct.dcm"))
+
+
+def test_a_multi_frame_image_gets_its_box_on_the_key_frame(ct_answer, tmp_path):
+    series, label_file, _, _, tracking = ct_answer
+    _enhanced(series.files[0].parent, tmp_path / "enhanced")
+    seg_file = label_to_seg(label_file, str(tmp_path / "enhanced"), RECORD, {1: "lesion"}, tracking)
+    for record, frames in ((RECORD, [7]), ({**RECORD, "slice": 40}, None)):
+        report_file = str(tmp_path / "sr.dcm")
+        measurement_report(seg_file, str(tmp_path / "enhanced"), label_file, record, tracking).save_as(report_file)
+        planar = hd.sr.srread(report_file).content.get_planar_roi_measurement_groups()
+        if frames is None:  # a frame the image doesn't have: no box, rather than a box on no frame
+            assert planar == []
+            continue
+        referenced = planar[0].roi.ContentSequence[0].ReferencedSOPSequence[0]
+        assert int(referenced.ReferencedFrameNumber) == frames[0]  # the key slice, 6, is frame 7
+        assert [line for line in dciodvfy_messages(report_file) or [] if line.startswith("Error")] == []
+    assert pydicom.dcmread(seg_file).NumberOfFrames == 2 * SimpleITK.ReadImage(label_file).GetSize()[2]

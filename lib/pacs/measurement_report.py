@@ -78,8 +78,8 @@ def measurement_report(
         name=str(seg.SegmentSequence[0].SegmentAlgorithmName), version=algorithm_version(record)
     )
     groups: List[Any] = []
-    if key is not None:
-        groups += _planar_groups(record, key, finding, tracking, algorithm)
+    if key is not None and (int(key.get("NumberOfFrames") or 1) == 1 or _key_frame(record, key)):
+        groups += _planar_groups(record, key, finding, tracking, algorithm)  # on a multi-frame image: a known frame
     groups.append(_volumetric_group(record, seg, sources, label_file, finding, tracking, algorithm))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(
@@ -87,7 +87,7 @@ def measurement_report(
         ),
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=groups,
-        referenced_images=[_library_entry(key, sources)] if key is not None else None,
+        referenced_images=[_library_entry(key, sources, record)] if key is not None else None,
     )
     document = hd.sr.ComprehensiveSR(
         evidence=[*sources, seg],
@@ -109,7 +109,7 @@ def _planar_groups(
     record: Mapping[str, Any], key: Dataset, finding: Finding, tracking: Tracking, algorithm
 ) -> List[hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]:
     """The box (tracked with the segment) and each key point (tracked on its own), on the key slice."""
-    source = hd.sr.SourceImageForRegion(key.SOPClassUID, key.SOPInstanceUID)
+    source = hd.sr.SourceImageForRegion(key.SOPClassUID, key.SOPInstanceUID, _key_frame(record, key))
     shapes = []
     box = _numbers(record.get("box"), 4)
     if box is not None:
@@ -132,6 +132,14 @@ def _planar_groups(
         )
         for track, kind, data in shapes
     ]
+
+
+def _key_frame(record: Mapping[str, Any], key: Dataset) -> Optional[List[int]]:
+    """The key slice's frame number when the series is one multi-frame image (enhanced CT/MR), else None."""
+    frames, index = int(key.get("NumberOfFrames") or 1), record.get("slice")
+    if frames > 1 and isinstance(index, int) and not isinstance(index, bool) and 0 <= index < frames:
+        return [index + 1]
+    return None
 
 
 def _volumetric_group(
@@ -183,16 +191,25 @@ def _extent(label_file: str) -> tuple[int, tuple]:
     return count, tuple(label.GetSpacing())
 
 
-def _library_entry(key: Dataset, sources) -> Dataset:
-    """The key slice as the image library describes it; highdicom needs its SpacingBetweenSlices, which many CT
-    series leave out: the distance to the next slice along the normal, as the volume has it."""
-    if len(sources) < 2 or "SpacingBetweenSlices" in key or "ImagePositionPatient" not in key:
-        return key
+def _library_entry(key: Dataset, sources, record: Mapping[str, Any]) -> Dataset:
+    """The key slice as the image library describes it (highdicom reads the plane from the image's top level): a
+    multi-frame image's key frame plane comes from its functional groups; a single-frame slice's missing
+    SpacingBetweenSlices (many CT series leave it out) is the distance to the next slice along the normal."""
     entry = copy.deepcopy(key)
-    ordered = volume_order(sources)
-    normal = np.cross(*np.reshape(np.asarray(key.ImageOrientationPatient, float), (2, 3)))
-    step = abs(float(np.dot(np.subtract(ordered[1].ImagePositionPatient, ordered[0].ImagePositionPatient), normal)))
-    entry.SpacingBetweenSlices = round(step, 6) or float(key.get("SliceThickness") or 1.0)
+    if "SharedFunctionalGroupsSequence" in key:
+        shared = key.SharedFunctionalGroupsSequence[0]
+        frame = key.PerFrameFunctionalGroupsSequence[(_key_frame(record, key) or [1])[0] - 1]
+        measures = (frame.get("PixelMeasuresSequence") or shared.PixelMeasuresSequence)[0]
+        entry.PixelSpacing, entry.SliceThickness = measures.PixelSpacing, measures.SliceThickness
+        entry.SpacingBetweenSlices = measures.get("SpacingBetweenSlices") or measures.SliceThickness
+        orientation = (frame.get("PlaneOrientationSequence") or shared.PlaneOrientationSequence)[0]
+        entry.ImageOrientationPatient = orientation.ImageOrientationPatient
+        entry.ImagePositionPatient = frame.PlanePositionSequence[0].ImagePositionPatient
+    elif len(sources) > 1 and "SpacingBetweenSlices" not in key and "ImagePositionPatient" in key:
+        ordered = volume_order(sources)
+        normal = np.cross(*np.reshape(np.asarray(key.ImageOrientationPatient, float), (2, 3)))
+        step = np.dot(np.subtract(ordered[1].ImagePositionPatient, ordered[0].ImagePositionPatient), normal)
+        entry.SpacingBetweenSlices = round(abs(float(step)), 6) or float(key.get("SliceThickness") or 1.0)
     return entry
 
 
