@@ -2,20 +2,50 @@
 
 It always gives the same answer, whatever the image or question: it shows the whole path (reasoner, parser,
 segmenter, label) working offline, and nothing about medicine. Every result it produces says so.
+
+A server builds it in a process of its own (`python -m monailabel_app.demo.demo_reasoner FOLDER`): the build trains
+(format tuning) and writes with transformers' `save_pretrained`, which asks accelerate to unwrap the model, and
+accelerate imports DeepSpeed wherever it is installed. None of that belongs in a serving process.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from monailabel_app.demo.tiny_models import build_tiny_reasoner
+from monailabel_app.core.errors import UnavailableError
 from monailabel_app.reasoning.identity import TINY_MODEL_MARKER
+
+APP_ROOT = Path(__file__).resolve().parents[2]
+BUILD_TIMEOUT_S = 1800  # format tuning takes seconds to a minute on 2 busy cores
 
 
 def ensure_demo_reasoner(folder: str | Path) -> Path:
+    """The demo reasoner's folder, built first (in a child process) when it isn't there yet."""
+    folder = Path(folder)
+    if (folder / TINY_MODEL_MARKER).is_file():
+        return folder
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(APP_ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("PYTHONPROFILEIMPORTTIME", None)  # the child's imports are not the server's
+    command = [sys.executable, "-m", "monailabel_app.demo.demo_reasoner", str(folder)]
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise UnavailableError(f"Building the demo reasoner in {folder} took over {BUILD_TIMEOUT_S} s") from None
+    if done.returncode != 0 or not (folder / TINY_MODEL_MARKER).is_file():
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise UnavailableError(f"The demo reasoner could not be built in {folder}: {tail}")
+    return folder
+
+
+def build_demo_reasoner(folder: str | Path) -> Path:
     """Build into a scratch folder and rename, so a crash mid-build never leaves a half-written model behind."""
+    from monailabel_app.demo.tiny_models import build_tiny_reasoner
+
     folder = Path(folder)
     if (folder / TINY_MODEL_MARKER).is_file():
         return folder
@@ -27,3 +57,7 @@ def ensure_demo_reasoner(folder: str | Path) -> Path:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+if __name__ == "__main__":
+    build_demo_reasoner(sys.argv[1])
