@@ -158,6 +158,8 @@ class MedReasonerApp(MONAILabelApp):
             for name, task in self.task_configs.items()
             if hasattr(task, "service")
         }
+        # loading / ready / failed (with the reason): the models load in the background from the start
+        meta["model_load"] = {name: task.service.load_state() for name, task in self.task_configs.items()}
         return meta
 
     def on_init_complete(self):
@@ -170,6 +172,8 @@ class MedReasonerApp(MONAILabelApp):
         recovered = run_owner.recover_after_restart(self.model_dir)  # a run the previous server left dies with it
         if recovered:
             logger.warning(f"Retraining left by the previous server: {recovered}")
+        for task in self.task_configs.values():  # while the server starts serving; a question waits for the load
+            task.service.start_loading()
         super().on_init_complete()
 
     def infer(self, request, datastore=None):

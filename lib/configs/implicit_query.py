@@ -13,6 +13,7 @@ String options (the question) appear as editable text fields in Slicer and OHIF;
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, Dict, Optional
@@ -43,10 +44,13 @@ class ImplicitQuery(TaskConfig):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.options = options if options is not None else read_start_options(conf)
         self.settings = GroundingSettings.from_options(self.options)
-        if self.settings.demo:
-            self.settings.reasoner = str(ensure_demo_reasoner(os.path.join(model_dir, DEMO_REASONER_DIR)))
+        build_demo = None
+        if self.settings.demo:  # built (first start only) by the models' load, in a process of its own
+            self.settings.reasoner = os.path.join(model_dir, DEMO_REASONER_DIR)
+            build_demo = functools.partial(ensure_demo_reasoner, self.settings.reasoner)
             logger.warning(f"DEMO mode: tiny untrained reasoner at {self.settings.reasoner}; its answers mean nothing")
-        self.service = GroundingService(self.settings, model_dir, ServerLimits.from_options(self.options).image)
+        limits = ServerLimits.from_options(self.options).image
+        self.service = GroundingService(self.settings, model_dir, limits, before_first_load=build_demo)
         answers_dir = self.options["answers_dir"] or os.path.join(model_dir, "answers")
         self.answer_log = AnswerLog(answers_dir, self.options["answers_keep"])
         logger.warning(self.service.startup_report())

@@ -1,7 +1,10 @@
-"""The models behind a server: built once on first use, shared by every request, reloaded when retrained.
+"""The models behind a server: built once, shared by every request, reloaded when retrained.
 
-Loading is lazy so the server starts at once and nothing is fetched at start-up; a model that can't be had fails the
-request that needed it with an actionable message, and the next request tries again.
+A server starts the load on a thread of its own as it starts (`start_loading`), so `/info` and every other route
+answer at once while the models load, and the first question doesn't pay the whole load; without that call (tools,
+tests) the first use loads them. Either way there is one load: a question that comes while it runs waits for it. A
+load that fails is logged, said by `load_state` (in `/info`), and fails the questions that waited for it with its
+reason (503 when the model can't be had); the next question tries again.
 """
 
 from __future__ import annotations
@@ -9,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from monailabel_app.core.errors import RequestError
+from monailabel_app.core.errors import RequestError, UnavailableError
 from monailabel_app.grounding.clicks import PointPrompt, parse_clicks
 from monailabel_app.grounding.image_grounding import GroundedImage, ground_image
 from monailabel_app.grounding.pipeline import GroundingPipeline
@@ -36,8 +40,14 @@ REASONER_BACKENDS = ("transformers", "vllm", "openai")
 
 class GroundingService:
     def __init__(
-        self, settings: GroundingSettings, model_dir: Optional[str] = None, image_limits: ImageLimits = ImageLimits()
+        self,
+        settings: GroundingSettings,
+        model_dir: Optional[str] = None,
+        image_limits: ImageLimits = ImageLimits(),
+        before_first_load: Optional[Callable[[], object]] = None,
     ):
+        """`before_first_load`: work the first load does first, and questions wait for (the demo builds its
+        reasoner)."""
         # an admin's typo fails the start, not the first request
         if settings.segmenter not in SEGMENTER_BUILDERS:
             raise ValueError(
@@ -52,18 +62,70 @@ class GroundingService:
         self.settings = settings
         self.image_limits = image_limits  # images larger than these are refused from their header
         self.model_dir = model_dir  # where retraining publishes; a published reasoner wins over settings.reasoner
-        self._lock = threading.Lock()
+        self._before_first_load = before_first_load
+        self._lock = threading.Lock()  # held by the load: a question that comes meanwhile waits here
         self._pipeline: Optional[GroundingPipeline] = None
         self._reasoners = ReasonerSlot(self._build_reasoner)  # the one owner of which reasoner serves
+        self._failed_loads = 0  # counts loads that failed, so a question that waited for one gets its reason
+        self._last_failure: Optional[BaseException] = None
+        self._loader: Optional[threading.Thread] = None
 
     def pipeline(self) -> GroundingPipeline:
         """The pipeline with the reasoner that should serve now (a retrained one replaces the old on publish)."""
+        failed_before = self._failed_loads
         with self._lock:
-            reasoner = self._reasoners.current(self.reasoner_path())
-            if self._pipeline is None:
-                self._pipeline = self._build(reasoner)
-            self._pipeline.use_reasoner(reasoner)
+            # the load this question waited for failed: its reason, not a second load at once
+            if self._failed_loads != failed_before and self._last_failure is not None:
+                raise UnavailableError(f"The models could not be loaded: {self._failure_reason()}")
+            try:
+                if self._before_first_load is not None:
+                    self._before_first_load()
+                    self._before_first_load = None
+                reasoner = self._reasoners.current(self.reasoner_path())
+                if self._pipeline is None:
+                    self._pipeline = self._build(reasoner)
+                self._pipeline.use_reasoner(reasoner)
+            except Exception as error:
+                self._last_failure = error
+                self._failed_loads += 1
+                raise
+            self._last_failure = None
             return self._pipeline
+
+    def start_loading(self) -> threading.Thread:
+        """Loads the models on a thread of their own (the server calls this as it starts); `pipeline` waits for it."""
+        self._loader = threading.Thread(target=self._load_at_start, name="model-load", daemon=True)
+        self._loader.start()
+        return self._loader
+
+    def _load_at_start(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.pipeline()
+        except UnavailableError as error:
+            logger.error(f"The models could not be loaded at start: {error}")
+        except Exception:
+            logger.exception("The models could not be loaded at start")
+        else:
+            logger.info(f"Models loaded in {time.perf_counter() - started:.1f} s; questions are answered now")
+
+    def load_state(self) -> dict:
+        """For `/info`: `loading` (the start's load is under way), `ready`, `failed` (with the reason: the next
+        question tries again) or `not loaded` (loads on the first question)."""
+        if self._last_failure is not None:
+            return {"state": "failed", "reason": self._failure_reason()}
+        if self._pipeline is not None:
+            return {"state": "ready"}
+        if self._loader is not None and self._loader.is_alive():
+            return {"state": "loading"}
+        return {"state": "not loaded"}
+
+    def _failure_reason(self) -> str:
+        """An UnavailableError's message says what to do; anything else is a bug, whose details stay in the log."""
+        failure = self._last_failure
+        if isinstance(failure, UnavailableError):
+            return str(failure)
+        return f"{type(failure).__name__} (see the server log)"
 
     def close(self) -> None:
         """Frees the models (at shutdown, or in tests)."""
