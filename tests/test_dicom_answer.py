@@ -192,6 +192,7 @@ def test_the_box_and_points_are_drawn_on_the_key_slice(ct_answer):
     assert [g.tracking_identifier for g in planar] == [tracking.identifier] + [
         f"{tracking.identifier} key point {n}" for n in (1, 2)
     ]
+    assert all(group.get_measurements() == [] for group in planar)  # OHIF drops a group whose first NUM has no region
     box, *points = (g.roi for g in planar)
     assert box.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
     assert box.value.tolist() == [[30, 20], [60, 20], [60, 40], [30, 40], [30, 20]]

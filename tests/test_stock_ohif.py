@@ -53,7 +53,10 @@ def start(tmp_path_factory):
         pytest.skip(INSTALL_HINT + " and chromium")
     if not stock_ohif_installed():
         pytest.skip(VIEWER_HINT)
-    running = DefaultStart(tmp_path_factory.mktemp("default_start")).start()
+    # with a measured confidence, the report carries a NUM: OHIF 3.13 once dropped the box for it (in the box's group)
+    running = DefaultStart(
+        tmp_path_factory.mktemp("default_start"), args=["--conf", "demo", "true", "--conf", "confidence_samples", "2"]
+    ).start()
     yield running
     running.stop()
 
@@ -71,6 +74,7 @@ def saved(start, tmp_path_factory):
     study_uid, series_uid = loaded_series(start, "Synthetic CT")
     label = label_of(ohif_infer(start, series_uid), tmp_path_factory.mktemp("label"), "ct").array
     answer = the_answer(start, series_uid)
+    assert answer.get("confidence") is not None, "the start measures confidence: the report must carry it"
     params = {"label_info": [{"name": LABEL_NAME, "idx": 1}], "question": QUESTION, "model": "implicit_query"}
     response = ohif_save(start, series_uid, label, {**params, "slice": answer["slice"]})
     assert response.status_code == 200, response.text

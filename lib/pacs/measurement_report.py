@@ -5,8 +5,9 @@ and PACS viewers read with no code of ours.
 - Observation context: the reasoner as a device observer (its name, version and weights digest; a UID derived from
   the digest, so one model is one device) and, when known, the clinician who saved the label as a person observer.
   Procedure reported: imaging procedure. Image library: the key slice.
-- One TID 1410 group: the box as a closed POLYLINE on the key slice (what OHIF draws as the measurement), the finding,
-  the confidence; one TID 1410 group per key point (a POINT); one TID 1411 group that references the SEG's answer
+- One TID 1410 group: the box as a closed POLYLINE on the key slice (what OHIF draws as the measurement) and the
+  finding, with no measurement (OHIF 3.13 looks for a group's region inside its first NUM, and skips the group when it
+  isn't there); one TID 1410 group per key point (a POINT); one TID 1411 group that references the SEG's answer
   segment (what dcmqi, and so Slicer, reads), with the finding, the segment's volume (area for a radiograph), the
   confidence, whether the target is present ("not in this image" is Absent), whether clicks refined the mask, and the
   answer's words as TEXT items: question, reasoning, raw answer, status, box, points, clicks, window, slice, time and
@@ -127,8 +128,7 @@ def _planar_groups(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=track.uid, identifier=track.identifier),
             referenced_region=hd.sr.ImageRegion(graphic_type=kind, graphic_data=data, source_image=source),
             finding_type=finding.type,
-            algorithm_id=algorithm,
-            measurements=_confidence(record),
+            algorithm_id=algorithm,  # no measurement here: OHIF looks for the region inside a group's first NUM
         )
         for track, kind, data in shapes
     ]
