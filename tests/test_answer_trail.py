@@ -40,7 +40,7 @@ def server(format_tuned_reasoner_dir, tmp_path_factory):
     write_ct(studies / f"{CT_ID}.nii.gz")
     write_png(xray_picture(), studies / f"{XRAY_ID}.png")
     conf = {"models": "implicit_query", "reasoner": str(format_tuned_reasoner_dir), "max_new_tokens": "96"}
-    conf["embedding_cache"] = "32"  # the volume tests' slices are encoded once for the module
+    conf["embedding_cache_mb"] = "128"  # the volume tests' slices (4 MiB each) are encoded once for the module
     running = MonaiLabelServer(studies, conf, tmp_path_factory.mktemp("logs") / "server.log").start()
     yield running
     running.stop()

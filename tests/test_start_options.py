@@ -12,6 +12,7 @@ import pytest
 from lib.options.start_options import (
     BUILT_IN_TEMPLATES,
     BY_NAME,
+    SEGMENTER_ENCODERS,
     SEGMENTER_KINDS,
     TASK_NAMES,
     OptionError,
@@ -85,10 +86,12 @@ def test_the_schema_knows_every_choice_the_code_offers():
     from main import TASK_CONFIGS
     from monailabel_app.grounding.settings import GroundingSettings
     from monailabel_app.reasoning.prompt import NAMED_TEMPLATES
+    from monailabel_app.segmentation.cpu_encoder import ENCODER_CHOICES
     from monailabel_app.segmentation.factory import SEGMENTER_BUILDERS
 
     assert set(TASK_NAMES) == set(TASK_CONFIGS)
     assert set(SEGMENTER_KINDS) == set(SEGMENTER_BUILDERS)
+    assert SEGMENTER_ENCODERS == ENCODER_CHOICES
     assert set(BUILT_IN_TEMPLATES) == set(NAMED_TEMPLATES)
     assert {spec.name for spec in dataclasses.fields(GroundingSettings)} <= set(BY_NAME)
     from lib.trainers.implicit_query import OPTIONS as TRAIN_OPTIONS

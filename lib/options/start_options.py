@@ -34,6 +34,7 @@ from lib.options.schema import (
 
 TASK_NAMES = ("implicit_query",)  # main.TASK_CONFIGS (a test keeps the two alike)
 SEGMENTER_KINDS = ("litemedsam", "medsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "sam2", "medsam2")  # the factory's
+SEGMENTER_ENCODERS = ("auto", "openvino-bf16", "openvino-fp32", "torch-fp32")  # cpu_encoder.ENCODER_CHOICES
 BUILT_IN_TEMPLATES = ("abstain",)  # monailabel_app.reasoning.prompt.NAMED_TEMPLATES
 REASONER_BACKENDS = ("transformers", "vllm", "openai")
 TRAIN_PRESETS = ("hospital", "paper")
@@ -243,11 +244,21 @@ OPTIONS: tuple[Option, ...] = (
         "from the file name",
     ),
     Option(
-        "embedding_cache",
-        "1 to 1,024",
-        8,
-        "image embeddings kept, so more questions on a slice skip the encoder",
-        whole(1, 1024),
+        "segmenter_encoder",
+        ", ".join(SEGMENTER_ENCODERS),
+        "auto",
+        "the segmenter's image encoder on CPU (auto: OpenVINO, in bf16 where the CPU has bf16, else fp32; "
+        "LiteMedSAM; a GPU keeps torch), converted once into <model_dir>/segmenter_encoders",
+        one_of(SEGMENTER_ENCODERS),
+        SEGMENTER,
+    ),
+    Option(
+        "embedding_cache_mb",
+        "1 to 65,536",
+        512,
+        "memory for image embeddings kept (4 MiB a LiteMedSAM slice), so more questions on a slice or volume skip "
+        "the encoder; least recently used go first",
+        whole(1, 65_536),
         SEGMENTER,
     ),
     Option(

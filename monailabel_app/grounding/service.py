@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from monailabel_app.segmentation.factory import SEGMENTER_BUILDERS, build_segmen
 
 logger = logging.getLogger(__name__)
 REASONER_BACKENDS = ("transformers", "vllm", "openai")
+SEGMENTER_ENCODERS_DIR = "segmenter_encoders"  # in the model folder: converted encoders (`cpu_encoder.py`)
 
 
 class GroundingService:
@@ -259,8 +261,11 @@ class GroundingService:
             s.segmenter,
             s.segmenter_checkpoint,
             device=reasoner_device(s.device),
-            cache_size=s.embedding_cache,
+            cache_size=None,
             sam2_config=s.sam2_config,
+            cache_mb=s.embedding_cache_mb,
+            encoder=s.segmenter_encoder,
+            encoder_dir=os.path.join(self.model_dir, SEGMENTER_ENCODERS_DIR) if self.model_dir else None,
         )
         return GroundingPipeline(reasoner, segmenter, think=s.think, template_path=s.template)
 

@@ -37,7 +37,8 @@ class GroundingSettings:
         None  # reasoner image size bounds (Qwen2.5-VL smart resize); checkpoint's own when empty
     )
     max_pixels: Optional[int] = TRAINED_FRAME_MAX_PIXELS  # the released checkpoints' training frame (840 x 840)
-    embedding_cache: int = 8  # image embeddings kept, so more questions on a slice skip the encoder
+    segmenter_encoder: str = "auto"  # the image encoder on CPU: auto | openvino-bf16 | openvino-fp32 | torch-fp32
+    embedding_cache_mb: int = 512  # memory for kept image embeddings, so more questions on a slice skip the encoder
     demo: bool = False  # use the tiny, untrained reasoner written into the app's model folder (offline demo)
     serve_published: bool = True  # a reasoner retraining published wins over `reasoner`; false: always `reasoner`
     # sampled answers behind each answer's confidence (0 = off); None ("auto"): 4 on a GPU, 0 on CPU

@@ -21,6 +21,7 @@ from monailabel_app.segmentation.checkpoints import (
     load_weights,
     require_file,
 )
+from monailabel_app.segmentation.cpu_encoder import TORCH_FP32, speed_up_encoder
 from monailabel_app.segmentation.sam import SamSegmenter
 from monailabel_app.segmentation.segmenter import Segmenter
 
@@ -63,14 +64,30 @@ def build_segmenter(
     device: str = "cpu",
     cache_size: int = 4,
     sam2_config: Optional[str] = None,
+    cache_mb: Optional[float] = None,
+    encoder: str = TORCH_FP32,
+    encoder_dir: Optional[str] = None,
+    encoder_in_background: bool = True,
 ) -> Segmenter:
-    """The segmenter for `kind`, its weights from `checkpoint` (LiteMedSAM defaults to the packaged file)."""
+    """The segmenter for `kind`, its weights from `checkpoint` (LiteMedSAM defaults to the packaged file).
+
+    `cache_size` and `cache_mb` bound its embedding cache (None: no bound of that kind, but `cache_mb` defaults to
+    `sam.DEFAULT_CACHE_MB`). `encoder` is `--conf segmenter_encoder` (`cpu_encoder.py`): the fp32 torch encoder
+    serves until the chosen one is ready, made on a background thread unless `encoder_in_background` is False, and
+    kept in `encoder_dir` (the server's model folder) for the next start. SAM2 kinds keep their torch encoder; `auto`
+    speeds up LiteMedSAM only (the one measured), a named OpenVINO encoder any SAM kind."""
     builder = SEGMENTER_BUILDERS.get(kind)
     if builder is None:
         raise ValueError(f"unknown segmenter kind {kind!r}; choose one of {sorted(SEGMENTER_BUILDERS)}")
     if kind in SAM2_KINDS:
-        return build_sam2_family(kind, checkpoint, device, cache_size, sam2_config)
-    return builder(kind, checkpoint, device, cache_size)
+        segmenter = build_sam2_family(kind, checkpoint, device, cache_size, sam2_config)
+    else:
+        segmenter = builder(kind, checkpoint, device, cache_size)
+    if cache_mb is not None:
+        segmenter.limit_cache(cache_mb, cache_size)
+    if kind not in SAM2_KINDS and (encoder != "auto" or kind == DEFAULT_KIND):
+        speed_up_encoder(segmenter, encoder, device, encoder_dir, background=encoder_in_background)
+    return segmenter
 
 
 def build_litemedsam(kind: str, checkpoint: Optional[str], device: str, cache_size: int) -> Segmenter:

@@ -7,23 +7,19 @@ and the returned mask all stay in the caller's pixel frame.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import torch
 from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
+from monailabel_app.segmentation.embedding_cache import MIB, EmbeddingCache, picture_key
 from monailabel_app.segmentation.segmenter import SegmentOutput
 
-
-def image_cache_key(image: np.ndarray) -> tuple:
-    """Content key: the same slice sent twice (even as a new array) must hit; the shape tells apart equal bytes."""
-    pixels = np.ascontiguousarray(image)
-    return hashlib.sha1(pixels.data).hexdigest(), pixels.shape
+DEFAULT_CACHE_MB = 512  # the embedding cache's memory bound unless told (`--conf embedding_cache_mb`)
 
 
 class SamSegmenter:
@@ -31,20 +27,42 @@ class SamSegmenter:
     point labels and an earlier mask's logits for propagation and corrections.
 
     One predictor per cached image holds that image's embedding, so a second question on the same slice only runs
-    the light prompt encoder and mask decoder. A lock serialises requests: the predictor state is not thread-safe.
+    the light prompt encoder and mask decoder (`embedding_cache.py`: keyed by the picture's bytes, bounded by memory
+    and, when `cache_size` is given, by count). A lock serialises requests: the predictor state is not thread-safe.
     `predictor_class` is segment_anything's SamPredictor, or SAM2's image predictor, which has the same interface.
     """
 
-    def __init__(self, sam_model: Sam, name: str = "sam", cache_size: int = 4, predictor_class: type = SamPredictor):
-        if cache_size < 1:
+    def __init__(
+        self,
+        sam_model: Sam,
+        name: str = "sam",
+        cache_size: Optional[int] = 4,
+        predictor_class: type = SamPredictor,
+        cache_mb: float = DEFAULT_CACHE_MB,
+    ):
+        if cache_size is not None and cache_size < 1:
             raise ValueError(f"cache_size must be at least 1, got {cache_size}")
         self.model = sam_model.eval()
         self.predictor_class = predictor_class
         self.name = name
-        self.cache_size = cache_size
         self.encoder_calls = 0
-        self._predictors: OrderedDict[tuple, Any] = OrderedDict()
+        self.encoder_path = "torch-fp32"  # which image encoder runs (`cpu_encoder.py` may swap in a faster one)
+        self.encoder_ready = threading.Event()  # set once no encoder swap is pending
+        self.encoder_ready.set()
+        self._predictors = EmbeddingCache(int(cache_mb * MIB), cache_size)
         self._lock = threading.Lock()
+
+    def limit_cache(self, cache_mb: float, cache_size: Optional[int] = None) -> None:
+        """New bounds for the embedding cache (it starts empty)."""
+        with self._lock:
+            self._predictors = EmbeddingCache(int(cache_mb * MIB), cache_size)
+
+    def use_image_encoder(self, encoder: torch.nn.Module) -> None:
+        """Swaps the image encoder between requests; embeddings already cached stay (they agree within the mask
+        agreement the faster encoder was chosen for)."""
+        with self._lock:
+            self.model.image_encoder = encoder
+            self.encoder_path = getattr(encoder, "path", type(encoder).__name__)
 
     def segment(
         self,
@@ -86,19 +104,16 @@ class SamSegmenter:
 
     def _predictor_for(self, image: np.ndarray) -> tuple[Any, float, bool]:
         """Cached predictor for this image content, or a new one after a real encoder run (LRU eviction)."""
-        key = image_cache_key(image)
+        key = picture_key(image)
         cached = self._predictors.get(key)
         if cached is not None:
-            self._predictors.move_to_end(key)
             return cached, 0.0, True
         predictor = self.predictor_class(self.model)
         encode_start = time.perf_counter()
         predictor.set_image(image)  # RGB, both predictors' default
         encode_s = time.perf_counter() - encode_start
         self.encoder_calls += 1
-        self._predictors[key] = predictor
-        while len(self._predictors) > self.cache_size:
-            self._predictors.popitem(last=False)
+        self._predictors.put(key, predictor)
         return predictor, encode_s, False
 
 

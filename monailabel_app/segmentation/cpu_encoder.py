@@ -1,0 +1,266 @@
+"""The segmenter's image encoder on a CPU: OpenVINO, in bf16 where the CPU computes bf16, else fp32.
+
+The image encoder is the segmenter's whole cost on a CPU (LiteMedSAM: 75 GFLOP per 256 px slice; its prompt encoder
+and mask decoder are cheap and stay in torch). Measured side by side in one process (`benchmarks/segmenter_cpu.py`,
+`benchmarks/results/segmenter_cpu.txt`): OpenVINO beat torch's eager fp32 forward, bf16 autocast, bf16 weights with
+channels-last, int8 dynamic quantisation, ONNX Runtime and `torch.compile`, with the same masks (IoU at 256 px and 3D
+Dice against fp32). Which path runs where (`resolve_encoder`):
+- CPU, `auto`: `openvino-bf16` where OpenVINO reports the CPU computes BF16 (AVX-512 BF16 or AMX), else
+  `openvino-fp32` (the same numbers as torch's fp32), else (no openvino) `torch-fp32`;
+- CUDA: torch, as loaded.
+
+The conversion (a trace and OpenVINO's converter: seconds to a minute on 2 cores) is not paid per start: the converted
+model (OpenVINO IR: an XML graph and raw weights, nothing that runs code when read, never a pickle) is kept in a
+server-owned folder, one entry per key (a SHA-256 of the encoder's weights, the torch and OpenVINO versions, the
+encoder class and input size). Before an entry serves, its manifest must match the key, its files their recorded
+SHA-256, and its output on a probe picture the fp32 encoder's (kept beside it when it was converted); otherwise it is
+rebuilt. Converting or loading runs on
+a background thread while the fp32 encoder serves, and the segmenter swaps the new encoder in under its lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+ENCODER_CHOICES = ("auto", "openvino-bf16", "openvino-fp32", "torch-fp32")
+TORCH_FP32 = "torch-fp32"
+ARTIFACT_FORMAT = 1  # bump when the entry's layout or the conversion changes
+MANIFEST, GRAPH, WEIGHTS, PROBE = "manifest.json", "encoder.xml", "encoder.bin", "probe_fp32.bin"
+STORED_FILES = (GRAPH, WEIGHTS, PROBE)
+PROBE_MIN_COSINE = 0.99  # measured bf16 against fp32: 0.999; a wrong or corrupt model is far below
+
+
+def import_openvino() -> Any:
+    """openvino, with its usage telemetry off: `import openvino` otherwise reports each import to Google Analytics
+    from a child process unless the user's home holds an opt-out file (openvino_telemetry, on by default for its
+    converter). Blocking the telemetry package makes openvino use its own no-op stub; nothing is written or sent."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # None in sys.modules: `import` raises ImportError
+    import openvino
+
+    return openvino
+
+
+def openvino_cpu_capabilities() -> Optional[list[str]]:
+    """OpenVINO's own word on what this CPU computes (e.g. BF16, FP32, INT8); None without openvino."""
+    try:
+        openvino = import_openvino()
+    except ImportError:
+        return None
+    return list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def resolve_encoder(choice: str, device: str) -> str:
+    """The encoder that will run for `--conf segmenter_encoder choice` on `device`."""
+    if choice not in ENCODER_CHOICES:
+        raise ValueError(f"segmenter_encoder must be one of {', '.join(ENCODER_CHOICES)}, got {choice!r}")
+    if not str(device).startswith("cpu"):
+        return TORCH_FP32  # the GPU keeps the torch encoder it was loaded with
+    if choice != "auto":
+        return choice
+    capabilities = openvino_cpu_capabilities()
+    if capabilities is None:
+        return TORCH_FP32
+    return "openvino-bf16" if "BF16" in capabilities else "openvino-fp32"
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 over the module's tensors (names, dtypes, shapes, values), whatever file they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        values = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{values.dtype}|{tuple(values.shape)}|".encode())
+        digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def artifact_key(encoder: torch.nn.Module) -> dict:
+    """What a converted encoder depends on: a stored entry serves only when all of it is equal."""
+    openvino = import_openvino()
+    return {
+        "format": ARTIFACT_FORMAT,
+        "weights_sha256": weights_digest(encoder),
+        "encoder": f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+        "input": list(probe_input(encoder).shape),
+        "torch": torch.__version__,
+        "openvino": openvino.get_version(),
+    }
+
+
+def entry_name(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def probe_input(encoder: torch.nn.Module) -> torch.Tensor:
+    """A fixed picture at the encoder's input size (smooth gradients and seeded noise, as the preprocessing gives)."""
+    size = int(encoder.img_size)
+    ramp = torch.linspace(0.0, 1.0, size)
+    noise = torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))
+    return (0.5 * (ramp[None, :, None] + ramp[None, None, :]) * 0.7 + 0.3 * noise)[None].float()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OpenVinoImageEncoder(torch.nn.Module):
+    """The image encoder compiled by OpenVINO, with the torch module's interface (`img_size`, tensors in and out).
+    One infer request, so callers serialise (the segmenter's lock does)."""
+
+    def __init__(self, compiled: Any, img_size: int, path: str):
+        super().__init__()
+        self.img_size = img_size
+        self.path = path  # e.g. openvino-bf16
+        self.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+
+    @torch.no_grad()
+    def forward(self, pictures: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for picture in pictures.detach().float().cpu().split(1):
+            self._request.infer({0: np.ascontiguousarray(picture.numpy())})
+            outputs.append(torch.from_numpy(self._request.get_output_tensor(0).data.copy()))
+        return torch.cat(outputs).to(pictures.device)
+
+
+def openvino_encoder(encoder: torch.nn.Module, path: str, folder: Optional[Path]) -> OpenVinoImageEncoder:
+    """The encoder for `path` (openvino-bf16/-fp32): from `folder`'s entry when it checks out, else converted (and
+    stored there); always checked on the probe picture against `encoder` before it is returned."""
+    openvino = import_openvino()
+    precision = "bf16" if path == "openvino-bf16" else "f32"
+    reference = copy.deepcopy(encoder).float().cpu().eval()  # requests keep using `encoder` meanwhile
+    key = artifact_key(reference)
+    entry = Path(folder) / entry_name(key) if folder else None
+    core = openvino.Core()
+
+    def compiled(model: Any, expected: torch.Tensor) -> tuple[OpenVinoImageEncoder, float]:
+        options = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        fast = OpenVinoImageEncoder(core.compile_model(model, "CPU", options), int(reference.img_size), path)
+        return fast, probe_agreement(expected, fast)
+
+    stored = read_entry(core, entry, key) if entry else None
+    if stored is not None:
+        fast, cosine = compiled(*stored)
+        if cosine >= PROBE_MIN_COSINE:
+            logger.info(f"Segmenter encoder: {path}, stored in {entry} (probe cosine {cosine:.4f} against fp32)")
+            return fast
+        logger.warning(f"Stored segmenter encoder {entry} disagrees with fp32 (probe cosine {cosine:.4f}); converting")
+    model = convert(reference)
+    with torch.no_grad():
+        expected = reference(probe_input(reference))
+    fast, cosine = compiled(model, expected)
+    if cosine < PROBE_MIN_COSINE:
+        raise RuntimeError(f"the {path} encoder does not agree with the fp32 encoder (probe cosine {cosine:.4f})")
+    if entry is not None:
+        write_entry(entry, model, expected, key)  # only a model that passed the probe is kept
+    logger.info(f"Segmenter encoder: {path}, converted (probe cosine {cosine:.4f} against fp32)")
+    return fast
+
+
+def probe_agreement(expected: torch.Tensor, fast: OpenVinoImageEncoder) -> float:
+    """Cosine between the fp32 encoder's embedding of the probe picture and `fast`'s."""
+    got = fast(probe_input(fast))
+    if got.shape != expected.shape:
+        return -1.0
+    return float(torch.nn.functional.cosine_similarity(expected.flatten(), got.flatten(), dim=0))
+
+
+def convert(encoder: torch.nn.Module) -> Any:
+    """Traced once (no re-run check: the probe check follows) and converted by OpenVINO's torch front end."""
+    openvino = import_openvino()
+    started = time.perf_counter()
+    picture = probe_input(encoder)
+    with torch.no_grad():
+        traced = torch.jit.trace(encoder, picture, check_trace=False)
+        model = openvino.convert_model(traced, example_input=picture)
+    logger.info(f"Segmenter encoder converted to OpenVINO in {time.perf_counter() - started:.1f} s")
+    return model
+
+
+def read_entry(core: Any, entry: Path, key: dict) -> Optional[tuple[Any, torch.Tensor]]:
+    """The stored model and the fp32 embedding of the probe picture, when the manifest names this key and the files
+    are the ones recorded; else None (and why). Raw float32 and OpenVINO's IR: nothing here runs code when read."""
+    if not (entry / MANIFEST).is_file():
+        return None
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+        if manifest.get("key") != key:
+            raise ValueError("made for other weights or software versions")
+        for name in STORED_FILES:
+            if file_sha256(entry / name) != manifest["sha256"][name]:
+                raise ValueError(f"{name} is not the file that was written")
+        expected = torch.from_numpy(np.fromfile(entry / PROBE, dtype="<f4")).reshape(manifest["probe_shape"])
+        return core.read_model(str(entry / GRAPH), str(entry / WEIGHTS)), expected
+    except Exception as error:
+        logger.warning(f"Stored segmenter encoder {entry} not used ({type(error).__name__}: {error}); converting")
+        return None
+
+
+def write_entry(entry: Path, model: Any, expected: torch.Tensor, key: dict) -> None:
+    """Written in a temporary folder beside it and renamed into place: a reader sees a whole entry or none. A failed
+    write only costs the next start a conversion."""
+    openvino = import_openvino()
+    staging = None
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=entry.parent))
+        openvino.save_model(model, str(staging / GRAPH), compress_to_fp16=False)
+        expected.numpy().astype("<f4").tofile(staging / PROBE)
+        digests = {name: file_sha256(staging / name) for name in STORED_FILES}
+        manifest = {"key": key, "sha256": digests, "probe_shape": list(expected.shape)}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if entry.exists():
+            shutil.rmtree(entry)
+        os.replace(staging, entry)
+    except Exception as error:
+        logger.warning(f"Could not store the converted segmenter encoder in {entry}: {error}")
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def speed_up_encoder(segmenter: Any, choice: str, device: str, folder: Optional[str], background: bool = True) -> None:
+    """Puts the encoder `choice` resolves to in place of `segmenter`'s torch fp32 one. In the background (importing
+    openvino included), the fp32 encoder serves meanwhile and `segmenter.encoder_ready` is set once the choice is
+    settled; a failure is logged and leaves fp32 serving."""
+    if choice not in ENCODER_CHOICES:
+        raise ValueError(f"segmenter_encoder must be one of {', '.join(ENCODER_CHOICES)}, got {choice!r}")
+    if choice == TORCH_FP32 or not str(device).startswith("cpu"):
+        return
+    encoder = segmenter.model.image_encoder
+
+    def swap() -> None:
+        try:
+            path = resolve_encoder(choice, device)
+            if path != TORCH_FP32:
+                segmenter.use_image_encoder(openvino_encoder(encoder, path, Path(folder) if folder else None))
+        except Exception:
+            logger.exception(f"The {choice} segmenter encoder could not be made; the torch fp32 encoder serves")
+        finally:
+            segmenter.encoder_ready.set()
+
+    segmenter.encoder_ready.clear()
+    if background:
+        threading.Thread(target=swap, name="segmenter-encoder", daemon=True).start()
+    else:
+        swap()
