@@ -27,14 +27,14 @@ from lib.activelearning.app_scoring import InProcessScoring
 from lib.activelearning.least_confident import LeastConfident
 from lib.activelearning.random import Random
 from lib.activelearning.reasoner_confidence import ActiveLearningSettings, ReasonerConfidence
+from lib.common import scratch
+from lib.common.identifiers import check_id, check_tag, is_inside
+from lib.common.limits import ServerLimits
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
 from lib.options.start_options import read_start_options
 from lib.pacs.datastore import open_pacs_datastore
-from lib.server import scratch
 from lib.server.errors import TooManyRequests
-from lib.server.identifiers import check_id, check_tag, is_inside
-from lib.server.limits import ServerLimits
 from monailabel_app.core.errors import NotFoundError
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, reasoner_key, with_entry
 from monailabel_app.grounding.last_answers import LAST_ANSWERS_KEY, last_answer, with_last_answer

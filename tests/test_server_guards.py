@@ -10,11 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from lib.datastore.versions import VersionStore
-from lib.options.start_options import parse_start_options
-from lib.server.admission import Admission, ServerBusyError
-from lib.server.asgi import bind_host, warn_if_exposed
-from lib.server.identifiers import (
+from lib.common.identifiers import (
     InvalidIdentifierError,
     check_id,
     check_session_id,
@@ -23,7 +19,11 @@ from lib.server.identifiers import (
     upload_stem,
     upload_suffix,
 )
-from lib.server.limits import ServerLimits
+from lib.common.limits import ServerLimits
+from lib.datastore.versions import VersionStore
+from lib.options.start_options import parse_start_options
+from lib.server.admission import Admission, ServerBusyError
+from lib.server.asgi import bind_host, warn_if_exposed
 from monailabel_app.demo.sample_studies import write_ct, write_png, xray_picture
 from monailabel_app.imaging.image_limits import ImageLimits, ImageTooLargeError, InvalidImageError, check_image_file
 from tests.support.hostile_requests import complex_nifti, detached_nrrd, external_mha, png_bomb
@@ -224,7 +224,7 @@ def test_random_next_sample_survives_times_in_the_future(tmp_path):
 def test_a_request_folder_someone_else_could_reach_is_never_used(tmp_path, monkeypatch):
     """The temp folder is shared: a `medreasoner-requests/` another user made first, or one open to others, or a
     link in its place, is refused with the folder named, never written into."""
-    import lib.server.scratch as scratch
+    import lib.common.scratch as scratch
 
     root = tmp_path / "medreasoner-requests"
     monkeypatch.setattr(scratch, "SCRATCH_ROOT", root)

@@ -22,9 +22,9 @@ from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 
+from lib.common.limits import ServerLimits
 from lib.infers.implicit_query import ImplicitQueryInfer
 from lib.options.start_options import read_start_options
-from lib.server.limits import ServerLimits
 from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.demo.demo_reasoner import ensure_demo_reasoner
 from monailabel_app.grounding.answer_log import AnswerLog

@@ -1,10 +1,10 @@
-"""The identifier gate at the datastore itself: every image id and label tag passes `lib.server.identifiers` before a
+"""The identifier gate at the datastore itself: every image id and label tag passes `lib.common.identifiers` before a
 datastore method turns it into a file name. The routes check first (to answer with a clear 422), but training and
 batch inference run in subprocesses that call the datastore directly; this is the fence all callers meet."""
 
 from __future__ import annotations
 
-from lib.server.identifiers import check_id, check_tag
+from lib.common.identifiers import check_id, check_tag
 
 
 class IdentifierGate:

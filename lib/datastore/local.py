@@ -21,10 +21,10 @@ from typing import Any, Dict, Optional
 import numpy as np
 from filelock import FileLock
 
+from lib.common.identifiers import require_inside
 from lib.datastore.atomic_store import AtomicLocalDatastore
 from lib.datastore.gate import IdentifierGate
 from lib.datastore.versions import VersionStore, same_file_content
-from lib.server.identifiers import require_inside
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.imaging.medical_image import read_medical_image
 

@@ -24,7 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.server.scratch import process_folder
+from lib.common.scratch import process_folder
 from monailabel_app.core.errors import RequestError
 from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.answer_picture import draw_answer
@@ -179,7 +179,7 @@ def segment_name(result: Dict[str, Any]) -> str:
 def _labels_dir() -> str:
     """Our own folder: a client on this machine saving into the system temp folder under the same name (MONAI Label's
     client keeps the server's file name) would otherwise race with the server's clean-up of that file. This process's
-    (`lib/server/scratch.py`), so the server removes it when it stops."""
+    (`lib/common/scratch.py`), so the server removes it when it stops."""
     folder = str(process_folder("labels"))
     cutoff = time.time() - LEFTOVER_AGE_S  # a result whose request died before its route took it
     for name in os.listdir(folder):

@@ -36,7 +36,6 @@ from typing import Any, Dict, List, Mapping, Optional
 import pydicom
 import SimpleITK
 from dicomweb_client import DICOMwebClient
-from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
@@ -59,6 +58,7 @@ from lib.pacs.measurement_report import measurement_report
 from lib.pacs.series_index import MODALITY_TAG, SERIES_UID_TAG, STUDY_UID_TAG, SeriesIndex
 from lib.pacs.source_series import volume_order
 from lib.pacs.tracking import Tracking, new_tracking
+from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.data.metadata import find_value, normalise_key
 from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.grounding.records import SERVER_ANSWER_KEYS
@@ -173,8 +173,7 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
                     return ""
                 study_id, modality = found
                 if modality not in self.pacs.modalities:
-                    raise HTTPException(
-                        422,
+                    raise RequestError(
                         f"Series {image_id} is {modality}; this server serves {', '.join(self.pacs.modalities)} "
                         "(--conf pacs_modalities)",
                     )
@@ -231,7 +230,7 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             os.rename(partial, target_dir)
             fsync_folder(os.path.dirname(target_dir))
         except InvalidSeriesError as error:
-            raise HTTPException(422, f"Series {series_id} can't be used: {error}") from error
+            raise RequestError(f"Series {series_id} can't be used: {error}") from error
         finally:
             shutil.rmtree(partial, ignore_errors=True)
 
@@ -242,7 +241,7 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             return super().save_label(image_id, label_filename, label_tag, label_info)
         image_uri = self.get_image_uri(image_id)
         if not image_uri:
-            raise HTTPException(404, f"No series {image_id!r} in the PACS")
+            raise NotFoundError(f"No series {image_id!r} in the PACS")
         temporary: List[str] = []
         try:
             _check_same_grid(label_filename, image_uri)
@@ -275,7 +274,7 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
             logger.info(f"DICOM SEG {seg_series} stored for series {image_id}")
             return AtomicLocalDatastore.save_label(self, image_id, label_filename, label_tag, label_info)
         except SegConversionError as error:
-            raise HTTPException(500, f"The label was not saved: {error}") from error
+            raise RequestError(f"The label was not saved: {error}") from error
         finally:
             for path in temporary:
                 if os.path.exists(path):
@@ -397,4 +396,4 @@ def _check_same_grid(label_file: str, image_file: str) -> None:
         reader.ReadImageInformation()
         sizes.append(tuple(reader.GetSize()))
     if sizes[0] != sizes[1]:
-        raise HTTPException(422, f"The label's size {sizes[0]} differs from the series' {sizes[1]}: not its label")
+        raise RequestError(f"The label's size {sizes[0]} differs from the series' {sizes[1]}: not its label")

@@ -22,10 +22,11 @@ from typing import Any, Iterator, Mapping, Tuple
 
 import requests
 from dicomweb_client.session_utils import create_session_from_user_pass
-from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.dicom import DICOMwebClientX
 from requests.adapters import HTTPAdapter
+
+from monailabel_app.core.errors import UpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ class PacsSettings:
         )
 
 
-class PacsError(HTTPException):
-    """A PACS failure as the HTTP answer a viewer shows: 502 (bad answer or broken transfer), 503, 504."""
+class PacsError(UpstreamError):
+    """A PACS failure, in the core's taxonomy (the server's one boundary makes it the HTTP answer a viewer shows):
+    502 (bad answer or broken transfer), 503 (can't connect), 504 (no answer in time)."""
 
-    def __str__(self) -> str:
-        return f"{self.status_code}: {self.detail}"
+    def __init__(self, status_code: int, detail: str):
+        super().__init__(detail, http_status=status_code)
+        self.status_code, self.detail = status_code, detail
 
 
 class _TimeoutAdapter(HTTPAdapter):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from lib.server.limits import RETRY_AFTER_S
+from lib.common.limits import RETRY_AFTER_S
 from monailabel_app.core.errors import UnavailableError
 
 

@@ -43,13 +43,14 @@ from monailabel.endpoints import train as monailabel_train
 from monailabel.endpoints.user.auth import get_current_user
 from monailabel.interfaces.utils.app import app_instance
 
+from lib.common.limits import SMALL_BODY_BYTES, ServerLimits
+from lib.common.scratch import remove_dead_servers, remove_process_scratch
 from lib.options.start_options import OptionError, StartOptions, read_start_options
 from lib.pacs.dicomweb import PacsSettings
 from lib.server.admission import Admission
 from lib.server.auth import auth_router, verified_user
 from lib.server.context import ServerContext
 from lib.server.errors import ErrorBoundary, install_error_handlers
-from lib.server.limits import SMALL_BODY_BYTES, ServerLimits
 from lib.server.request_log import demote_proxy_lines
 from lib.server.routes.activelearning import activelearning_router
 from lib.server.routes.admin import admin_router
@@ -59,7 +60,6 @@ from lib.server.routes.infer import infer_router
 from lib.server.routes.sessions import sessions_router
 from lib.server.routes.train import train_router
 from lib.server.routes.viewer import viewer_router
-from lib.server.scratch import remove_dead_servers, remove_process_scratch
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static")

@@ -8,8 +8,8 @@ from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.utils.app import app_instance
 
+from lib.common.limits import ServerLimits
 from lib.server.admission import Admission
-from lib.server.limits import ServerLimits
 
 
 @dataclass

@@ -18,7 +18,7 @@ from monailabel.datastore.local import ImageNotFoundException, LabelNotFoundExce
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lib.server.limits import RETRY_AFTER_S
+from lib.common.limits import RETRY_AFTER_S
 from monailabel_app.core.errors import RequestError, UnavailableError
 
 logger = logging.getLogger(__name__)

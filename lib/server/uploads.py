@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional
 from fastapi import UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from lib.server.identifiers import upload_stem, upload_suffix
+from lib.common.identifiers import upload_stem, upload_suffix
 from monailabel_app.core.errors import RequestError, TooLargeError
 from monailabel_app.imaging.file_formats import format_of
 from monailabel_app.imaging.self_contained import rewrite_self_contained

@@ -19,8 +19,8 @@ from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 from starlette.concurrency import run_in_threadpool
 
+from lib.common.identifiers import check_id
 from lib.server.context import ServerContext
-from lib.server.identifiers import check_id
 from lib.server.visibility import SERVER_PATH_KEYS, Reader, image_info_for
 from monailabel_app.core.errors import RequestError
 

@@ -29,9 +29,9 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.tasks.batch_infer import BatchInferImageType
 from monailabel.utils.async_tasks.task import AsyncTask
 
+from lib.common.identifiers import check_tag
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden, MethodNotAllowed, TooManyRequests
-from lib.server.identifiers import check_tag
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.reasoning.prompt import validate_question
 

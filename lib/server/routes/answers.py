@@ -25,8 +25,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from monailabel.config import settings
 from monailabel.endpoints.user.auth import RBAC, User
 
+from lib.common.identifiers import check_id
 from lib.server.context import ServerContext
-from lib.server.identifiers import check_id
 from lib.server.visibility import Reader
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.grounding.answer_log import MAX_LIST, AnswerLog

@@ -27,12 +27,12 @@ from monailabel.utils.others.generic import file_checksum, get_mime_type
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from lib.common.identifiers import check_id, check_tag, upload_suffix
+from lib.common.scratch import new_scratch, remove_scratch
 from lib.datastore.repair import SHA_KEY
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden
-from lib.server.identifiers import check_id, check_tag, upload_suffix
 from lib.server.provenance import edited_by, saved_by
-from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload, check_label_upload
 from lib.server.uploads import RAW_LABEL_SUFFIX, parse_params, save_upload
 from lib.server.visibility import Reader, image_info_for, label_info_for, listing_for, training_list_for

@@ -30,11 +30,11 @@ from requests_toolbelt import MultipartEncoder
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from lib.common.identifiers import check_id, check_session_id, check_tag
+from lib.common.scratch import new_scratch, remove_scratch
 from lib.server.context import ServerContext
-from lib.server.identifiers import check_id, check_session_id, check_tag
 from lib.server.provenance import saved_by
 from lib.server.request_log import log_answer
-from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.uploads import IMAGE_SUFFIXES, parse_params, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError
 from monailabel_app.grounding.settings import parse_bool

@@ -18,10 +18,10 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.utils.others.generic import get_basename, get_mime_type
 from starlette.concurrency import run_in_threadpool
 
+from lib.common.identifiers import check_session_id
+from lib.common.scratch import new_scratch, remove_scratch
 from lib.server.context import ServerContext
 from lib.server.errors import NotAcceptable
-from lib.server.identifiers import check_session_id
-from lib.server.scratch import new_scratch, remove_scratch
 from lib.server.upload_checks import check_image_upload
 from lib.server.uploads import DICOM_SUFFIXES, IMAGE_SUFFIXES, save_upload
 from monailabel_app.core.errors import NotFoundError, RequestError

@@ -28,9 +28,9 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.utils.others.generic import get_mime_type
 from starlette.background import BackgroundTask
 
+from lib.common.identifiers import is_inside
 from lib.server.context import ServerContext
 from lib.server.errors import Forbidden, MethodNotAllowed
-from lib.server.identifiers import is_inside
 from monailabel_app.core.errors import NotFoundError, RequestError, UpstreamError
 
 OHIF_DIR = os.path.join(os.path.dirname(monailabel.__file__), "endpoints", "static", "ohif")
