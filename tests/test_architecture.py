@@ -68,3 +68,30 @@ print(loaded)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+HELP_PROBE = """
+import runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_module(f"monailabel_app.{sys.argv[0]}", run_name="__main__")
+except SystemExit:
+    pass
+print("LOADED:" + ",".join(m for m in ("torch", "transformers", "lightning", "deepspeed", "vllm") if m in sys.modules))
+"""
+
+
+def test_no_command_lines_help_loads_a_model_library():
+    """`python -m monailabel_app.serve|train|evaluate --help` answers at once: no torch, transformers, Lightning."""
+    for command in ("serve", "train", "evaluate"):
+        run = subprocess.run(
+            [sys.executable, "-c", HELP_PROBE, command],
+            cwd=APP_DIR,
+            env={**os.environ, "PYTHONPATH": str(APP_DIR)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        assert "usage:" in run.stdout, run.stdout[-500:]
+        assert run.stdout.strip().splitlines()[-1] == "LOADED:", f"{command} --help: {run.stdout.splitlines()[-1]}"

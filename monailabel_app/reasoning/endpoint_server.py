@@ -31,8 +31,7 @@ from PIL import Image
 from monailabel_app.core.errors import RequestError
 from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.openai_reasoner import DEFAULT_SYSTEM_PROMPT, FRAME_FIELD
-from monailabel_app.reasoning.reasoner import ReasonerOutput
-from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.reasoning.reasoner import Reasoner, ReasonerOutput
 
 DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,(.*)$", re.DOTALL)
 
@@ -41,7 +40,7 @@ class BadRequest(RequestError):
     """The request is not one this server can answer; the message says why (sent back as an OpenAI-style 400)."""
 
 
-def create_app(reasoner: TransformersReasoner, served_model_name: str, api_key: Optional[str] = None) -> FastAPI:
+def create_app(reasoner: Reasoner, served_model_name: str, api_key: Optional[str] = None) -> FastAPI:
     app = FastAPI(title="MedReasoner OpenAI-compatible reasoner")
 
     def refusal(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -105,9 +104,7 @@ def decode_data_url(url: Any) -> np.ndarray:
         raise BadRequest(f"the image data URL is not a readable picture ({error})") from None
 
 
-def answer_request(
-    reasoner: TransformersReasoner, image: np.ndarray, prompt: str, body: dict
-) -> tuple[ReasonerOutput, int]:
+def answer_request(reasoner: Reasoner, image: np.ndarray, prompt: str, body: dict) -> tuple[ReasonerOutput, int]:
     """The answer and the token limit it ran under (to tell "stop" from "length")."""
     temperature, top_p = body.get("temperature") or 0, body.get("top_p", 1.0)
     max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or reasoner.max_new_tokens
@@ -153,6 +150,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty or not set")
+    from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner  # after --help: torch is heavy
+
     reasoner = TransformersReasoner(
         args.model,
         device=args.device,

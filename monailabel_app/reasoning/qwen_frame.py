@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
 from monailabel_app.core.frames import ImageFrame
 from monailabel_app.reasoning.frame_bounds import QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, QWEN_PATCH_FACTOR
@@ -25,6 +24,8 @@ def resize_to_model_frame(
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize  # loads torch: only when used
+
     model_height, model_width = smart_resize(height, width, QWEN_PATCH_FACTOR, min_pixels, max_pixels)
     picture = Image.fromarray(image)
     if (model_width, model_height) != (width, height):
