@@ -31,12 +31,12 @@ from lib.options.schema import (
     url,
     whole,
 )
+from monailabel_app.reasoning.backends import BACKEND_NAMES as REASONER_BACKENDS  # the registry's, light to import
 
 TASK_NAMES = ("implicit_query",)  # main.TASK_CONFIGS (a test keeps the two alike)
 SEGMENTER_KINDS = ("litemedsam", "medsam", "sam_vit_b", "sam_vit_l", "sam_vit_h", "sam2", "medsam2")  # the factory's
 SEGMENTER_ENCODERS = ("auto", "openvino-bf16", "openvino-fp32", "torch-fp32")  # cpu_encoder.ENCODER_CHOICES
 BUILT_IN_TEMPLATES = ("abstain",)  # monailabel_app.reasoning.prompt.NAMED_TEMPLATES
-REASONER_BACKENDS = ("transformers", "vllm", "openai")
 TRAIN_PRESETS = ("hospital", "paper")
 REWARD_MODES = ("soft", "hard")
 MIB = 1 << 20

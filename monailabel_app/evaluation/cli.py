@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from monailabel_app.core.errors import RequestError, UnavailableError
+from monailabel_app.reasoning.backends import BACKEND_NAMES
+from monailabel_app.reasoning.backends import BACKENDS as BACKENDS_BY_NAME
 from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 
-BACKENDS = ("transformers", "vllm", "openai", "answers")
+BACKENDS = (*BACKEND_NAMES, "answers")  # the reasoner registry's, and a file of answers given earlier
 ANSWER_FRAMES = ("original", "qwen")  # evaluation.answers.ANSWER_FRAMES; a test keeps them equal
 PARSERS = ("paper", "app")  # evaluation.scoring.PARSERS; likewise
 # The models, torch and the data readers are imported when a run starts, so `--help` and argument errors are quick.
@@ -50,7 +52,7 @@ def describe_run(args: argparse.Namespace) -> dict:
         return str(Path(path).absolute()) if path else None
 
     generated = args.backend != "answers"
-    local_model = args.backend in ("transformers", "vllm") and Path(args.model).exists()
+    local_model = generated and BACKENDS_BY_NAME[args.backend].weights_here and Path(args.model).exists()
     return {
         "tool": "python -m monailabel_app.evaluate",
         "data": absolute(args.datastore or args.data),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,11 +16,9 @@ from monailabel_app.data.datastore_folder import datastore_entries
 from monailabel_app.data.folder_samples import INDEX_FILE, read_index
 from monailabel_app.data.umrg_parquet import UmrgParquet
 from monailabel_app.evaluation.answers import AnswersFile, AnswerSource, ReasonerAnswers
+from monailabel_app.reasoning.backends import ReasonerSpec, build_reasoner
 from monailabel_app.reasoning.frame_bounds import QWEN_MIN_PIXELS, TRAINED_FRAME_MAX_PIXELS
-from monailabel_app.reasoning.openai_reasoner import OpenAIReasoner
 from monailabel_app.reasoning.sampling import SamplingSettings
-from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
-from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
 
 
 def data_source(args: argparse.Namespace) -> tuple[Any, Optional[int]]:
@@ -55,43 +54,39 @@ def build_answer_source(args: argparse.Namespace) -> AnswerSource:
             args.min_pixels or QWEN_MIN_PIXELS,
             args.max_pixels or TRAINED_FRAME_MAX_PIXELS,
         )
-    if args.backend == "openai":
-        reasoner = OpenAIReasoner(
-            args.base_url,
-            args.model,
-            api_key_env=args.api_key_env,
-            sampling=sampling,
-            max_concurrency=args.concurrency,
-            retries=args.retries,
-            timeout_s=args.timeout,
-            min_pixels=args.min_pixels or QWEN_MIN_PIXELS,
-            max_pixels=args.max_pixels or TRAINED_FRAME_MAX_PIXELS,
-        )
-        return ReasonerAnswers(reasoner, workers=args.concurrency, max_consecutive_errors=args.max_consecutive_errors)
-    if args.backend == "vllm":
-        reasoner = VllmReasoner(
-            args.model,
-            sampling,
-            min_pixels=args.min_pixels,
-            max_pixels=args.max_pixels,
-            max_model_len=args.max_model_len,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            tensor_parallel_size=args.tensor_parallel_size,
-        )
-        return ReasonerAnswers(reasoner)
-    return transformers_answers(args, sampling)
-
-
-def transformers_answers(args: argparse.Namespace, sampling: SamplingSettings) -> ReasonerAnswers:
-    """Greedy `generate` by default; `sample` when a temperature is given. A repetition penalty given on the command
-    line replaces the checkpoint's generation_config value, which `generate` applies otherwise."""
-    reasoner = TransformersReasoner(
+    spec = ReasonerSpec(
         args.model,
+        sampling,
         device=args.device,
-        max_new_tokens=sampling.max_new_tokens,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
+        url=args.base_url,
+        api_key_env=args.api_key_env,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        timeout_s=args.timeout,
     )
+    if args.backend == "openai":
+        # the endpoint resizes by its own bounds: the picture goes already in the frame they give
+        framed = replace(
+            spec, min_pixels=args.min_pixels or QWEN_MIN_PIXELS, max_pixels=args.max_pixels or TRAINED_FRAME_MAX_PIXELS
+        )
+        reasoner = build_reasoner("openai", framed)
+        return ReasonerAnswers(reasoner, workers=args.concurrency, max_consecutive_errors=args.max_consecutive_errors)
+    if args.backend == "vllm":
+        engine = {
+            "max_model_len": args.max_model_len,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+            "tensor_parallel_size": args.tensor_parallel_size,
+        }
+        return ReasonerAnswers(build_reasoner("vllm", replace(spec, vllm_engine=engine)))
+    return transformers_answers(spec, sampling)
+
+
+def transformers_answers(spec: ReasonerSpec, sampling: SamplingSettings) -> ReasonerAnswers:
+    """Greedy `generate` by default; `sample` when a temperature is given. A repetition penalty given on the command
+    line replaces the checkpoint's generation_config value, which `generate` applies otherwise."""
+    reasoner = build_reasoner("transformers", spec)
     if sampling.repetition_penalty is not None:
         reasoner.model.generation_config.repetition_penalty = sampling.repetition_penalty
     if sampling.seed is not None:

@@ -25,18 +25,15 @@ from monailabel_app.grounding.reasoner_slot import ReasonerSlot
 from monailabel_app.grounding.settings import AUTO_BATCH_MAX_ROWS_GPU, AUTO_CONFIDENCE_SAMPLES_GPU, GroundingSettings
 from monailabel_app.imaging.image_limits import ImageLimits
 from monailabel_app.imaging.medical_image import read_medical_image
+from monailabel_app.reasoning.backends import BACKEND_NAMES, ReasonerSpec, backend, build_reasoner
 from monailabel_app.reasoning.batching import BatchingReasoner
 from monailabel_app.reasoning.identity import TINY_MODEL_MARKER, describe_reasoner
 from monailabel_app.reasoning.model_store import published_reasoner
-from monailabel_app.reasoning.openai_reasoner import OpenAIReasoner
 from monailabel_app.reasoning.reasoner import Reasoner
 from monailabel_app.reasoning.sampling import SamplingSettings
-from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
-from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
 from monailabel_app.segmentation.factory import SEGMENTER_BUILDERS, build_segmenter
 
 logger = logging.getLogger(__name__)
-REASONER_BACKENDS = ("transformers", "vllm", "openai")
 SEGMENTER_ENCODERS_DIR = "segmenter_encoders"  # in the model folder: converted encoders (`cpu_encoder.py`)
 
 
@@ -55,9 +52,9 @@ class GroundingService:
             raise ValueError(
                 f"--conf segmenter {settings.segmenter!r} is unknown; choose one of {sorted(SEGMENTER_BUILDERS)}"
             )
-        if settings.reasoner_backend not in REASONER_BACKENDS:
+        if settings.reasoner_backend not in BACKEND_NAMES:
             raise ValueError(
-                f"--conf reasoner_backend must be one of {REASONER_BACKENDS}, not {settings.reasoner_backend!r}"
+                f"--conf reasoner_backend must be one of {BACKEND_NAMES}, not {settings.reasoner_backend!r}"
             )
         if settings.reasoner_backend == "openai" and not settings.reasoner_url:
             raise ValueError("--conf reasoner_backend openai needs --conf reasoner_url (e.g. http://gpu-host:8001/v1)")
@@ -140,7 +137,7 @@ class GroundingService:
         return str(published) if published else self.settings.reasoner
 
     def _published(self) -> Optional[Path]:
-        local = self.settings.reasoner_backend != "openai"
+        local = backend(self.settings.reasoner_backend).weights_here
         if not (self.model_dir and local and self.settings.serve_published):
             return None
         return published_reasoner(self.model_dir)
@@ -157,7 +154,7 @@ class GroundingService:
         if published is None:
             return f"Reasoner: {configured} (--conf reasoner)."
         version = describe_reasoner(str(published), "published").get("version")
-        if self.settings.serve_published and self.settings.reasoner_backend != "openai":
+        if self.settings.serve_published and backend(self.settings.reasoner_backend).weights_here:
             return (
                 f"Reasoner: the retrained one published in {published} (version {version}) answers, not --conf "
                 f"reasoner {configured}. To serve {configured} instead, start with --conf serve_published false."
@@ -230,22 +227,21 @@ class GroundingService:
     def _build_reasoner(self, path: str) -> Reasoner:
         s = self.settings
         logger.info(f"Loading reasoner {path!r} with the {s.reasoner_backend} backend")
-        sampling = SamplingSettings(max_new_tokens=s.max_new_tokens)  # greedy
-        if s.reasoner_backend != "openai":
+        if backend(s.reasoner_backend).weights_here:
             describe_reasoner(path, "loading", compute_digest=True)  # the weights' digest, remembered for results
-        if s.reasoner_backend == "openai":
-            bounds = {k: v for k, v in (("min_pixels", s.min_pixels), ("max_pixels", s.max_pixels)) if v}
-            return OpenAIReasoner(s.reasoner_url, path, s.reasoner_api_key_env, sampling, **bounds)
-        if s.reasoner_backend == "vllm":
-            return VllmReasoner(path, sampling, min_pixels=s.min_pixels, max_pixels=s.max_pixels)
-        reasoner = TransformersReasoner(
+        spec = ReasonerSpec(
             path,
+            SamplingSettings(max_new_tokens=s.max_new_tokens),  # greedy
             device=s.device,
-            max_new_tokens=s.max_new_tokens,
             min_pixels=s.min_pixels,
             max_pixels=s.max_pixels,
             allow_download=s.allow_download,
+            url=s.reasoner_url,
+            api_key_env=s.reasoner_api_key_env,
         )
+        reasoner = build_reasoner(s.reasoner_backend, spec)
+        if s.reasoner_backend != "transformers":
+            return reasoner  # an engine or an endpoint batches by itself
         rows = s.batch_max_rows
         # auto: batching pays where decoding is memory-bound; on CPU it barely helps (docs/reasoner-hosting.md)
         if rows is None:

@@ -29,9 +29,11 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 
 from monailabel_app.core.errors import RequestError
+from monailabel_app.reasoning.backends import ReasonerSpec, build_reasoner
 from monailabel_app.reasoning.frame_bounds import TRAINED_FRAME_MAX_PIXELS
 from monailabel_app.reasoning.openai_reasoner import DEFAULT_SYSTEM_PROMPT, FRAME_FIELD
 from monailabel_app.reasoning.reasoner import Reasoner, ReasonerOutput
+from monailabel_app.reasoning.sampling import SamplingSettings
 
 DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,(.*)$", re.DOTALL)
 
@@ -150,15 +152,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty or not set")
-    from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner  # after --help: torch is heavy
-
-    reasoner = TransformersReasoner(
+    spec = ReasonerSpec(
         args.model,
+        SamplingSettings(max_new_tokens=args.max_new_tokens),
         device=args.device,
-        max_new_tokens=args.max_new_tokens,
         min_pixels=args.min_pixels,
         max_pixels=args.max_pixels,
     )
+    reasoner = build_reasoner("transformers", spec)  # after --help: the model libraries load here
     uvicorn.run(create_app(reasoner, args.served_model_name, api_key), host=args.host, port=args.port)
 
 

@@ -15,8 +15,9 @@ from typing import Sequence
 from monailabel_app.core.overlap import box_iou
 from monailabel_app.data.sample import GroundingSample
 from monailabel_app.reasoning.answer_parser import parse_answer
+from monailabel_app.reasoning.backends import ReasonerSpec, build_reasoner
 from monailabel_app.reasoning.prompt import build_prompt
-from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.training.abstention import training_reward
 from monailabel_app.training.config import GRPOConfig
 from monailabel_app.training.rollout import ground_truth_in_frame
@@ -27,12 +28,9 @@ IOU_EPS = 1e-6  # the evaluation's
 
 def greedy_scores(reasoner_path: str, samples: Sequence[GroundingSample], config: GRPOConfig) -> list[dict]:
     """{"reward", "iou"} per sample, in order; the reasoner is loaded for this call and freed after it."""
-    reasoner = TransformersReasoner(
-        reasoner_path,
-        max_new_tokens=config.max_new_tokens,
-        min_pixels=config.min_pixels,
-        max_pixels=config.max_pixels,
-    )
+    sampling = SamplingSettings(max_new_tokens=config.max_new_tokens)  # greedy
+    spec = ReasonerSpec(reasoner_path, sampling, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    reasoner = build_reasoner("transformers", spec)
     scores, reward = [], training_reward(config)
     try:
         for sample in samples:
