@@ -324,3 +324,14 @@ def test_a_multi_frame_image_gets_its_box_on_the_key_frame(ct_answer, tmp_path):
         assert int(referenced.ReferencedFrameNumber) == frames[0]  # the key slice, 6, is frame 7
         assert [line for line in dciodvfy_messages(report_file) or [] if line.startswith("Error")] == []
     assert pydicom.dcmread(seg_file).NumberOfFrames == 2 * SimpleITK.ReadImage(label_file).GetSize()[2]
+
+
+def test_clicks_that_refined_the_mask_make_it_semiautomatic(tmp_path):
+    clicks = {"foreground": [[45, 30]], "background": [[58, 22]]}
+    record = {**RECORD, "refined_by_clicks": clicks}
+    _, _, seg_file, report_file, _ = _answer(tmp_path, ct_series, record, lambda label: label.__setitem__(6, 1))
+    assert pydicom.dcmread(seg_file, stop_before_pixels=True).SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    (group,) = [m for m in _tid1500(report_file, tmp_path)["Measurements"] if "ReferencedSegment" in m]
+    said = {e["conceptCode"]["CodeMeaning"]: e["conceptValue"] for e in group["qualitativeEvaluations"]}
+    assert said["Refined by the clinician's clicks"]["CodeMeaning"] == "Yes"
+    assert json.loads(said["Refining clicks (pixels of the key slice)"]) == clicks
