@@ -139,23 +139,28 @@ def test_without_a_gpu_and_without_smoke_it_exits_2_with_a_message(tmp_path):
 
 
 def test_the_7b_has_the_published_size_and_gpu_names_find_their_bandwidth():
-    from benchmarks import gpu_suite
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
-    tokenizer = gpu_suite.build_tokenizer()
+    from benchmarks.gpu.bandwidth import decode_bytes_per_token, spec_bandwidth
+    from benchmarks.gpu.measuring import parameter_count
+    from benchmarks.gpu.reasoner import reasoner_config
+    from monailabel_app.demo.tiny_models import build_tokenizer
+
+    tokenizer = build_tokenizer()
     with torch.device("meta"):  # shapes only, no memory
-        model = gpu_suite.Qwen2_5_VLForConditionalGeneration._from_config(
-            gpu_suite.reasoner_config(tokenizer, smoke=False), dtype=torch.bfloat16
+        model = Qwen2_5_VLForConditionalGeneration._from_config(
+            reasoner_config(tokenizer, smoke=False), dtype=torch.bfloat16
         )
-    assert 8.28e9 < gpu_suite.parameter_count(model) < 8.30e9  # Qwen2.5-VL-7B-Instruct: 8.29 B
-    assert 14.0e9 < gpu_suite.decode_bytes_per_token(model, 1100) < 14.4e9  # 7.07 B - embedding + lm_head, bf16
-    spec = {name: gpu_suite.spec_bandwidth(name) for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe")}
+    assert 8.28e9 < parameter_count(model) < 8.30e9  # Qwen2.5-VL-7B-Instruct: 8.29 B
+    assert 14.0e9 < decode_bytes_per_token(model, 1100) < 14.4e9  # 7.07 B - embedding + lm_head, bf16
+    spec = {name: spec_bandwidth(name) for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe")}
     assert spec == {"NVIDIA H100 80GB HBM3": (3.35e12, "H100 SXM"), "NVIDIA H100 PCIe": (2.0e12, "H100 PCIe")}
-    assert gpu_suite.spec_bandwidth("NVIDIA H200")[0] == 4.8e12
-    assert gpu_suite.spec_bandwidth("NVIDIA A100-SXM4-80GB")[0] == 2.0e12
-    assert gpu_suite.spec_bandwidth("NVIDIA A100-PCIE-40GB")[0] == 1.55e12
-    assert gpu_suite.spec_bandwidth("NVIDIA L40S")[0] == 0.864e12
+    assert spec_bandwidth("NVIDIA H200")[0] == 4.8e12
+    assert spec_bandwidth("NVIDIA A100-SXM4-80GB")[0] == 2.0e12
+    assert spec_bandwidth("NVIDIA A100-PCIE-40GB")[0] == 1.55e12
+    assert spec_bandwidth("NVIDIA L40S")[0] == 0.864e12
     for unknown in ("NVIDIA H100 NVL", "NVIDIA GH200 480GB", "Tesla V100-SXM2-16GB"):
-        assert gpu_suite.spec_bandwidth(unknown) is None  # measured with a device copy instead
+        assert spec_bandwidth(unknown) is None  # measured with a device copy instead
 
 
 def test_the_suite_imports_no_monai_monailabel_or_itk():
@@ -163,7 +168,7 @@ def test_the_suite_imports_no_monai_monailabel_or_itk():
     probe = """
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("gpu_suite", "benchmarks/gpu_suite.py")
-suite = sys.modules["gpu_suite"] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+suite = importlib.util.module_from_spec(spec)  # as `python benchmarks/gpu_suite.py` loads it, parts included
 spec.loader.exec_module(suite)
 import monailabel_app.segmentation.sam2, monailabel_app.segmentation.sam
 import monailabel_app.training.config, monailabel_app.training.loss, monailabel_app.training.rollout
