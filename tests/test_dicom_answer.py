@@ -18,7 +18,7 @@ import pytest
 import SimpleITK
 
 from lib.pacs.datastore import PacsDatastore
-from lib.pacs.dicom_seg import NO_FINDING, dcmqi_tool, label_to_seg, read_provenance
+from lib.pacs.dicom_seg import NO_FINDING, SEGMENT_COLOURS, dcmqi_tool, label_to_seg, read_provenance
 from lib.pacs.measurement_report import measurement_report, report_texts
 from lib.pacs.tracking import new_tracking
 from monailabel_app.demo.sample_dicom import ct_series, flipped_ct_series, xray_series
@@ -154,7 +154,7 @@ def test_slicers_reader_gets_finding_tracking_segment_and_measurements(ct_answer
     }
     spacing = np.prod(SimpleITK.ReadImage(ct_answer[1]).GetSpacing())
     assert measured["Volume"] == (pytest.approx(20 * 30 * spacing, rel=1e-5), "mm3")
-    assert measured["Self-consistency confidence"] == (0.75, "1")
+    assert measured["Self-consistency confidence"] == (75.0, "%")
     said = {e["conceptCode"]["CodeMeaning"]: e["conceptValue"] for e in group["qualitativeEvaluations"]}
     assert said["Presence of property"]["CodeMeaning"] == "Present"
     assert said["Refined by the clinician's clicks"]["CodeMeaning"] == "No"
@@ -179,6 +179,10 @@ def test_the_seg_reads_back_voxel_for_voxel_with_its_codes(ct_answer, tmp_path):
     assert answer["SegmentedPropertyCategoryCodeSequence"]["CodeValue"] == "49755003"
     assert drawn["SegmentedPropertyTypeCodeSequence"]["CodeMeaning"] == "Pleura"  # coded from its own name
     assert answer["SegmentAlgorithmType"] == "AUTOMATIC"
+    palette = np.array(SEGMENT_COLOURS)
+    for number, segment in enumerate(segments):  # the colour the SEG recommends, read back by dcmqi (its own D65 Lab)
+        distances = np.abs(palette - np.array(segment["recommendedDisplayRGBValue"])).sum(axis=1)
+        assert distances.argmin() == number, segment["recommendedDisplayRGBValue"]
     assert answer["TrackingUniqueIdentifier"] == tracking.uid and "TrackingUniqueIdentifier" not in drawn
     description = pydicom.dcmread(seg_file, stop_before_pixels=True).SegmentSequence[0].SegmentDescription
     assert description == f"Q: {RECORD['question']}\nA: {RECORD['reasoning']}"

@@ -39,6 +39,7 @@ import pydicom
 import pydicom.uid
 import pydicom_seg
 import SimpleITK
+from PIL import Image, ImageCms
 from pydicom.dataset import Dataset
 
 from lib.pacs.dicom_text import MAX_BYTES, clean_strings, clean_text, fit_text, shorten, utf8_size
@@ -70,6 +71,7 @@ IMAGE_COMMENTS_BYTES = MAX_BYTES["LT"]
 NO_FINDING = "No finding"
 SEG_SERIES_NUMBER = 300
 ALGORITHM_FAMILY = highdicom.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")
+SEGMENT_COLOURS = ((255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255))  # sRGB, in turn
 
 
 class SegConversionError(RuntimeError):
@@ -207,6 +209,8 @@ def _segmentation(
     )
     seg.SpecificCharacterSet = "ISO_IR 192"  # questions, reasoning and names need not be ASCII
     seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_BYTES)
+    for number, segment in enumerate(seg.SegmentSequence):
+        segment.RecommendedDisplayCIELabValue = display_colour(SEGMENT_COLOURS[number % len(SEGMENT_COLOURS)])
     if question:
         description = fit_text(f"Q: {question}\nA: {reasoning}" if reasoning else question, "ST")
         for segment in seg.SegmentSequence:
@@ -238,6 +242,17 @@ def _segment(
         tracking_uid=tracking.uid if tracking else None,
         tracking_id=tracking.identifier if tracking else None,
     )
+
+
+def display_colour(rgb: tuple) -> List[int]:
+    """An sRGB colour as DICOM's Recommended Display CIELab Value (viewers colour the segment with it; without one,
+    OHIF warns on every load and picks its own): converted by Pillow's colour management (LittleCMS), D50 as DICOM's
+    PCS-Lab."""
+    transform = ImageCms.buildTransform(
+        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB", 5000), "RGB", "LAB"
+    )
+    lightness, a, b = ImageCms.applyTransform(Image.new("RGB", (1, 1), tuple(rgb)), transform).getpixel((0, 0))
+    return [int(v) for v in highdicom.color.CIELabColor(lightness * 100 / 255, a - 128, b - 128).value]
 
 
 def algorithm_version(provenance: Mapping[str, Any]) -> str:

@@ -44,7 +44,7 @@ SCHEME_NAME = "MedReasoner for MONAI Label"
 REPORT_SERIES_NUMBER = 301
 CONFIDENCE = hd.sr.CodedConcept("CONFIDENCE", SCHEME, "Self-consistency confidence")
 REFINED = hd.sr.CodedConcept("REFINED", SCHEME, "Refined by the clinician's clicks")
-NO_UNITS = hd.sr.CodedConcept("1", "UCUM", "no units")
+PERCENT = hd.sr.CodedConcept("%", "UCUM", "%")  # not UCUM "1": OHIF shows a NUM as its value, then the unit's code
 TEXT_ITEMS = (  # record key, code value, meaning
     ("question", "QUESTION", "Question"),
     ("reasoning", "REASONING", "Reasoning"),
@@ -217,7 +217,7 @@ def _confidence(record: Mapping[str, Any]) -> List[hd.sr.Measurement]:
     confidence = record.get("confidence")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence <= 1:
         return []
-    return [hd.sr.Measurement(CONFIDENCE, float(confidence), NO_UNITS)]
+    return [hd.sr.Measurement(CONFIDENCE, round(100 * float(confidence), 6), PERCENT)]
 
 
 def _device(record: Mapping[str, Any], algorithm) -> hd.sr.ObserverContext:
