@@ -1,10 +1,11 @@
 """The segmenter's image encoder on a CPU: OpenVINO, in bf16 where the CPU computes bf16, else fp32.
 
-The image encoder is the segmenter's whole cost on a CPU (LiteMedSAM: 75 GFLOP per 256 px slice; its prompt encoder
-and mask decoder are cheap and stay in torch). Measured side by side in one process (`benchmarks/segmenter_cpu.py`,
-`benchmarks/results/segmenter_cpu.txt`): OpenVINO beat torch's eager fp32 forward, bf16 autocast, bf16 weights with
-channels-last, int8 dynamic quantisation, ONNX Runtime and `torch.compile`, with the same masks (IoU at 256 px and 3D
-Dice against fp32). Which path runs where (`resolve_encoder`):
+The image encoder is most of the segmenter's cost on a CPU (LiteMedSAM: 75 GFLOP per 256 px slice). Measured side by
+side in one process (`benchmarks/segmenter_cpu.py`, `benchmarks/results/segmenter_cpu.txt`, docs/admin.md): OpenVINO
+in bf16 was the fastest path at the same masks (IoU at 256 px and 3D Dice against fp32) and the steadiest when other
+processes share the cores; torch's bf16 weights came close on a quiet machine only, `torch.compile` cost minutes to
+compile, int8 lost speed or masks. The prompt encoder and mask decoder stay in torch, the decoder under bf16 autocast
+when the encoder runs in bf16. Which path runs where (`resolve_encoder`):
 - CPU, `auto`: `openvino-bf16` where OpenVINO reports the CPU computes BF16 (AVX-512 BF16 or AMX), else
   `openvino-fp32` (the same numbers as torch's fp32), else (no openvino) `torch-fp32`;
 - CUDA: torch, as loaded.
@@ -14,8 +15,8 @@ model (OpenVINO IR: an XML graph and raw weights, nothing that runs code when re
 server-owned folder, one entry per key (a SHA-256 of the encoder's weights, the torch and OpenVINO versions, the
 encoder class and input size). Before an entry serves, its manifest must match the key, its files their recorded
 SHA-256, and its output on a probe picture the fp32 encoder's (kept beside it when it was converted); otherwise it is
-rebuilt. Converting or loading runs on
-a background thread while the fp32 encoder serves, and the segmenter swaps the new encoder in under its lock.
+rebuilt. Converting or loading runs on a background thread while the fp32 encoder serves, and the segmenter swaps the
+new encoder in under its lock.
 """
 
 from __future__ import annotations
@@ -144,6 +145,18 @@ class OpenVinoImageEncoder(torch.nn.Module):
         return torch.cat(outputs).to(pictures.device)
 
 
+class Bf16MaskDecoder(torch.nn.Module):
+    """The mask decoder under torch's bf16 autocast on the CPU, its outputs back in fp32 (what the predictors read)."""
+
+    def __init__(self, decoder: torch.nn.Module):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, **inputs: Any) -> tuple:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return tuple(output.float() for output in self.decoder(**inputs))
+
+
 def openvino_encoder(encoder: torch.nn.Module, path: str, folder: Optional[Path]) -> OpenVinoImageEncoder:
     """The encoder for `path` (openvino-bf16/-fp32): from `folder`'s entry when it checks out, else converted (and
     stored there); always checked on the probe picture against `encoder` before it is returned."""
@@ -253,7 +266,9 @@ def speed_up_encoder(segmenter: Any, choice: str, device: str, folder: Optional[
         try:
             path = resolve_encoder(choice, device)
             if path != TORCH_FP32:
-                segmenter.use_image_encoder(openvino_encoder(encoder, path, Path(folder) if folder else None))
+                fast = openvino_encoder(encoder, path, Path(folder) if folder else None)
+                bf16 = path == "openvino-bf16"  # the decoder too: 7% off a slice at the same masks (measured)
+                segmenter.use_image_encoder(fast, Bf16MaskDecoder(segmenter.model.mask_decoder) if bf16 else None)
         except Exception:
             logger.exception(f"The {choice} segmenter encoder could not be made; the torch fp32 encoder serves")
         finally:

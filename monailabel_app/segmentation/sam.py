@@ -57,11 +57,13 @@ class SamSegmenter:
         with self._lock:
             self._predictors = EmbeddingCache(int(cache_mb * MIB), cache_size)
 
-    def use_image_encoder(self, encoder: torch.nn.Module) -> None:
-        """Swaps the image encoder between requests; embeddings already cached stay (they agree within the mask
-        agreement the faster encoder was chosen for)."""
+    def use_image_encoder(self, encoder: torch.nn.Module, mask_decoder: Optional[torch.nn.Module] = None) -> None:
+        """Swaps the image encoder (and the mask decoder, when given) between requests; embeddings already cached
+        stay (they agree within the mask agreement the faster encoder was chosen for)."""
         with self._lock:
             self.model.image_encoder = encoder
+            if mask_decoder is not None:
+                self.model.mask_decoder = mask_decoder
             self.encoder_path = getattr(encoder, "path", type(encoder).__name__)
 
     def segment(
