@@ -53,7 +53,8 @@ class MonaiLabelServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 240) -> "MonaiLabelServer":
+    def start(self, timeout_s: float = 240, poll_s: float = 1.0) -> "MonaiLabelServer":
+        """Returns once `/info/` answers 200 (asked every `poll_s`: benchmarks ask more often, to time the start)."""
         command = [str(MONAILABEL), "start_server", "--app", str(APP_DIR), "--studies", str(self.studies)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.hardened:
@@ -76,7 +77,7 @@ class MonaiLabelServer:
                     return self
             except requests.RequestException:
                 pass
-            time.sleep(1)
+            time.sleep(poll_s)
         self.stop()
         raise TimeoutError(f"monailabel did not answer /info/ within {timeout_s}s:\n{self.log_tail()}")
 
