@@ -382,7 +382,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("server_mode", "true/false", False, "set by the server itself at start", flag, MONAI),
     Option(
-        "preload", "true/false", False, "MONAI Label's bundle preloading (this app loads on first use)", flag, MONAI
+        "preload",
+        "true/false",
+        False,
+        "MONAI Label's bundle preloading (this app loads its models at start anyway, on a thread of their own)",
+        flag,
+        MONAI,
     ),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
