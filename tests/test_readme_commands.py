@@ -1,4 +1,4 @@
-"""The manual's commands run as written: every shell block marked `demo-server` (in the README and the docs pages,
+"""The manual's commands run as written: every shell block titled `demo-server` (```bash title="demo-server") (in the README and the docs pages,
 in the order the README lists them) runs against the README's default start (`bash scripts/start.sh`), and every
 block that talks to a server is marked, either so or as needing what a test machine lacks (`needs-7b`, `needs-gpu`,
 `needs-realm`)."""
@@ -16,7 +16,7 @@ from tests.monailabel_server import APP_DIR
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 README = APP_DIR / "README.md"
-BLOCK = re.compile(r"```bash([^\n]*)\n(.*?)```", re.S)
+BLOCK = re.compile(r"```bash(?: title=\"([a-z0-9-]+)\")?[^\n]*\n(.*?)```", re.S)  # the mark is the block's title
 PAGE_LINK = re.compile(r"\]\((docs/[a-z0-9_-]+\.md)[)#]")
 MARKS = {"demo-server", "needs-7b", "needs-gpu", "needs-realm"}
 README_SERVER = "http://127.0.0.1:8000"
