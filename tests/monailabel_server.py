@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +41,9 @@ class MonaiLabelServer:
         self.studies = studies if str(studies).startswith("http") else Path(studies)  # a folder or a DICOMweb URL
         self.conf = dict(conf)
         # never the app's own model/ folder: a reasoner published there by a developer's run would answer instead
-        self.conf.setdefault("model_dir", tempfile.mkdtemp(prefix="medreasoner-model-"))
+        if "model_dir" not in self.conf:  # kept across this object's restarts, removed when the test process ends
+            self.conf["model_dir"] = tempfile.mkdtemp(prefix="medreasoner-model-")
+            atexit.register(shutil.rmtree, self.conf["model_dir"], True)
         self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
         self.hardened = hardened  # False: MONAI Label's own ASGI app, which this app must refuse to serve behind
         self.probe_headers = dict(probe_headers)  # with authentication on, /info/ needs a token
