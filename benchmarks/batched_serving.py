@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.server_latency import QUESTIONS, ask  # noqa: E402
 from monailabel_app.demo.sample_studies import write_sample_studies  # noqa: E402
 from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
-from tests.monailabel_server import MonaiLabelServer  # noqa: E402
+from tests.support.monailabel_server import MonaiLabelServer  # noqa: E402
 
 CLIENTS = (1, 4, 16)
 

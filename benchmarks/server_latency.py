@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from monailabel_app.data.folder_samples import write_folder_dataset  # noqa: E402
 from monailabel_app.demo.sample_studies import write_sample_studies  # noqa: E402
 from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
-from tests.grounding_datasets import lesion_samples  # noqa: E402
-from tests.monailabel_server import MonaiLabelServer  # noqa: E402
+from tests.support.grounding_datasets import lesion_samples  # noqa: E402
+from tests.support.monailabel_server import MonaiLabelServer  # noqa: E402
 
 QUESTIONS = ["Which structure explains the dull percussion note?", "Where is the lesion that explains the pain?"]
 STAGES = ("reasoner_prefill", "reasoner_decode", "parse", "segmenter_encode", "segmenter_decode", "write_label")

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from monailabel_app.demo.sample_studies import write_sample_studies  # noqa: E402
 from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
-from tests.monailabel_server import MONAILABEL, MonaiLabelServer, free_port  # noqa: E402
 from tests.support.hostile_requests import good_request  # noqa: E402
+from tests.support.monailabel_server import MONAILABEL, MonaiLabelServer, free_port  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "server_start.json"
 POLL_S = 0.05

@@ -31,8 +31,8 @@ from monailabel_app.demo.sample_studies import write_sample_studies  # noqa: E40
 from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
 from monailabel_app.evaluation.reference_parser import parse_reference_answer  # noqa: E402
 from monailabel_app.reasoning.answer_parser import parse_answer  # noqa: E402
-from tests.monailabel_server import MonaiLabelServer  # noqa: E402
 from tests.support.hostile_requests import CATALOGUE, good_request  # noqa: E402
+from tests.support.monailabel_server import MonaiLabelServer  # noqa: E402
 from tests.support.storm import Outcome, load, storm  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "server_storm.json"

@@ -25,7 +25,7 @@ from monailabel_app.grounding.confidence_book import (
     lowest_confidence,
     with_entry,
 )
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 
 
 def _store(folder, names):

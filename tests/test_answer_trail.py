@@ -24,7 +24,7 @@ from PIL import Image
 from lib.server.routes.viewer import OHIF_DIR, viewer_router
 from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct, write_png, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 from tests.test_server import ohif_infer
 
 pytestmark = pytest.mark.server

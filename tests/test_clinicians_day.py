@@ -27,8 +27,8 @@ from monailabel.client import MONAILabelClient
 
 from lib.infers.implicit_query import LABEL_NAME as LABEL
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.default_start import DefaultStart
-from tests.orthanc_server import INSTALL_HINT, orthanc_installed
+from tests.support.default_start import DefaultStart
+from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 from tests.test_ohif_browser import (
     ARTIFACTS_DIR,
     CHROMIUM,

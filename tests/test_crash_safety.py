@@ -19,7 +19,7 @@ import requests
 
 from lib.datastore.local import GatedLocalDatastore
 from monailabel_app.demo.sample_studies import write_png, xray_picture
-from tests.default_start import DefaultStart
+from tests.support.default_start import DefaultStart
 
 IMAGE_ID = "big"
 GRID = (512, 512, 200)  # x, y, z: a CT's grid; a uint8 label of it is 52 MB uncompressed

@@ -25,9 +25,9 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from monailabel_app.demo.sample_dicom import ct_series
-from tests.default_start import DefaultStart
-from tests.orthanc_server import INSTALL_HINT, orthanc_installed
+from tests.support.default_start import DefaultStart
 from tests.support.network import machine_addresses
+from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(not orthanc_installed(), reason=INSTALL_HINT)]
 

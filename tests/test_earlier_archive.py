@@ -21,8 +21,8 @@ from lib.pacs.dicomweb import PacsSettings, pacs_client
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.demo.sample_dicom import Series, ct_series, xray_series
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
 from tests.support.earlier_archive import NO_FINDING, write_earlier_archive
+from tests.support.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(not orthanc_installed(), reason=INSTALL_HINT)]
 

@@ -29,7 +29,7 @@ from monailabel_app.evaluation.summary import summarise
 from monailabel_app.reasoning.answer_parser import parse_answer
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.segmentation.factory import build_segmenter
-from tests.grounding_datasets import lesion_samples
+from tests.support.grounding_datasets import lesion_samples
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),

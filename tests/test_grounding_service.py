@@ -13,7 +13,7 @@ from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.reasoning.endpoint_server import create_app
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
-from tests.monailabel_server import free_port
+from tests.support.monailabel_server import free_port
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from monailabel_app.data.folder_samples import write_folder_dataset
-from tests.grounding_datasets import lesion_samples
-from tests.monailabel_server import free_port
+from tests.support.grounding_datasets import lesion_samples
+from tests.support.monailabel_server import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from tests.monailabel_server import APP_DIR, free_port
+from tests.support.monailabel_server import APP_DIR, free_port
 from tests.support.network import machine_addresses
 
 pytestmark = pytest.mark.server

@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from monailabel_app.demo.sample_studies import write_sample_studies
-from tests.monailabel_server import MonaiLabelServer
 from tests.support.hostile_requests import IMAGE_ID, good_request
+from tests.support.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
 

@@ -34,9 +34,9 @@ from pydicom import dcmread
 from lib.infers.implicit_query import LABEL_NAME as LABEL
 from monailabel_app.demo.sample_dicom import ODD_CT, ODD_SLICES, Series, flipped_ct_series, odd_ct_series
 from monailabel_app.grounding.last_answers import last_answer
-from tests.default_start import DefaultStart
-from tests.monailabel_server import APP_DIR
-from tests.orthanc_server import INSTALL_HINT, orthanc_installed
+from tests.support.default_start import DefaultStart
+from tests.support.monailabel_server import APP_DIR
+from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (requirements.txt)")

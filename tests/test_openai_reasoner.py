@@ -29,8 +29,8 @@ from monailabel_app.reasoning.openai_reasoner import EndpointError, OpenAIReason
 from monailabel_app.reasoning.qwen_frame import resize_to_model_frame
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
-from tests.grounding_datasets import lesion_samples
-from tests.monailabel_server import free_port
+from tests.support.grounding_datasets import lesion_samples
+from tests.support.monailabel_server import free_port
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 

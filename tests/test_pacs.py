@@ -31,10 +31,10 @@ from monailabel_app.demo.sample_dicom import ct_series, mr_series, xray_series
 from monailabel_app.demo.sample_studies import write_png, xray_picture
 from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.imaging.medical_image import read_medical_image, write_label
-from tests.broken_series import missing_slice_series, mixed_orientation_series
-from tests.monailabel_server import MonaiLabelServer, free_port
-from tests.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
-from tests.pacs_proxy import PacsProxy
+from tests.support.broken_series import missing_slice_series, mixed_orientation_series
+from tests.support.monailabel_server import MonaiLabelServer, free_port
+from tests.support.orthanc_server import INSTALL_HINT, OrthancServer, orthanc_installed
+from tests.support.pacs_proxy import PacsProxy
 
 pytestmark = [pytest.mark.server, pytest.mark.skipif(not orthanc_installed(), reason=INSTALL_HINT)]
 

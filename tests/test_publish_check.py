@@ -17,7 +17,7 @@ from monailabel_app.training.publish_check import (
     skipped,
     split_held_out,
 )
-from tests.grounding_datasets import lesion_samples
+from tests.support.grounding_datasets import lesion_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 CONFIG = HOSPITAL_PRESET.replace(max_new_tokens=96)  # the format-tuned toy's answer is about 70 tokens

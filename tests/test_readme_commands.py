@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.default_start import DefaultStart
-from tests.monailabel_server import APP_DIR
+from tests.support.default_start import DefaultStart
+from tests.support.monailabel_server import APP_DIR
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 

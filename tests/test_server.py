@@ -20,7 +20,7 @@ from monailabel.client.client import MONAILabelClientException
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct, write_png, xray_picture
 from monailabel_app.grounding.last_answers import last_answer
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
 

@@ -25,7 +25,7 @@ from monailabel_app.demo.sample_studies import (
     write_sample_studies,
     xray_picture,
 )
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 from tests.support.stub_realm import OMIT, StubRealm, new_key
 
 pytestmark = pytest.mark.server

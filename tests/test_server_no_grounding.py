@@ -7,7 +7,7 @@ from monailabel.client import MONAILabelClient
 
 from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
 

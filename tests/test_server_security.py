@@ -22,10 +22,10 @@ import requests
 
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, write_sample_studies, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
-from tests.monailabel_server import APP_DIR, MonaiLabelServer, free_port
 from tests.support.file_trees import differences, snapshot
 from tests.support.hostile_requests import CATALOGUE, IMAGE_ID, OK, good_request
 from tests.support.hostile_uploads import hostile_uploads
+from tests.support.monailabel_server import APP_DIR, MonaiLabelServer, free_port
 
 pytestmark = pytest.mark.server
 

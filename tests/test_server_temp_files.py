@@ -11,7 +11,7 @@ import requests
 from monailabel.client import MONAILabelClient
 
 from monailabel_app.demo.sample_studies import write_ct
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 
 pytestmark = pytest.mark.server
 

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, xray_picture
 from monailabel_app.reasoning.identity import weights_digest
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 from tests.support.training_runs import wait_for_training
 
 pytestmark = pytest.mark.server

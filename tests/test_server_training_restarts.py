@@ -27,7 +27,7 @@ from lib.datastore.local import GatedLocalDatastore
 from monailabel_app.demo.sample_studies import XRAY_LESION, write_png, xray_picture
 from monailabel_app.reasoning.model_store import PUBLISH_PAUSE_ENV, publish_reasoner
 from monailabel_app.training.run_owner import RECORD_FILE, ProcessIdentity, read_record
-from tests.monailabel_server import MonaiLabelServer
+from tests.support.monailabel_server import MonaiLabelServer
 from tests.support.training_runs import wait_for_training
 from tests.support.waiting import wait_until
 

@@ -143,7 +143,7 @@ def test_a_mistyped_start_stops_before_anything_starts(tmp_path):
 @pytest.mark.server
 def test_the_server_itself_refuses_a_bad_option_with_one_line(tmp_path):
     """Started without scripts/start.sh (`monailabel start_server ...` by hand): the same one line, no traceback."""
-    from tests.monailabel_server import MonaiLabelServer
+    from tests.support.monailabel_server import MonaiLabelServer
 
     server = MonaiLabelServer(tmp_path, {"models": "implicit_query", "device": "gpu"}, tmp_path / "server.log")
     with pytest.raises(RuntimeError) as failed:

@@ -30,8 +30,7 @@ from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 
 from lib.infers.implicit_query import LABEL_NAME
-from tests.default_start import DefaultStart
-from tests.orthanc_server import INSTALL_HINT, orthanc_installed
+from tests.support.default_start import DefaultStart
 from tests.support.ohif_view import (
     double_click_series,
     reported_answer,
@@ -40,6 +39,7 @@ from tests.support.ohif_view import (
     viewport_pixels,
     wait_for_view,
 )
+from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 from tests.support.stock_ohif import INSTALL_HINT as VIEWER_HINT
 from tests.support.stock_ohif import StockOhif, stock_ohif_installed
 from tests.test_ohif_browser import (

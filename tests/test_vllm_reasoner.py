@@ -16,7 +16,7 @@ from monailabel_app.evaluation.cli import main
 from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import ReasonerUnavailableError, TransformersReasoner
 from monailabel_app.reasoning.vllm_reasoner import VllmReasoner
-from tests.grounding_datasets import lesion_samples
+from tests.support.grounding_datasets import lesion_samples
 
 VLLM_CAN_RUN = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 PROMPT = "Where is the lesion?"

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.monailabel_server import APP_DIR
+from tests.support.monailabel_server import APP_DIR
 
 # The version is pinned once, in the script that fetches it.
 OHIF_VERSION = re.search(r"^OHIF_VERSION=(\S+)$", (APP_DIR / "scripts" / "install_viewer.sh").read_text(), re.M)[1]

@@ -14,7 +14,7 @@ from typing import Iterable
 import requests
 
 from monailabel_app.demo.local_pacs import DICOMWEB_PLUGIN, ORTHANC, orthanc_config
-from tests.monailabel_server import free_port
+from tests.support.monailabel_server import free_port
 
 INSTALL_HINT = "Orthanc is missing: run `bash scripts/install_system.sh` (Debian packages orthanc, orthanc-dicomweb)"
 

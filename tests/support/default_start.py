@@ -14,7 +14,7 @@ from typing import Sequence
 
 import requests
 
-from tests.monailabel_server import APP_DIR, free_port
+from tests.support.monailabel_server import APP_DIR, free_port
 
 
 class DefaultStart:

@@ -17,7 +17,7 @@ import requests
 
 from lib.server.log_config import write_log_config
 
-APP_DIR = Path(__file__).resolve().parents[1]
+APP_DIR = Path(__file__).resolve().parents[2]
 MONAILABEL = Path(sys.executable).with_name("monailabel")
 
 
