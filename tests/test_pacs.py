@@ -75,7 +75,10 @@ REFRESH_S = 3  # --conf pacs_refresh_s: how soon what other clients store in the
 
 
 def server_conf(reasoner_dir, **extra):
-    return {"models": "implicit_query", "reasoner": str(reasoner_dir), "max_new_tokens": "96", **extra}
+    # one encoder throughout: `auto` swaps in a converted one on a thread a few seconds after the start, and these tests
+    # compare two clients' labels of one question (the encoders' masks agree, not voxel for voxel: test_cpu_encoder.py)
+    conf = {"models": "implicit_query", "reasoner": str(reasoner_dir), "max_new_tokens": "96"}
+    return {**conf, "segmenter_encoder": "torch-fp32", **extra}
 
 
 @pytest.fixture(scope="module")

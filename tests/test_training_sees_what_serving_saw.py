@@ -15,12 +15,12 @@ from lib.infers.implicit_query import ImplicitQueryInfer
 from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct
-from monailabel_app.grounding import service as service_module
 from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.imaging.medical_image import read_medical_image, write_label
+from monailabel_app.reasoning import transformers_reasoner as transformers_reasoner_module
 from monailabel_app.reasoning.prompt import build_prompt
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from monailabel_app.training.config import HOSPITAL_PRESET, PAPER_PRESET
@@ -49,13 +49,16 @@ def site_settings(tmp_path, format_tuned_reasoner_dir):
         think=False,
         template=str(template),
         max_new_tokens=32,
+        segmenter_encoder="torch-fp32",  # no conversion thread left running when the test process ends
         min_pixels=112 * 112,
         max_pixels=196 * 196,
     )
 
 
 def test_a_saved_label_trains_on_the_input_the_server_answered(tmp_path, site_settings, monkeypatch, one_torch_thread):
-    monkeypatch.setattr(service_module, "TransformersReasoner", RecordingReasoner)
+    monkeypatch.setattr(
+        transformers_reasoner_module, "TransformersReasoner", RecordingReasoner
+    )  # what the registry builds
     RecordingReasoner.inputs = []
     service = GroundingService(site_settings, str(tmp_path / "model"))
     task_config = {"question": "", "think": False, "window": ["auto"]}
