@@ -220,14 +220,14 @@ def test_the_bundled_ohif_shows_the_seg_and_the_reports_box_and_points_with_our_
     panel = page.locator(f"#medreasoner-answer[data-answer-id='{answer['answer_id']}']")
     panel.wait_for()
     assert QUESTION in panel.inner_text() and answer["reasoning"] in panel.inner_text(), panel.inner_text()
+    # our panel sits over the lower study list, where this study's SEG and report are listed (which of them it covers
+    # depends on the window): hidden with its own button, as a user would, to reach their thumbnails
+    panel.get_by_role("button", name="Hide").click()
 
     load_the_seg(page, seg, key_sop)
     (segmentation,) = view(page, key_sop)["segmentations"]
     check_the_labelmap_is_the_mask(segmentation, seg, label, k)
 
-    # the report: our panel sits over the lower study list, where this study's report is listed; hidden with its
-    # own button, as a user would, to reach the report's thumbnail
-    panel.get_by_role("button", name="Hide").click()
     double_click_series(page, report.SeriesInstanceUID)
     wait_for_view(page, key_sop, "v.annotations.some(a => a.graphic === 'POLYLINE')", STEP_TIMEOUT_MS)
     page.wait_for_timeout(1500)  # drawn on the next render
