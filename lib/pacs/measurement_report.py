@@ -145,7 +145,8 @@ def _key_frame(record: Mapping[str, Any], key: Dataset) -> Optional[List[int]]:
 def _volumetric_group(
     record: Mapping[str, Any], seg: Dataset, sources, label_file: str, finding: Finding, tracking: Tracking, algorithm
 ) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
-    present = record.get("status") != "not_found" and _extent(label_file)[0] > 0
+    count, spacing = _extent(label_file)  # the label read once: its size and whether anything was found
+    present = record.get("status") != "not_found" and count > 0
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking.uid, identifier=tracking.identifier),
         referenced_segment=hd.sr.ReferencedSegment(
@@ -156,7 +157,7 @@ def _volumetric_group(
         ),
         finding_type=finding.type,
         algorithm_id=algorithm,
-        measurements=[_size(label_file), *_confidence(record)],
+        measurements=[_size(count, spacing), *_confidence(record)],
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 codes.DCM.PresenceOfProperty, codes.SCT.Present if present else codes.SCT.Absent
@@ -171,9 +172,8 @@ def _volumetric_group(
     return group
 
 
-def _size(label_file: str) -> hd.sr.Measurement:
-    """The answer segment's volume in mm³, or its area in mm² on a radiograph."""
-    count, spacing = _extent(label_file)
+def _size(count: int, spacing: tuple) -> hd.sr.Measurement:
+    """The answer segment's volume in mm³, or its area in mm² on a radiograph, from its voxels and their spacing."""
     if len(spacing) == 2:
         return hd.sr.Measurement(
             codes.SCT.Area, count * spacing[0] * spacing[1], hd.sr.CodedConcept("mm2", "UCUM", "mm2")
