@@ -26,6 +26,7 @@ SEGs written by earlier versions (dcmqi's for positives) read back the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -248,11 +249,15 @@ def display_colour(rgb: tuple) -> List[int]:
     """An sRGB colour as DICOM's Recommended Display CIELab Value (viewers colour the segment with it; without one,
     OHIF warns on every load and picks its own): converted by Pillow's colour management (LittleCMS), D50 as DICOM's
     PCS-Lab."""
-    transform = ImageCms.buildTransform(
-        ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB", 5000), "RGB", "LAB"
-    )
-    lightness, a, b = ImageCms.applyTransform(Image.new("RGB", (1, 1), tuple(rgb)), transform).getpixel((0, 0))
+    picture = Image.new("RGB", (1, 1), tuple(rgb))
+    lightness, a, b = ImageCms.applyTransform(picture, _srgb_to_lab()).getpixel((0, 0))
     return [int(v) for v in highdicom.color.CIELabColor(lightness * 100 / 255, a - 128, b - 128).value]
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_to_lab() -> ImageCms.ImageCmsTransform:
+    """Built once per process, not for every segment of every saved SEG."""
+    return ImageCms.buildTransform(ImageCms.createProfile("sRGB"), ImageCms.createProfile("LAB", 5000), "RGB", "LAB")
 
 
 def algorithm_version(provenance: Mapping[str, Any]) -> str:
