@@ -29,6 +29,7 @@ from tests.support.dicom_text_checks import (
     dciodvfy_text_messages,
     text_problems,
 )
+from tests.support.enhanced_ct import enhanced_copy
 
 RECORD = {
     "question": "Which structure explains the dull percussion note over the right lower chest?",
@@ -297,25 +298,9 @@ def test_dciodvfy_reports_no_error(answer, request):
         assert [line for line in messages if unknown_scheme not in line] == [], path
 
 
-def _enhanced(series_dir: Path, target: Path) -> None:
-    """The series as one multi-frame image (a legacy-converted enhanced CT), as some scanners store it."""
-    slices = [pydicom.dcmread(str(path)) for path in sorted(series_dir.iterdir())]
-    for one in slices:
-        one.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # the legacy conversion requires it
-    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
-        legacy_datasets=slices,
-        series_instance_uid=hd.UID(),
-        series_number=9,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-    )
-    target.mkdir()
-    enhanced.save_as(str(target / "ct.dcm"))
-
-
 def test_a_multi_frame_image_gets_its_box_on_the_key_frame(ct_answer, tmp_path):
     series, label_file, _, _, tracking = ct_answer
-    _enhanced(series.files[0].parent, tmp_path / "enhanced")
+    enhanced_copy(series.files, tmp_path / "enhanced")
     seg_file = label_to_seg(label_file, str(tmp_path / "enhanced"), RECORD, {1: "lesion"}, tracking)
     for record, frames in ((RECORD, [7]), ({**RECORD, "slice": 40}, None)):
         report_file = str(tmp_path / "sr.dcm")

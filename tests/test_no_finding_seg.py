@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 
-import highdicom
 import pydicom
 import pytest
 import SimpleITK
@@ -17,22 +16,12 @@ from lib.pacs.measurement_report import measurement_report
 from lib.pacs.tracking import new_tracking
 from monailabel_app.demo.sample_dicom import ct_series
 from tests.support.dicom_text_checks import HOSTILE, HOSTILE_RECORD, dciodvfy_text_messages, text_problems
+from tests.support.enhanced_ct import enhanced_copy
 
 
 def test_a_multi_frame_series_gets_one_empty_frame_per_source_frame(tmp_path):
     series = ct_series(tmp_path / "single_frames")
-    slices = [pydicom.dcmread(str(path)) for path in series.files]
-    for one in slices:
-        one.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # the legacy conversion requires it
-    enhanced = highdicom.legacy.LegacyConvertedEnhancedCTImage(
-        legacy_datasets=slices,
-        series_instance_uid=highdicom.UID(),
-        series_number=9,
-        sop_instance_uid=highdicom.UID(),
-        instance_number=1,
-    )
-    (tmp_path / "enhanced").mkdir()
-    enhanced.save_as(str(tmp_path / "enhanced" / "ct.dcm"))
+    enhanced = enhanced_copy(series.files, tmp_path / "enhanced")
     volume = SimpleITK.ReadImage([str(path) for path in sorted(series.files, key=lambda p: p.name)])
     empty = SimpleITK.Image(volume.GetSize(), SimpleITK.sitkUInt8)
     empty.CopyInformation(volume)
