@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
-from typing import Dict, Optional
+from typing import Dict
 from urllib.parse import quote
 
 from monailabel.config import settings
@@ -17,7 +18,7 @@ from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
-from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
@@ -32,13 +33,14 @@ from lib.common.identifiers import check_id, check_tag, is_inside
 from lib.common.limits import ServerLimits
 from lib.configs.implicit_query import ImplicitQuery
 from lib.datastore.local import GatedLocalDatastore
+from lib.datastore.saved_answer import with_saved_answer
+from lib.infers.answer_request import ImageRef
+from lib.infers.answering import AnswerService, LabelSave
+from lib.infers.implicit_query import labels_dir
 from lib.options.start_options import read_start_options
 from lib.pacs.datastore import open_pacs_datastore
 from lib.server.errors import TooManyRequests
 from monailabel_app.core.errors import NotFoundError
-from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, reasoner_key, with_entry
-from monailabel_app.grounding.last_answers import LAST_ANSWERS_KEY, last_answer, with_last_answer
-from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.training import run_owner
 from monailabel_app.training.run_records import last_training_stats
 
@@ -91,6 +93,8 @@ class MedReasonerApp(MONAILabelApp):
             description="Ask an implicit clinical question; a reasoning model grounds it, a frozen SAM draws the mask",
             version=APP_VERSION,
         )
+        # the one path of an answer (lib/infers/answering.py), which the infer route and `infer` below take
+        self.answers = AnswerService(self._infers, self.answer_log, self.datastore, self.image_info_lock)
 
     def init_datastore(self) -> Datastore:
         """A folder datastore keeps earlier versions and gates every id (`lib/datastore/`); a URL is a PACS."""
@@ -177,75 +181,31 @@ class MedReasonerApp(MONAILabelApp):
         super().on_init_complete()
 
     def infer(self, request, datastore=None):
-        """The image is a path the server made (an upload or session in a server folder, a datastore file) or a
-        datastore id, which is gated and resolved here: never a path a client chose. The question asked about a
-        datastore image is remembered, so the label the user saves next can carry it."""
-        model = request.get("model")
-        if model not in self._infers:
-            raise NotFoundError(f"No model {str(model)[:80]!r}; available: {', '.join(self._infers)}")
+        """MONAI Label's own callers (batch inference, its command line) come here; the infer route takes the answer's
+        path directly. The image is a datastore id, gated and resolved here, or a path the server made (an upload or
+        session in a server folder, a datastore file): never a path a client chose. `datastore` is the app's."""
+        model = self.answers.model(request.get("model"))
         store = datastore or self.datastore()
-        image, image_id = request.get("image"), request.get("image_id")
-        resolved = isinstance(image, str) and os.path.isabs(image)
-        if resolved and image_id:  # the route resolved a datastore id: it must be what that id names
-            resolved = image == store.get_image_uri(check_id(image_id))
-        elif resolved:
-            resolved = self._is_server_path(image, store)
-        if not resolved:
-            image_id = check_id(image)
-            uri = store.get_image_uri(image_id)
-            if not uri:
-                raise NotFoundError(f"No image with id {image_id!r} in the datastore")
-            request = {**request, "image": uri}
-        request = {**request, "study_uid": None, "instance_numbers": None}  # the server's to say, never a request's
-        if image_id and self._infers[model].type == InferType.DEEPGROW:
-            request = self._continuing_last_question(store, image_id, request)
-        if image_id:  # the answer log files answers by study too (OHIF's panel shows the open study's)
-            request["study_uid"] = _study_of(store, image_id)
-            if hasattr(store, "instance_numbers"):  # a PACS series: name the slice as the viewer does
-                request["instance_numbers"] = store.instance_numbers(image_id)
-        result = super().infer({**request, "save_label": False}, datastore)  # saved below, under the id
-        try:
-            asked = (result or {}).get("params") or {}
-            if request.get("save_label") and image_id and result.get("file") and os.path.isfile(result["file"]):
-                tag = check_tag(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value)
-                info = {"model": model, "params": asked, **(request.get("saved_by") or {})}
-                result.update(label=store.save_label(image_id, result["file"], tag, info), tag=tag)
-                os.unlink(result["file"])  # stored in the datastore: the loose copy is not needed
-                result["file"] = None
-            if image_id and asked.get("question"):
-                with self.image_info_lock:  # read, merge and write as one: two askers at once keep both answers
-                    store.update_image_info(
-                        image_id, self._answered_info(store, image_id, asked, request.get("asked_by"))
-                    )
-        except BaseException:
-            if result.get("file") and os.path.isfile(result["file"]):
-                os.unlink(result["file"])  # nobody will fetch it: the request failed
-            raise
-        return result
+        image = self._resolve_image(request.get("image"), store)
+        save = None
+        if request.get("save_label") and image.image_id:
+            tag = check_tag(request.get("label_tag") or DefaultLabelTag.ORIGINAL.value)
+            save = LabelSave(tag, request.get("saved_by") or {})
+        answered = self.answers.answer(model, image, request, request.get("asked_by"), labels_dir(), save)
+        if answered.saved_label:  # stored in the datastore: the loose copy is not needed
+            os.unlink(answered.label_file)
+            return {"label": answered.saved_label, "tag": save.tag, "file": None, "params": answered.json}
+        tag = DefaultLabelTag.ORIGINAL
+        return {"label": answered.label_file, "tag": tag, "file": answered.label_file, "params": answered.json}
 
-    @staticmethod
-    def _continuing_last_question(store: Datastore, image_id: str, request: dict) -> dict:
-        """A point panel's clicks with no question (OHIF's point prompts send none; Slicer's point panel has its own,
-        often empty, text box) correct the image's last answer: its question, window and think flag."""
-        if str(request.get("question") or "").strip():
-            return request
-        last = last_answer(store.get_image_info(image_id), request.get("asked_by"))  # this clinician's, no one else's
-        if not last.get("question"):
-            return request
-        return {**request, **{k: last[k] for k in ("question", "window", "think") if last.get(k) is not None}}
-
-    @staticmethod
-    def _answered_info(store: Datastore, image_id: str, asked: dict, asked_by: Optional[str]) -> dict:
-        """What an answer adds to its image's info: the last question's record and, when the answer has a confidence,
-        that confidence in the image's record, which `least_confident` ranks by (one write of the datastore's index)."""
-        current = store.get_image_info(image_id)
-        record = AnswerRecord.from_result(asked).to_info()
-        info = {LAST_ANSWERS_KEY: with_last_answer(current, asked_by, record)}
-        if asked.get("confidence") is not None:
-            version = asked.get("reasoner_version") or {}
-            reasoner = reasoner_key({"sha256": version.get("sha256"), "path": asked.get("reasoner")})
-            info[CONFIDENCE_KEY] = with_entry(current, asked["question"], asked["confidence"], reasoner, "answer")
-        return info
+    def _resolve_image(self, image: object, store: Datastore) -> ImageRef:
+        if isinstance(image, str) and os.path.isabs(image) and self._is_server_path(image, store):
+            return ImageRef(image)
+        image_id = check_id(image)
+        uri = store.get_image_uri(image_id)
+        if not uri:
+            raise NotFoundError(f"No image with id {image_id!r} in the datastore")
+        return ImageRef(uri, image_id)
 
     def _is_server_path(self, path: str, store: Datastore) -> bool:
         """Inside a request's scratch folder, the datastore's folder, or MONAI Label's sessions folder."""
@@ -264,19 +224,28 @@ class MedReasonerApp(MONAILabelApp):
             )
         return super().next_sample(request)
 
-    def on_save_label(self, image_id, label_id):
-        """Slicer and OHIF save a label without the question; copy in the saver's last answer on this image."""
+    def save_label(self, image_id: str, label_file: str, tag: str, info: dict) -> tuple[str, dict]:
+        """The one way a label is saved (`PUT /datastore/label`), for every datastore: a final label takes the saver's
+        last answer on the image into its info before it is stored (a folder keeps it in the label's info, a PACS in
+        the SEG and the report), with no other save of this datastore in between. Returns the label id and what the
+        save's answer adds (3D Slicer's "Submit Label" dialog shows it)."""
         store = self.datastore()
-        if store.get_label_by_image_id(image_id, DefaultLabelTag.FINAL) != label_id:
-            return super().on_save_label(image_id, label_id)  # not a final label: nothing to train on
-        info = store.get_label_info(label_id, DefaultLabelTag.FINAL) or {}
-        query = last_answer(store.get_image_info(image_id), info.get("saved_by"))  # the saver's own last answer
-        if query and not info.get("question"):
-            store.update_label_info(label_id, DefaultLabelTag.FINAL, {k: v for k, v in query.items() if v is not None})
-            logger.info(f"Label {label_id} of {image_id} records the question last asked about it")
-            info = {**query, **info}
-        self._retrain_if_due(store)
-        return {**(super().on_save_label(image_id, label_id) or {}), **saved_answer_summary(image_id, info)}
+        with store.exclusive() if hasattr(store, "exclusive") else contextlib.nullcontext():
+            if tag == DefaultLabelTag.FINAL:
+                with self.image_info_lock:
+                    info = with_saved_answer(store.get_image_info(image_id), info)
+            label_id = store.save_label(image_id, label_file, tag, info)
+            summary = self.on_save_label(image_id, label_id) or {}
+        if tag == DefaultLabelTag.FINAL:  # as stored (a PACS adds its report's series)
+            summary.update(saved_answer_summary(image_id, store.get_label_info(label_id, tag) or info))
+        return label_id, summary
+
+    def on_save_label(self, image_id, label_id):
+        """MONAI Label's hook after a save: a final label may start a retraining (`--conf auto_retrain_after`)."""
+        store = self.datastore()
+        if store.get_label_by_image_id(image_id, DefaultLabelTag.FINAL) == label_id:
+            self._retrain_if_due(store)
+        return super().on_save_label(image_id, label_id)
 
     def _retrain_if_due(self, store) -> None:
         """`--conf auto_retrain_after N`: start GRPO once N final labels were saved since the last training (off: 0)."""
@@ -329,13 +298,6 @@ def saved_answer_summary(image_id: str, info: dict) -> dict:
         summary["report_series"] = info["ReportSeriesInstanceUID"]  # the DICOM SR beside the SEG
     summary["answers_page"] = f"/answers/?image={quote(image_id)}"
     return summary
-
-
-def _study_of(store: Datastore, image_id: str):
-    """The image's DICOM study, for a PACS series (its info holds it); None for a folder datastore's images."""
-    if isinstance(store, LocalDatastore) and not hasattr(store, "pacs"):
-        return None
-    return (store.get_image_info(image_id) or {}).get("StudyInstanceUID")
 
 
 def _training_in_progress() -> bool:

@@ -11,12 +11,11 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from transformers import AutoProcessor
 
+from lib.infers.answer_request import AnswerRequest, ImageRef
 from lib.infers.implicit_query import ImplicitQueryInfer
 from lib.trainers.implicit_query import ImplicitQueryTrainer
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.demo.sample_studies import CT_LESION, CT_SHAPE, write_ct
-from monailabel_app.grounding.answer_log import AnswerLog
-from monailabel_app.grounding.records import AnswerRecord
 from monailabel_app.grounding.service import GroundingService
 from monailabel_app.grounding.settings import GroundingSettings
 from monailabel_app.imaging.medical_image import read_medical_image, write_label
@@ -62,16 +61,17 @@ def test_a_saved_label_trains_on_the_input_the_server_answered(tmp_path, site_se
     RecordingReasoner.inputs = []
     service = GroundingService(site_settings, str(tmp_path / "model"))
     task_config = {"question": "", "think": False, "window": ["auto"]}
-    task = ImplicitQueryInfer(service, AnswerLog(tmp_path / "answers"), InferType.SEGMENTATION, 3, "test", task_config)
+    task = ImplicitQueryInfer(service, InferType.SEGMENTATION, 3, "test", task_config)
     ct = write_ct(tmp_path / "ct.nii.gz")
     k = CT_SHAPE[0] // 2 + 1
-    _, result = task({"image": str(ct), "question": QUESTION, "slice": k, "window": "lung"})
+    asked = AnswerRequest("implicit_query", ImageRef(str(ct)), {"question": QUESTION, "slice": k, "window": "lung"})
+    answer, _ = task.ground(asked, str(tmp_path))
     served = RecordingReasoner.inputs[-1]
 
     label = np.zeros(CT_SHAPE, np.uint8)
     label[k][CT_LESION.mask(*CT_SHAPE[1:])] = 1  # the clinician's corrected mask on that slice
     label_path = write_label(label, read_medical_image(str(ct)), str(tmp_path / "ct_label.nii.gz"))
-    info = AnswerRecord.from_result(result).to_info()  # what the app copies into the saved label's info
+    info = answer.record().to_info()  # what the app copies into the saved label's info
     assert info["window"] == "lung" and info["slice"] == k and info["think"] is False
 
     config = ImplicitQueryTrainer(str(tmp_path / "model"), service.reasoner_path, {}, site_settings).config_for({})

@@ -166,11 +166,12 @@ def test_republished_checkpoint_is_picked_up_without_restart(
         built.append(TransformersReasoner(path, max_new_tokens=1024))
         return built[-1]
 
-    slot = ReasonerSlot(build)
+    slot = ReasonerSlot(build, describe=lambda path: {"path": path, "built": len(built)})
     image = random_rgb(4, 200, 260)
     first = slot.current(str(live))
-    assert first.generate(image, GROUNDING_PROMPT).text != format_tuned_answer
+    assert first.reasoner.generate(image, GROUNDING_PROMPT).text != format_tuned_answer
     assert slot.current(str(live)) is first and len(built) == 1  # unchanged: not loaded again
+    assert first.identity == {"path": str(live), "built": 1}  # handed out with the reasoner, taken at its load
 
     # publish the way a trainer does: stage a complete folder, then swap it in by rename
     staging = tmp_path / "reasoner.staging"
@@ -180,8 +181,9 @@ def test_republished_checkpoint_is_picked_up_without_restart(
     os.rename(staging, live)
 
     second = slot.current(str(live))
-    assert second is not first and first.model is None  # the old one was closed before the new one loaded
-    assert second.generate(image, GROUNDING_PROMPT).text == format_tuned_answer
+    assert second is not first and first.reasoner.model is None  # the old one was closed before the new one loaded
+    assert second.reasoner.generate(image, GROUNDING_PROMPT).text == format_tuned_answer
+    assert second.identity["built"] == 2 and first.identity["built"] == 1  # each answer keeps its own model's
     assert slot.current(str(live)) is second
     (live / "VERSION").write_text("2")  # a trainer that rewrites files in place marks the change
     assert slot.current(str(live)) is not second and len(built) == 3

@@ -69,7 +69,6 @@ class ImplicitQuery(TaskConfig):
         return {
             self.name: ImplicitQueryInfer(
                 self.service,
-                self.answer_log,
                 InferType.SEGMENTATION,
                 3,
                 what + " Volumes: the slice option (-1 = middle); scope volume carries the answer through the volume.",
@@ -77,7 +76,6 @@ class ImplicitQuery(TaskConfig):
             ),
             f"{self.name}_slice": ImplicitQueryInfer(
                 self.service,
-                self.answer_log,
                 InferType.DEEPGROW,
                 2,
                 what + " Click a point on a slice to ask there; more clicks correct the mask (the answer is kept).",
@@ -85,7 +83,6 @@ class ImplicitQuery(TaskConfig):
             ),
             f"{self.name}_3d": ImplicitQueryInfer(
                 self.service,
-                self.answer_log,
                 InferType.DEEPGROW,
                 3,
                 what + " Click a point on a slice to ask there and carry the answer through the volume; more clicks "

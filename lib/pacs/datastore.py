@@ -59,9 +59,6 @@ from lib.pacs.series_index import MODALITY_TAG, SERIES_UID_TAG, STUDY_UID_TAG, S
 from lib.pacs.source_series import volume_order
 from lib.pacs.tracking import Tracking, new_tracking
 from monailabel_app.core.errors import NotFoundError, RequestError
-from monailabel_app.data.metadata import find_value, normalise_key
-from monailabel_app.grounding.last_answers import last_answer
-from monailabel_app.grounding.records import SERVER_ANSWER_KEYS
 from monailabel_app.imaging.series_checks import InvalidSeriesError, check_series_geometry
 
 logger = logging.getLogger(__name__)
@@ -246,12 +243,8 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         try:
             _check_same_grid(label_filename, image_uri)
             image_info = self.get_image_info(image_id)
-            # Slicer and OHIF send no question: the saver's own last answer on the series (never another clinician's)
-            asked = last_answer(image_info, label_info.get("saved_by"))
-            sent = {k: v for k, v in label_info.items() if normalise_key(k) not in ANSWER_KEYS_NORMALISED}
-            if find_value(sent, "question") not in (None, asked.get("question")):
-                asked = {}  # another question than the one answered: the answer's fields don't belong to it
-            provenance = provenance_of({**asked, **sent}, self.app_version)
+            # the answer is in label_info already: the app's one save merges it (lib/datastore/saved_answer.py)
+            provenance = provenance_of(label_info, self.app_version)
             image_dir = os.path.join(self._datastore.image_path(), image_id)
             tracking = new_tracking(provenance)  # the SEG's answer segment and the report's groups: one finding
             seg_file = label_to_seg(label_filename, image_dir, provenance, segment_names(label_info), tracking)
@@ -358,9 +351,6 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         finally:
             os.unlink(label_file)
         return LocalDatastore.get_label_uri(self, image_id, label_tag)
-
-
-ANSWER_KEYS_NORMALISED = frozenset(normalise_key(key) for key in SERVER_ANSWER_KEYS)
 
 
 def _is_series_uid(image_id: str) -> bool:

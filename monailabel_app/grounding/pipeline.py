@@ -63,6 +63,7 @@ class GroundingResult:
     clicks_chose_slice: int = 0  # clicks that only chose the slice the question was asked on
     refined_box: Optional[tuple[float, float, float, float]] = None  # the answer's box as the clicks moved it
     answer_ref: Optional[str] = None  # names the reasoner's answer that clicks refine (their `ClickMemory` key)
+    reasoner_identity: Optional[dict] = None  # the model that answered (`reasoner_slot.ServingReasoner.identity`)
 
     def to_json(self) -> dict:
         """Everything but the mask, JSON-ready (rounded to 0.01 px / 0.1 ms)."""
@@ -71,8 +72,8 @@ class GroundingResult:
             "question": self.question,
             "reasoning": self.reasoning,
             "raw_text": self.raw_text,
-            "box": _rounded(self.box),
-            "points": [_rounded(p) for p in self.points] if self.points else None,
+            "box": rounded(self.box),
+            "points": [rounded(p) for p in self.points] if self.points else None,
             "mask_score": None if self.mask_score is None else round(self.mask_score, 4),
             "mask_pixels": None if self.mask is None else int(self.mask.sum()),
             "embedding_cached": self.embedding_cached,
@@ -84,8 +85,8 @@ class GroundingResult:
             "confidence": None if self.confidence is None else round(self.confidence.value, 4),
             "confidence_detail": self.confidence.to_json() if self.confidence else _note(self.confidence_note),
             "reasoner_called": self.reasoner_called,
-            "refined_by_clicks": _clicks_json(self.refined_by),
-            "refined_box": _rounded(self.refined_box),
+            "refined_by_clicks": clicks_json(self.refined_by),
+            "refined_box": rounded(self.refined_box),
             "clicks_chose_slice": self.clicks_chose_slice,
         }
 
@@ -97,8 +98,9 @@ class GroundingPipeline:
         segmenter: Segmenter,
         think: bool = True,
         template_path: Optional[str] = None,
+        reasoner_identity: Optional[dict] = None,
     ):
-        self.reasoner = reasoner
+        self._serving = (reasoner, reasoner_identity)  # swapped as one, so an answer names the model that gave it
         self.segmenter = segmenter
         self.think = think
         self.template_path = template_path
@@ -106,12 +108,16 @@ class GroundingPipeline:
         self.clicks = ClickMemory()  # each clinician's clicks on each cached answer
         self.generation = 0  # which reasoner answered a cached answer
 
-    def use_reasoner(self, reasoner: Reasoner) -> None:
+    @property
+    def reasoner(self) -> Reasoner:
+        return self._serving[0]
+
+    def use_reasoner(self, reasoner: Reasoner, identity: Optional[dict] = None) -> None:
         """The one way to change the serving reasoner: answers the old one gave are never reused after."""
         if reasoner is not self.reasoner:
-            self.reasoner = reasoner
             self.generation += 1
             self.answers.clear()
+        self._serving = (reasoner, identity)
 
     def ground(
         self,
@@ -192,7 +198,8 @@ class GroundingPipeline:
         self, image: np.ndarray, question: str, prompt: str, confidence_samples: int, confidence_temperature: float
     ) -> GroundingResult:
         started = time.perf_counter()
-        answer, sampled, note = self._answers(image, prompt, confidence_samples, confidence_temperature)
+        reasoner, identity = self._serving
+        answer, sampled, note = _answers(reasoner, image, prompt, confidence_samples, confidence_temperature)
         parse_started = time.perf_counter()
         frame = answer.frame
         parsed = parse_answer(answer.text, frame.model_width, frame.model_height)
@@ -204,6 +211,7 @@ class GroundingPipeline:
             reasoning=parsed.think,
             reason=parsed.reason,
             warnings=list(parsed.warnings),
+            reasoner_identity=identity,
         )
         if parsed.absent:
             result.status = STATUS_NOT_FOUND
@@ -233,21 +241,22 @@ class GroundingPipeline:
         result.latencies = latencies
         return result
 
-    def _answers(
-        self, image: np.ndarray, prompt: str, samples: int, temperature: float
-    ) -> tuple[ReasonerOutput, list[ReasonerOutput], Optional[str]]:
-        """The greedy answer, the sampled ones (empty when none were asked for or the backend can't), and a note."""
-        if samples <= 0:
-            return self.reasoner.generate(image, prompt), [], None
-        with_samples = getattr(self.reasoner, "generate_with_samples", None)
-        if with_samples is None:
-            note = f"confidence needs the transformers backend; {type(self.reasoner).__name__} answers greedily only"
-            return self.reasoner.generate(image, prompt), [], note
-        outputs = with_samples(image, prompt, samples, temperature)
-        return outputs[0], outputs[1:], None
+
+def _answers(
+    reasoner: Reasoner, image: np.ndarray, prompt: str, samples: int, temperature: float
+) -> tuple[ReasonerOutput, list[ReasonerOutput], Optional[str]]:
+    """The greedy answer, the sampled ones (empty when none were asked for or the backend can't), and a note."""
+    if samples <= 0:
+        return reasoner.generate(image, prompt), [], None
+    with_samples = getattr(reasoner, "generate_with_samples", None)
+    if with_samples is None:
+        note = f"confidence needs the transformers backend; {type(reasoner).__name__} answers greedily only"
+        return reasoner.generate(image, prompt), [], note
+    outputs = with_samples(image, prompt, samples, temperature)
+    return outputs[0], outputs[1:], None
 
 
-def _clicks_json(clicks: Optional[tuple[Click, ...]]) -> Optional[dict]:
+def clicks_json(clicks: Optional[tuple[Click, ...]]) -> Optional[dict]:
     """Where the clinician clicked, in pixels of the picture (the slice's column and row)."""
     if not clicks:
         return None
@@ -273,5 +282,5 @@ def _clip_box(box: tuple[float, float, float, float], frame: ImageFrame) -> tupl
     return x1, y1, x2, y2
 
 
-def _rounded(values) -> Optional[list[float]]:
+def rounded(values) -> Optional[list[float]]:
     return None if values is None else [round(float(v), 2) for v in values]

@@ -17,8 +17,7 @@ the info of the final label that clinician saves next (a question sent with the 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 LAST_QUERY_KEY = "medreasoner_last_query"  # image info of earlier versions: the last record, whoever asked
 # What the model answered and which model it was: only the server writes these (a client's save may name the question,
@@ -46,14 +45,6 @@ class AnswerRecord:
     answered_at: Optional[str] = None
     answer_id: Optional[str] = None
     refined_by_clicks: Optional[dict] = None
-
-    @classmethod
-    def from_result(cls, result: Mapping[str, Any]) -> "AnswerRecord":
-        """From an inference result's JSON (what the infer task returns)."""
-        known = {spec.name for spec in fields(cls)}
-        values = {key: result.get(key) for key in known if key in result}
-        values.setdefault("answered_at", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        return cls(**values)
 
     def to_info(self) -> dict[str, Any]:
         """The record as label or image info: the fields that have a value."""

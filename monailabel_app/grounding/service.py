@@ -64,7 +64,7 @@ class GroundingService:
         self._before_first_load = before_first_load
         self._lock = threading.Lock()  # held by the load: a question that comes meanwhile waits here
         self._pipeline: Optional[GroundingPipeline] = None
-        self._reasoners = ReasonerSlot(self._build_reasoner)  # the one owner of which reasoner serves
+        self._reasoners = ReasonerSlot(self._build_reasoner, self._describe)  # the one owner of which reasoner serves
         self._failed_loads = 0  # counts loads that failed, so a question that waited for one gets its reason
         self._last_failure: Optional[BaseException] = None
         self._loader: Optional[threading.Thread] = None
@@ -80,10 +80,10 @@ class GroundingService:
                 if self._before_first_load is not None:
                     self._before_first_load()
                     self._before_first_load = None
-                reasoner = self._reasoners.current(self.reasoner_path())
+                serving = self._reasoners.current(self.reasoner_path())
                 if self._pipeline is None:
-                    self._pipeline = self._build(reasoner)
-                self._pipeline.use_reasoner(reasoner)
+                    self._pipeline = self._build(serving.reasoner)
+                self._pipeline.use_reasoner(serving.reasoner, serving.identity)
             except Exception as error:
                 self._last_failure = error
                 self._failed_loads += 1
@@ -143,9 +143,13 @@ class GroundingService:
         return published_reasoner(self.model_dir)
 
     def reasoner_identity(self) -> dict:
-        """Which reasoner answers now (`reasoner_identity.describe_reasoner`); never reads weights itself."""
-        source = "published" if self._published() else "configured"
-        return describe_reasoner(self.reasoner_path(), source)
+        """Which reasoner answers now (`reasoner_identity.describe_reasoner`), for `/info`; never reads weights itself.
+        An answer carries the identity of the reasoner that gave it (`ReasonerSlot`), not this."""
+        return self._describe(self.reasoner_path())
+
+    def _describe(self, path: str) -> dict:
+        published = self._published()
+        return describe_reasoner(path, "published" if published and str(published) == path else "configured")
 
     def startup_report(self) -> str:
         """Said once at start: which reasoner will answer and, when retraining published one, how to choose."""
@@ -164,9 +168,10 @@ class GroundingService:
             "not served."
         )
 
-    def notice(self) -> Optional[str]:
-        """A line every result carries when the reasoner is a tiny test model, so nobody mistakes it for a real one."""
-        marker = Path(self.reasoner_path()) / TINY_MODEL_MARKER
+    def notice(self, reasoner_path: Optional[str] = None) -> Optional[str]:
+        """A line every result carries when the reasoner (the one serving now, or `reasoner_path`: the one that
+        answered) is a tiny test model, so nobody mistakes it for a real one."""
+        marker = Path(reasoner_path or self.reasoner_path()) / TINY_MODEL_MARKER
         if not marker.is_file():
             return None
         about = json.loads(marker.read_text())

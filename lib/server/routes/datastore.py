@@ -12,7 +12,6 @@ call them), with every id, tag and upload checked first and the file work done o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from enum import Enum
@@ -175,9 +174,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
                 path = await save_upload(label, scratch, LABEL_SUFFIXES, upload_limit)
                 checked = await run_in_threadpool(check_label_upload, path, image_uri, context.limits.image)
                 info = {**options, **saved_by(request, user, context)}
-                label_id, answer = await run_in_threadpool(
-                    _save_and_record, store(), app, image, str(checked), tag, info
-                )
+                label_id, answer = await run_in_threadpool(app.save_label, image, str(checked), tag, info)
                 return {**(answer or {}), "image": image, "label": label_id}
             finally:
                 remove_scratch(scratch)
@@ -242,14 +239,6 @@ def datastore_router(context: ServerContext) -> APIRouter:
         )
 
     return router
-
-
-def _save_and_record(datastore, app, image_id: str, label_file: str, tag: str, info: dict):
-    """Save, then let the app record the question in it (`on_save_label`), with no other save of this datastore in
-    between: a second Submit at the same moment would otherwise move the label away under the first one's feet."""
-    with datastore.exclusive() if hasattr(datastore, "exclusive") else contextlib.nullcontext():
-        label_id = datastore.save_label(image_id, label_file, tag, info)
-        return label_id, app.on_save_label(image_id, label_id)
 
 
 def _require_image(datastore, image_id: str) -> None:

@@ -6,7 +6,8 @@ What differs from MONAI Label's own route:
   server path, and `params` can't name one (keys such as `image`, `model`, `session` in `params` are ignored);
 - `params` must be one JSON object; `output` is `all` (default), `image` or `json` (`dicom_seg`: 422);
 - the inference runs in a worker thread under admission control, so other clients are served meanwhile;
-- the upload and the result live in the request's scratch folder, removed once the response is sent or on any error;
+- the upload and the result live in the request's scratch folder, removed once the response is sent or on any error
+  (the label is written there once; a saved one is stored from there);
 - `save_label` stores the result under a gated `label_tag` (never `final`: final labels come from a person).
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +32,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lib.common.identifiers import check_id, check_session_id, check_tag
 from lib.common.scratch import new_scratch, remove_scratch
+from lib.infers.answer_request import ImageRef
+from lib.infers.answering import LabelSave
 from lib.server.context import ServerContext
 from lib.server.provenance import saved_by
 from lib.server.request_log import log_answer
@@ -83,9 +85,8 @@ def infer_router(context: ServerContext) -> APIRouter:
         output: Optional[str] = None,
         user: User = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER)),
     ):
-        app = context.app()
-        if model not in app._infers:
-            raise NotFoundError(f"No model {model[:80]!r}; available: {', '.join(app._infers)}")
+        answers = context.app().answers  # the one path of an answer (lib/infers/answering.py)
+        wanted = answers.model(model)  # the one check that the model exists
         if label is not None and label.filename:
             raise RequestError(f"The {model} task takes no label file with a request; send the image and the question.")
         output = _check_output(output)
@@ -94,20 +95,18 @@ def infer_router(context: ServerContext) -> APIRouter:
         async with context.admission.slot():
             scratch = new_scratch()
             try:
-                image_path, image_id = await _resolve_input(context, scratch, image, session_id, file)
-                infer_request = {k: v for k, v in options.items() if k not in REQUEST_KEYS}
-                infer_request.update(model=model, image=image_path, image_id=image_id)
-                infer_request["asked_by"] = user.username if context.auth_enabled else None
-                if save_as and image_id:
-                    infer_request.update(save_label=True, label_tag=save_as, saved_by=saved_by(request, user, context))
+                image_ref = await _resolve_input(context, scratch, image, session_id, file)  # the one resolution
+                asked = {k: v for k, v in options.items() if k not in REQUEST_KEYS}
+                asked_by = user.username if context.auth_enabled else None
+                save = None
+                if save_as and image_ref.image_id:
+                    save = LabelSave(save_as, saved_by(request, user, context))
                 started = time.monotonic()
-                result = await run_in_threadpool(app.infer, infer_request)
-                answer = result.get("params") or {}
-                log_answer(model, image_id, answer, started, infer_request["asked_by"])
-                label_file = _into(scratch, result.get("file"))
-                if label_file is None and result.get("label"):  # saved in the datastore: send that file back
-                    label_file = _into(scratch, app.datastore().get_label_uri(result["label"], save_as), copy=True)
-                return _respond(answer, label_file, output, scratch)
+                answered = await run_in_threadpool(
+                    answers.answer, wanted, image_ref, asked, asked_by, str(scratch), save
+                )
+                log_answer(model, image_ref.image_id, answered.json, started, asked_by)
+                return _respond(answered.json, _named(scratch, answered.label_file), output, scratch)
             except BaseException:
                 remove_scratch(scratch)
                 raise
@@ -149,11 +148,12 @@ def _save_label_tag(options: dict[str, Any]) -> Optional[str]:
 
 async def _resolve_input(
     context: ServerContext, scratch: Path, image: str, session_id: str, file: Optional[UploadFile]
-) -> tuple[str, Optional[str]]:
-    """(path to read, datastore id or None): an upload wins, then a session, then a datastore id, as in MONAI Label."""
+) -> ImageRef:
+    """The image to read, and its datastore id: an upload wins, then a session, then a datastore id, as in MONAI
+    Label."""
     app = context.app()
     if file is not None and file.filename:
-        return str(await save_upload(file, scratch, IMAGE_SUFFIXES, context.limits.max_upload_bytes)), None
+        return ImageRef(str(await save_upload(file, scratch, IMAGE_SUFFIXES, context.limits.max_upload_bytes)))
     if session_id:
         check_session_id(session_id)
         sessions = app.sessions()
@@ -162,24 +162,23 @@ async def _resolve_input(
         found = await run_in_threadpool(sessions.get_session, session_id)
         if not found:
             raise NotFoundError(f"No session {session_id}; it may have expired. Upload the image again.")
-        return found.image, None
+        return ImageRef(found.image)
     if image:
         check_id(image)
         uri = await run_in_threadpool(app.datastore().get_image_uri, image)
         if not uri:
             raise NotFoundError(f"No image with id {image!r} in the datastore")
-        return uri, image
+        return ImageRef(uri, image)
     raise RequestError("Send an image: image=<id>, an uploaded file, or session_id=<id>.")
 
 
-def _into(scratch: Path, result_file: Optional[str], copy: bool = False) -> Optional[Path]:
-    """The task's result file, moved (or copied) into the request's scratch folder, which is removed with it."""
-    if not result_file or not os.path.isfile(result_file):
-        return None
-    name = os.path.basename(result_file)
+def _named(scratch: Path, label_file: str) -> Path:
+    """The label the task wrote into the request's scratch folder, named as clients see it (MONAI Label's client keeps
+    the server's file name); the folder is removed with it."""
+    name = os.path.basename(label_file)
     extension = name[name.index(".") :] if "." in name else ""
     target = scratch / f"{RESULT_NAME}-{scratch.name[:8]}{extension}"
-    (shutil.copyfile if copy else shutil.move)(result_file, target)
+    os.rename(label_file, target)
     return target
 
 
