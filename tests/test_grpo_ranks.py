@@ -1,11 +1,12 @@
-"""GRPO on 2 ranks gives the run 1 rank gives: the command line with DDP over gloo, and DeepSpeed ZeRO-2 and ZeRO-3
-(synced generation) through the test-only CPU strategy, on a tiny format-tuned reasoner and the real rewards.
+"""GRPO on 2 ranks gives the run 1 rank gives, on a tiny format-tuned reasoner and the real rewards: DeepSpeed ZeRO-2
+(the strategy GPU training uses) and ZeRO-3 with synced generation through the test-only CPU strategy, and the command
+line's own multi-process run on CPU (DDP over gloo) stopped and resumed on 1 rank.
 
 The same seeded run with the same global batch (2 prompts x 4 answers a step) must give the same loss and reward
 curves within `TOLERANCE`, because answers are sampled from a seed per (step, sample) and each update's token-mean is
-taken over the whole global mini-batch; a run with another seed must fall outside it (so the check can fail); and a
-2-rank run stopped after 2 steps resumes on 1 rank exactly where the uninterrupted run went (resuming on 2 ranks was
-checked by hand too: the same figures). ZeRO-3 is compared on its first step only (see its test).
+taken over the whole global mini-batch; a run with another seed must fall outside it (so the check can fail). One test
+per behaviour, each 2-rank run launched once (docs/tests.md says what was merged): ZeRO-2 follows one rank through an
+update, ZeRO-3 on its first step only (see its test), and the DDP run is the one that is stopped and resumed.
 """
 
 from __future__ import annotations
@@ -93,20 +94,30 @@ def one_rank(data, format_tuned_reasoner_dir, tmp_path_factory):
     return cli(data, format_tuned_reasoner_dir, tmp_path_factory.mktemp("one") / "run", devices=1)
 
 
-def test_ddp_on_two_ranks_follows_one_rank_resumes_on_one_rank_and_another_seed_does_not(
-    one_rank, data, format_tuned_reasoner_dir, tmp_path
-):
-    two = cli(data, format_tuned_reasoner_dir, tmp_path / "two", devices=2, steps=2)
-    assert len(one_rank) == 3 and close(two, one_rank[:2]), (two, one_rank)
-    resumed = cli(data, format_tuned_reasoner_dir, tmp_path / "two", devices=1, resume=True)
-    assert close(resumed, one_rank), (resumed, one_rank)  # 2 steps on 2 ranks, then the third on 1
-    assert any(x != 0.0 for x, _ in one_rank)  # the curve carries signal
+def test_the_tolerance_tells_another_seed_apart(one_rank, data, format_tuned_reasoner_dir, tmp_path):
+    """What every equality below relies on: the curve carries signal, and a run that differs only in its seed falls
+    outside `TOLERANCE` on its first step."""
+    assert len(one_rank) == 3 and any(x != 0.0 for x, _ in one_rank)
     other_seed = cli(data, format_tuned_reasoner_dir, tmp_path / "seed1", devices=1, seed=1, steps=1)
     assert not close(other_seed, one_rank[:1]), (other_seed, one_rank)
 
 
+def test_a_two_rank_run_resumes_on_one_rank_where_the_uninterrupted_run_went(
+    one_rank, data, format_tuned_reasoner_dir, tmp_path
+):
+    """The command line on 2 CPU processes (`--set devices=2`: DDP over gloo) for one step, then resumed on 1 rank:
+    step 2 is sampled from the weights of the 2-rank update, so the resumed curve also checks that update under DDP
+    (ZeRO-2 below follows one rank through an update on 2 ranks too). Resuming on 2 ranks was checked by hand (with
+    the run stopped after 2 steps): the same figures."""
+    two = cli(data, format_tuned_reasoner_dir, tmp_path / "two", devices=2, steps=1)
+    assert close(two, one_rank[:1]), (two, one_rank)
+    resumed = cli(data, format_tuned_reasoner_dir, tmp_path / "two", devices=1, resume=True)
+    assert close(resumed, one_rank), (resumed, one_rank)  # 1 step on 2 ranks, then steps 2 and 3 on 1
+
+
 @pytest.mark.skipif(shutil.which("c++") is None, reason="DeepSpeed on CPU JIT-builds an op with c++")
-def test_zero2_on_two_ranks_follows_one_rank(one_rank, data, format_tuned_reasoner_dir, tmp_path):
+def test_zero2_on_two_ranks_follows_one_rank_through_an_update(one_rank, data, format_tuned_reasoner_dir, tmp_path):
+    """DeepSpeed ZeRO-2, the strategy GPU training uses, with the gradients reduced across the 2 ranks."""
     zero2 = deepspeed(data, format_tuned_reasoner_dir, tmp_path / "zero2", zero_stage=2, devices=2, steps=2)
     assert close(zero2, one_rank[:2]), (zero2, one_rank)  # step 2 is sampled from the first update's weights
 
