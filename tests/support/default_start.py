@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Sequence
 
 import requests
 
-from tests.support.monailabel_server import APP_DIR, free_port
+from tests.support.monailabel_server import APP_DIR
+from tests.support.processes import ManagedProcess, answers_200, free_port
 
 
 class DefaultStart:
@@ -25,34 +24,27 @@ class DefaultStart:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb_url = f"http://127.0.0.1:{self.orthanc_port}/dicom-web"
         self.log_path = self.work_dir / "start.log"
-        self.process: subprocess.Popen | None = None
+        # a restart's lines follow the earlier run's; the script and what it starts are a process group of their own
+        self._managed = ManagedProcess("scripts/start.sh", self.log_path, append=True, grace_s=60, own_group=True)
+
+    @property
+    def process(self):
+        return self._managed.process
 
     def start(self, timeout_s: float = 300) -> "DefaultStart":
         env = {k: v for k, v in os.environ.items() if k not in ("STUDIES", "HOST")}
         env.update(PORT=str(self.port), ORTHANC_PORT=str(self.orthanc_port), PACS_DIR=str(self.work_dir / "pacs"))
         if self.studies is not None:
             env["STUDIES"] = str(self.studies)
-        self._log = open(self.log_path, "a")  # a restart's lines follow the earlier run's
-        self.process = subprocess.Popen(
+        self._managed.start(
             ["bash", str(APP_DIR / "scripts" / "start.sh"), *self.args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            answers_200(f"{self.url}/info/"),
+            timeout_s,
             env=env,
             cwd=APP_DIR,
-            start_new_session=True,
+            waiting_for="serve /info/",
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"scripts/start.sh exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(1)
-        self.stop()
-        raise TimeoutError(f"scripts/start.sh did not serve /info/ within {timeout_s}s:\n{self.log_tail()}")
+        return self
 
     def pacs_auth(self) -> tuple[str, str]:
         from monailabel_app.demo.local_pacs import credentials
@@ -68,15 +60,7 @@ class DefaultStart:
 
     def stop(self) -> None:
         """SIGTERM to the script only (it stops the server and then Orthanc); the whole group if it hangs."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        if getattr(self, "_log", None):
-            self._log.close()
+        self._managed.stop()
 
     def kill_server(self) -> int:
         """SIGKILL to the MONAI Label server process itself (`monailabel start_server`, which the script runs, with a
@@ -88,10 +72,8 @@ class DefaultStart:
         server.send_signal(signal.SIGKILL)
         server.wait(60)
         self.process.wait(60)
-        if getattr(self, "_log", None):
-            self._log.close()
+        self._managed.close_log()
         return server.pid
 
     def log_tail(self, lines: int = 60) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self._managed.log_tail(lines)

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Mapping
 
-import requests
-
 from lib.server.log_config import write_log_config
+from tests.support.processes import ManagedProcess, answers_200, free_port, scratch_folder
+
+__all__ = ["APP_DIR", "MONAILABEL", "MonaiLabelServer", "free_port"]
 
 APP_DIR = Path(__file__).resolve().parents[2]
 MONAILABEL = Path(sys.executable).with_name("monailabel")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class MonaiLabelServer:
@@ -42,23 +31,26 @@ class MonaiLabelServer:
         self.conf = dict(conf)
         # never the app's own model/ folder: a reasoner published there by a developer's run would answer instead
         if "model_dir" not in self.conf:  # kept across this object's restarts, removed when the test process ends
-            self.conf["model_dir"] = tempfile.mkdtemp(prefix="medreasoner-model-")
-            atexit.register(shutil.rmtree, self.conf["model_dir"], True)
+            self.conf["model_dir"] = str(scratch_folder("medreasoner-model-"))
         self.extra_env = dict(env)  # MONAI Label settings (MONAI_LABEL_*) for this server only
         self.hardened = hardened  # False: MONAI Label's own ASGI app, which this app must refuse to serve behind
         self.probe_headers = dict(probe_headers)  # with authentication on, /info/ needs a token
         # own_temp: the server's temp folder (TMPDIR) is one of its own, so a test can tell every temporary file it
         # makes from those of anything else running on the machine
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="server-tmp-")) if own_temp else None
+        self.temp_dir = scratch_folder("server-tmp-") if own_temp else None
         if self.temp_dir is not None:
             self.extra_env["TMPDIR"] = str(self.temp_dir)
         self.log_path = Path(log_path)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
+        self._managed = ManagedProcess("monailabel", self.log_path)
 
-    def start(self, timeout_s: float = 240, poll_s: float = 1.0) -> "MonaiLabelServer":
-        """Returns once `/info/` answers 200 (asked every `poll_s`: benchmarks ask more often, to time the start)."""
+    @property
+    def process(self):
+        return self._managed.process
+
+    def command(self) -> list[str]:
+        """`monailabel start_server` as scripts/start.sh runs it."""
         command = [str(MONAILABEL), "start_server", "--app", str(APP_DIR), "--studies", str(self.studies)]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         if self.hardened:
@@ -66,36 +58,20 @@ class MonaiLabelServer:
         command += ["--log_config", str(write_log_config())]  # as scripts/start.sh: not a new file in the temp folder
         for key, value in self.conf.items():
             command += ["--conf", key, value]
+        return command
+
+    def start(self, timeout_s: float = 240, poll_s: float = 1.0) -> "MonaiLabelServer":
+        """Returns once `/info/` answers 200 (asked every `poll_s`: benchmarks ask more often, to time the start)."""
         env = {**os.environ, "PYTHONPATH": str(APP_DIR), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         env["MONAILABEL_PYEXE"] = sys.executable  # the `monailabel` script runs whatever `python` is first on PATH
         env["MONAI_LABEL_RELOAD_APP_LIB"] = "false"  # as scripts/start.sh: one copy of lib/ (routes and app share it)
         env.update(self.extra_env)
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=APP_DIR)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"monailabel exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.url}/info/", headers=self.probe_headers, timeout=5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(poll_s)
-        self.stop()
-        raise TimeoutError(f"monailabel did not answer /info/ within {timeout_s}s:\n{self.log_tail()}")
+        ready = answers_200(f"{self.url}/info/", self.probe_headers)
+        self._managed.start(self.command(), ready, timeout_s, poll_s, env=env, cwd=APP_DIR, waiting_for="answer /info/")
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if getattr(self, "_log", None):
-            self._log.close()
+        self._managed.stop()
 
     def log_tail(self, lines: int = 60) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self._managed.log_tail(lines)

@@ -6,15 +6,13 @@ Temporary storage, the DICOM port off, remote access off; stopped (and its stora
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 from typing import Iterable
 
 import requests
 
 from monailabel_app.demo.local_pacs import DICOMWEB_PLUGIN, ORTHANC, orthanc_config
-from tests.support.monailabel_server import free_port
+from tests.support.processes import ManagedProcess, answers_200, free_port
 
 INSTALL_HINT = "Orthanc is missing: run `bash scripts/install_system.sh` (Debian packages orthanc, orthanc-dicomweb)"
 
@@ -29,7 +27,11 @@ class OrthancServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dicomweb_url = f"{self.url}/dicom-web"
-        self.process: subprocess.Popen | None = None
+        self._managed = ManagedProcess("Orthanc", self.work_dir / "orthanc.log", grace_s=20)
+
+    @property
+    def process(self):
+        return self._managed.process
 
     def _write_config(self) -> Path:
         config = orthanc_config(self.work_dir / "storage", self.port, name="MedReasonerTestPACS")
@@ -40,20 +42,9 @@ class OrthancServer:
     def start(self, timeout_s: float = 30) -> "OrthancServer":
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
-        self._log = open(self.work_dir / "orthanc.log", "w")
-        self.process = subprocess.Popen([ORTHANC, str(config)], stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.dicomweb_url}/studies", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(f"Orthanc did not answer within {timeout_s}s:\n{self.log_tail()}")
+        ready = answers_200(f"{self.dicomweb_url}/studies", timeout_s=2)
+        self._managed.start([ORTHANC, str(config)], ready, timeout_s, poll_s=0.3)
+        return self
 
     def upload(self, files: Iterable[Path]) -> None:
         """Orthanc's own REST upload (one instance a POST): simpler to read in a test than a STOW-RS multipart."""
@@ -68,16 +59,7 @@ class OrthancServer:
         return response.json() if response.content else []
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        if getattr(self, "_log", None):
-            self._log.close()
+        self._managed.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        return "\n".join((self.work_dir / "orthanc.log").read_text(errors="replace").splitlines()[-lines:])
+        return self._managed.log_tail(lines)
