@@ -40,19 +40,17 @@ def format_tuned_reasoner_dir(tmp_path_factory) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# A browser: a real headless Chromium (Debian's `chromium` via Playwright, launched as tests/test_ohif_browser.py says),
-# one per test module, for the tests that drive OHIF as a clinician does.
+# A browser: a real headless Chromium (Debian's `chromium` via Playwright, tests/support/browser.py), one per test
+# module, for the tests that drive OHIF as a clinician does.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from tests.test_ohif_browser import CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
+    from tests.support.browser import headless_chromium  # skips without Playwright or Chromium
 
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 # ---------------------------------------------------------------------------------------------- end of browser block

@@ -239,15 +239,14 @@ BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2
 def test_the_answers_page_shows_a_hostile_question_inside_its_box_in_written_order(server, tmp_path):
     """An asker's text can't push the answers page sideways or reorder what a clinician reads: each bidirectional
     control is shown as an escape, and a question without spaces wraps inside its card."""
-    from tests.test_ohif_browser import ARTIFACTS_DIR, CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
+    from tests.support.browser import headless_chromium, require_chromium
+    from tests.test_ohif_browser import ARTIFACTS_DIR
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed")
+    require_chromium()
     _, result = slicer_segmentation(slicer_client(server, tmp_path), XRAY_ID, HOSTILE_QUESTION)
     stored = requests.get(f"{server.url}/answers/{result['answer_id']}", timeout=30).json()
     assert stored["question"] == HOSTILE_QUESTION  # kept as asked: the page, not the log, makes it safe to read
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with headless_chromium() as chromium:
         page = chromium.new_page(viewport={"width": 1000, "height": 800})
         page.goto(f"{server.url}/answers/?image={XRAY_ID}")
         question = page.locator(f"#answer-{result['answer_id']} h2")
@@ -272,4 +271,3 @@ def test_the_answers_page_shows_a_hostile_question_inside_its_box_in_written_ord
         assert card["top"] <= box["top"] and box["bottom"] <= card["bottom"], shown
         every_control = page.evaluate("(text) => window.MedReasonerAnswerText.visible(text)", BIDI_CONTROLS)
         assert not set(every_control) & set(BIDI_CONTROLS) and every_control.count("⟨U+") == len(BIDI_CONTROLS)
-        chromium.close()

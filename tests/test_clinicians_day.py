@@ -27,11 +27,11 @@ from monailabel.client import MONAILabelClient
 
 from lib.infers.implicit_query import LABEL_NAME as LABEL
 from monailabel_app.imaging.medical_image import read_medical_image
+from tests.support.browser import chromium_installed
 from tests.support.default_start import DefaultStart
 from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 from tests.test_ohif_browser import (
     ARTIFACTS_DIR,
-    CHROMIUM,
     LABEL_SLICE_JS,
     QUESTION,
     STEP_TIMEOUT_MS,
@@ -61,7 +61,7 @@ TRAIN_TIMEOUT_S = 600
 
 @pytest.fixture(scope="module")
 def start(tmp_path_factory):
-    if not orthanc_installed() or not Path(CHROMIUM).exists():
+    if not orthanc_installed() or not chromium_installed():
         pytest.skip(INSTALL_HINT + " and chromium")
     work = tmp_path_factory.mktemp("clinicians_day")
     running = DefaultStart(work, args=["--conf", "demo", "true", "--conf", "model_dir", str(work / "model")])

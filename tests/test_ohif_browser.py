@@ -19,7 +19,6 @@ import io
 import json
 import os
 import re
-import shutil
 import signal
 from pathlib import Path
 
@@ -34,24 +33,22 @@ from pydicom import dcmread
 from lib.infers.implicit_query import LABEL_NAME as LABEL
 from monailabel_app.demo.sample_dicom import ODD_CT, ODD_SLICES, Series, flipped_ct_series, odd_ct_series
 from monailabel_app.grounding.last_answers import last_answer
+from tests.support.browser import chromium_installed, sync_api
 from tests.support.default_start import DefaultStart
 from tests.support.monailabel_server import APP_DIR
 from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (requirements.txt)")
+playwright = sync_api()  # skips this module without Playwright
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS_DIR = Path(os.environ.get("TEST_ARTIFACTS_DIR", APP_DIR / "logs" / "test-artifacts"))
 QUESTION = "Which structure would explain the dull percussion note over the right lower chest?"
-# SwiftShader gives headless Chromium the WebGL that OHIF's viewports need; --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
 STEP_TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if not orthanc_installed() or not Path(CHROMIUM).exists():
+    if not orthanc_installed() or not chromium_installed():
         pytest.skip(INSTALL_HINT + " and chromium")
     running = DefaultStart(tmp_path_factory.mktemp("default_start")).start()
     yield running

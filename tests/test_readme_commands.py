@@ -73,15 +73,10 @@ def test_the_demo_server_blocks_run_as_written_on_the_default_start(default_star
 @pytest.mark.browser
 def test_the_answers_page_lists_the_images_and_their_ids(default_start):
     """Where a user looks for the ids to ask about: the answers page's index, in a real Chromium."""
-    from pathlib import Path
+    from tests.support.browser import headless_chromium
 
-    from tests.test_ohif_browser import CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: run bash scripts/install_system.sh")
     cts = {one["0020000E"]["Value"][0] for one in default_start.series("CT")}
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with headless_chromium() as chromium:
         page = chromium.new_page()
         page.goto(f"{default_start.url}/answers/")
         page.wait_for_selector("#images .image-id", timeout=60_000)
@@ -91,6 +86,5 @@ def test_the_answers_page_lists_the_images_and_their_ids(default_start):
             if row.query_selector(".image-id")
         }
         link = page.query_selector("#images .image-id").get_attribute("href")
-        chromium.close()
     assert cts and cts <= set(listed) and all(listed[uid].startswith("CT") for uid in cts)
     assert link.startswith("/answers/?image=")

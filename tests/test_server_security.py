@@ -338,24 +338,18 @@ def test_cross_origin_pages_get_no_access(server):
 def test_a_viewer_on_an_allowed_origin_reaches_the_server_and_others_do_not(server):
     """`--conf cors_origins`: a page served from the allowed origin calls the server from a real browser (a hospital's
     own OHIF on another host); a page from another origin is refused by the browser (no CORS headers for it)."""
-    from pathlib import Path
+    from tests.support.browser import headless_chromium
 
-    from tests.test_ohif_browser import CHROMIUM, CHROMIUM_ARGS, playwright  # skips without Playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing: run bash scripts/install_system.sh")
     call = """async (url) => {
         try { const r = await fetch(url, {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
               return "status " + r.status; }
         catch (error) { return "refused: " + error.message; } }"""
-    with ALLOWED_PAGE, PageServer() as other, playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with ALLOWED_PAGE, PageServer() as other, headless_chromium() as chromium:
         page = chromium.new_page()
         results = {}
         for name, origin in (("allowed", ALLOWED_PAGE.origin), ("other", other.origin)):
             page.goto(origin + "/")
             results[name] = page.evaluate(call, f"{server.url}/activelearning/random")
-        chromium.close()
     assert results["allowed"] == "status 200", results
     assert results["other"].startswith("refused"), results
 

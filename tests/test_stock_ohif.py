@@ -21,8 +21,6 @@ box is the report's polyline, on the instance the report names, and is drawn. Sc
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import requests
@@ -30,6 +28,7 @@ from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 
 from lib.infers.implicit_query import LABEL_NAME
+from tests.support.browser import chromium_installed
 from tests.support.default_start import DefaultStart
 from tests.support.ohif_view import (
     double_click_series,
@@ -44,7 +43,6 @@ from tests.support.stock_ohif import INSTALL_HINT as VIEWER_HINT
 from tests.support.stock_ohif import StockOhif, stock_ohif_installed
 from tests.test_ohif_browser import (
     ARTIFACTS_DIR,
-    CHROMIUM,
     QUESTION,
     STEP_TIMEOUT_MS,
     axial_view,
@@ -71,7 +69,7 @@ BUNDLED_GAP = (
 
 @pytest.fixture(scope="module")
 def start(tmp_path_factory):
-    if not orthanc_installed() or not Path(CHROMIUM).exists():
+    if not orthanc_installed() or not chromium_installed():
         pytest.skip(INSTALL_HINT + " and chromium")
     # with a measured confidence, the report carries a NUM: OHIF 3.13 once dropped the box for it (in the box's group)
     running = DefaultStart(
