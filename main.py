@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -14,7 +13,6 @@ from typing import Dict
 from urllib.parse import quote
 
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
@@ -32,6 +30,7 @@ from lib.common import scratch
 from lib.common.identifiers import check_id, check_tag, is_inside
 from lib.common.limits import ServerLimits
 from lib.configs.implicit_query import ImplicitQuery
+from lib.datastore.label_store import LabelStore, as_label_store
 from lib.datastore.local import GatedLocalDatastore
 from lib.datastore.saved_answer import with_saved_answer
 from lib.infers.answer_request import ImageRef
@@ -100,19 +99,24 @@ class MedReasonerApp(MONAILabelApp):
         """A folder datastore keeps earlier versions and gates every id (`lib/datastore/`); a URL is a PACS."""
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
-        return GatedLocalDatastore(
-            self.studies,
-            keep_versions=self.limits.keep_versions,
-            extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
-            auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-            read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        return as_label_store(
+            GatedLocalDatastore(
+                self.studies,
+                keep_versions=self.limits.keep_versions,
+                extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+                auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+                read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+            )
         )
 
     def init_remote_datastore(self) -> Datastore:
         """A DICOMweb PACS gets lib/pacs/datastore.py (modalities, whole series, the question in the SEG)."""
         if settings.MONAI_LABEL_DATASTORE.lower() in ("xnat", "dsa"):
-            return super().init_remote_datastore()
-        return open_pacs_datastore(self.studies, self.options, APP_VERSION)
+            raise ValueError(
+                f"MONAI_LABEL_DATASTORE={settings.MONAI_LABEL_DATASTORE} is not supported by this app: it serves a "
+                "folder or a DICOMweb PACS (--studies http://.../dicom-web), where it keeps each answer with its label."
+            )
+        return as_label_store(open_pacs_datastore(self.studies, self.options, APP_VERSION))
 
     def init_strategies(self) -> Dict[str, Strategy]:
         return {"random": Random(), "least_confident": LeastConfident()}
@@ -139,6 +143,13 @@ class MedReasonerApp(MONAILabelApp):
         for task_config in self.task_configs.values():
             infers.update(task_config.infer())
         return infers
+
+    # MONAI Label keeps its tasks in private attributes: this app reads them here, and the routes ask these
+    def train_tasks(self) -> Dict[str, TrainTask]:
+        return dict(self._trainers)
+
+    def scoring_method_names(self) -> list[str]:
+        return list(self._scoring_methods)
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         trainers: Dict[str, TrainTask] = {}
@@ -198,7 +209,7 @@ class MedReasonerApp(MONAILabelApp):
         tag = DefaultLabelTag.ORIGINAL
         return {"label": answered.label_file, "tag": tag, "file": answered.label_file, "params": answered.json}
 
-    def _resolve_image(self, image: object, store: Datastore) -> ImageRef:
+    def _resolve_image(self, image: object, store: LabelStore) -> ImageRef:
         if isinstance(image, str) and os.path.isabs(image) and self._is_server_path(image, store):
             return ImageRef(image)
         image_id = check_id(image)
@@ -207,11 +218,9 @@ class MedReasonerApp(MONAILabelApp):
             raise NotFoundError(f"No image with id {image_id!r} in the datastore")
         return ImageRef(uri, image_id)
 
-    def _is_server_path(self, path: str, store: Datastore) -> bool:
+    def _is_server_path(self, path: str, store: LabelStore) -> bool:
         """Inside a request's scratch folder, the datastore's folder, or MONAI Label's sessions folder."""
-        roots = [str(scratch.SCRATCH_ROOT)]
-        if isinstance(store, LocalDatastore):
-            roots.append(store._datastore_path)
+        roots = [str(scratch.SCRATCH_ROOT), store.root_folder()]
         if self._sessions is not None:
             roots.append(self._sessions.store_path)
         return any(os.path.isdir(root) and is_inside(root, path) for root in roots)
@@ -230,7 +239,7 @@ class MedReasonerApp(MONAILabelApp):
         the SEG and the report), with no other save of this datastore in between. Returns the label id and what the
         save's answer adds (3D Slicer's "Submit Label" dialog shows it)."""
         store = self.datastore()
-        with store.exclusive() if hasattr(store, "exclusive") else contextlib.nullcontext():
+        with store.exclusive():
             if tag == DefaultLabelTag.FINAL:
                 with self.image_info_lock:
                     info = with_saved_answer(store.get_image_info(image_id), info)

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
@@ -39,6 +40,33 @@ class AtomicLocalDatastore(AtomicDatastoreFile, LocalDatastore):
     """Mix in after a LocalDatastore subclass (`class D(DICOMWebDatastore, AtomicLocalDatastore)`) or use alone."""
 
     _repair_at_start = True  # off for a read-only datastore: it changes nothing on disk
+    _exclusive = threading.RLock()  # a folder datastore with versions has its own (`local.py`)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        handler = getattr(self, "_handler", None)  # MONAI Label's watcher, with auto reload on
+        if handler is not None:
+            handler.on_moved = self._on_index_replaced
+
+    def _on_index_replaced(self, event) -> None:
+        """The index is replaced by a rename (`write_atomically`), which MONAI Label's watcher (it listens for writes
+        in place) ignored: labels a batch inference's subprocess saved stayed unseen until a restart. Re-read when
+        another process replaced it (MONAI Label compares the file's time with this process's last write)."""
+        if os.path.abspath(getattr(event, "dest_path", "") or "") == os.path.abspath(self._datastore_config_path):
+            self._init_from_datastore_file()
+
+    # lib/datastore/label_store.LabelStore: a folder's answers
+    def exclusive(self):
+        return self._exclusive
+
+    def has_image(self, image_id: str) -> bool:
+        return bool(self._datastore.objects.get(image_id))
+
+    def instance_numbers(self, image_id: str) -> Optional[List[Optional[int]]]:
+        return None
+
+    def root_folder(self) -> str:
+        return self._datastore_path
 
     def _init_from_datastore_file(self, throw_exception=False):
         """LocalDatastore's constructor reads the index here first, before its reconcile: the repair goes first."""

@@ -13,10 +13,10 @@ import threading
 import time
 from typing import Callable, Dict, Mapping, Optional
 
-from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lib.common.identifiers import check_tag
+from lib.datastore.label_store import LabelStore
 from lib.infers.answer_request import AnswerRequest, ImageRef
 from lib.infers.implicit_query import ImplicitQueryInfer
 from monailabel_app.core.errors import NotFoundError, RequestError
@@ -59,7 +59,7 @@ class AnswerService:
         self,
         tasks: Mapping[str, ImplicitQueryInfer],
         answer_log: Optional[AnswerLog],
-        datastore: Callable[[], Datastore],
+        datastore: Callable[[], LabelStore],
         image_info_lock: threading.RLock,
     ):
         """`image_info_lock` is held around every read-merge-write of an image's info: two clinicians answered at
@@ -109,7 +109,7 @@ class AnswerService:
             raise
         return Answered(answer, payload, label_file, saved)
 
-    def _with_image_context(self, store: Datastore, task: ImplicitQueryInfer, request: AnswerRequest) -> AnswerRequest:
+    def _with_image_context(self, store: LabelStore, task: ImplicitQueryInfer, request: AnswerRequest) -> AnswerRequest:
         """For a datastore image: its study and slice numbers (a PACS series), and for a point panel's clicks with no
         question, the question this clinician last asked of it."""
         image_id = request.image.image_id
@@ -163,7 +163,7 @@ class AnswerService:
             logger.error(f"The answer could not be kept in the answer log: {error}")
             return answer
 
-    def _remember_on_image(self, store: Datastore, image_id: str, answer: Answer, asked_by: Optional[str]) -> None:
+    def _remember_on_image(self, store: LabelStore, image_id: str, answer: Answer, asked_by: Optional[str]) -> None:
         """The image's info keeps each clinician's last answer (for the label they save next) and, with a confidence,
         the confidence book's entry `least_confident` ranks by: one read-merge-write of the datastore's index."""
         with self._image_info_lock:

@@ -98,10 +98,9 @@ def admin_router(context: ServerContext) -> APIRouter:
         method: str, params: Optional[dict] = Body(None), run_sync: bool = False, user: User = Depends(RBAC(ANNOTATOR))
     ):
         app = context.app()
-        if method not in app._scoring_methods:
-            raise NotFoundError(
-                f"No scoring method {method[:80]!r}; available: {', '.join(app._scoring_methods) or 'none'}"
-            )
+        methods = app.scoring_method_names()
+        if method not in methods:
+            raise NotFoundError(f"No scoring method {method[:80]!r}; available: {', '.join(methods) or 'none'}")
         if run_sync:
             raise RequestError("run_sync is not offered; poll GET /scoring/.")
         without_server_keys(params)
@@ -130,9 +129,7 @@ def admin_router(context: ServerContext) -> APIRouter:
         run_sync: bool = False,
         user: User = Depends(RBAC(ADMIN)),
     ):
-        app = context.app()
-        if model not in app._infers:
-            raise NotFoundError(f"No model {model[:80]!r}; available: {', '.join(app._infers)}")
+        context.app().answers.model(model)  # 404 for an unknown model, before a subprocess starts
         if run_sync:
             raise RequestError("run_sync is not offered; poll GET /batch/infer.")
         server_keys = (

@@ -243,8 +243,7 @@ def datastore_router(context: ServerContext) -> APIRouter:
 
 def _require_image(datastore, image_id: str) -> None:
     check_id(image_id)
-    known = datastore.has_image(image_id) if hasattr(datastore, "has_image") else image_id in datastore.list_images()
-    if not known:
+    if not datastore.has_image(image_id):
         raise NotFoundError(f"No image with id {image_id!r} in the datastore")
 
 

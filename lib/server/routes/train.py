@@ -32,7 +32,7 @@ def train_router(context: ServerContext) -> APIRouter:
         enqueue: bool = False,
         user: User = Depends(RBAC(ADMIN)),
     ):
-        trainers = context.app()._trainers
+        trainers = context.app().train_tasks()
         if not trainers:
             raise NotFoundError("This server has no train task (MONAI_LABEL_TASKS_TRAIN is off).")
         model = next(iter(trainers))
@@ -52,7 +52,7 @@ def train_router(context: ServerContext) -> APIRouter:
     @router.delete("/", summary="Stop the running retraining (nothing is published)")
     def stop(user: User = Depends(RBAC(ADMIN))):
         result = AsyncTask.stop("train")
-        for trainer in context.app()._trainers.values():
+        for trainer in context.app().train_tasks().values():
             if hasattr(trainer, "after_stop"):
                 trainer.after_stop()
         return result
@@ -61,7 +61,7 @@ def train_router(context: ServerContext) -> APIRouter:
 
 
 def _start(context: ServerContext, model: str, options: dict[str, Any], run_sync: bool) -> Any:
-    trainers = context.app()._trainers
+    trainers = context.app().train_tasks()
     if model not in trainers:
         raise NotFoundError(f"No train task {model[:80]!r}; available: {', '.join(trainers)}")
     if run_sync:
