@@ -8,6 +8,7 @@ Slicer: MONAI Label's own client (the one the Slicer module bundles), `POST /inf
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import itk
@@ -236,4 +237,35 @@ def test_bad_window_and_result_format(server):
             timeout=60,
         )
         assert response.status_code == 422 and list(bad_format.values())[0] in response.text
+    assert_serves(server)
+
+
+def test_batch_inference_answers_every_image_through_the_same_path(server):
+    """MONAI Label's batch inference (its subprocess calls the app's `infer` for each image) takes the same answer
+    path as Slicer's request: each image gets its label saved under the tag and its answer kept."""
+    question = "Which finding would explain the patient's cough?"
+    started = requests.post(
+        f"{server.url}/batch/infer/implicit_query",
+        params={"images": "all"},
+        json={"question": question, "label_tag": "batch", "max_new_tokens": 96},
+        timeout=60,
+    )
+    assert started.status_code == 200, started.text
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = requests.get(f"{server.url}/batch/infer/", timeout=30).json()
+        if status.get("status") in ("DONE", "ERROR", "STOPPED"):
+            break
+        time.sleep(2)
+    assert status.get("status") == "DONE", status
+    for image_id in (CT_ID, XRAY_ID):
+        label = requests.get(
+            f"{server.url}/datastore/label/info", params={"label": image_id, "tag": "batch"}, timeout=30
+        )
+        assert label.status_code == 200, label.text
+        answer = label.json()["params"]
+        assert answer["question"] == question and answer["status"] in ("ok", "no_grounding", "not_found")
+        assert answer["answer_id"] and answer["reasoner_version"]["source"] == "configured"
+        kept = requests.get(f"{server.url}/answers/{answer['answer_id']}", timeout=30)
+        assert kept.status_code == 200 and kept.json()["image_id"] == image_id
     assert_serves(server)
