@@ -9,7 +9,7 @@ import io
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
 import httpx
@@ -31,6 +31,7 @@ from monailabel_app.reasoning.sampling import SamplingSettings
 from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
 from tests.support.grounding_datasets import lesion_samples
 from tests.support.monailabel_server import free_port
+from tests.support.threaded_http import ThreadedHttpServer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -98,17 +99,14 @@ class ScriptedEndpoint:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = ThreadedHttpServer(Handler).start()
+        self.url = f"{self.server.url}/v1"
 
     def __enter__(self) -> "ScriptedEndpoint":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
 
 def picture(height: int, width: int) -> np.ndarray:

@@ -43,7 +43,8 @@ class PageServer:
 
     def __enter__(self) -> "PageServer":
         import http.server
-        import threading
+
+        from tests.support.threaded_http import ThreadedHttpServer
 
         class Page(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
@@ -56,12 +57,11 @@ class PageServer:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Page)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._server = ThreadedHttpServer(Page, self.port).start()
         return self
 
     def __exit__(self, *exc):
-        self._server.shutdown()
+        self._server.stop()
 
 
 ALLOWED_PAGE = PageServer()  # --conf cors_origins names its origin; a second page on another port is not allowed

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.client
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Optional
 from urllib.parse import urlsplit
+
+from tests.support.threaded_http import ThreadedHttpServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -20,18 +22,15 @@ class PacsProxy:
         self.upstream = urlsplit(upstream_url)
         self.trigger: Optional[tuple] = None  # (method, path fragment) of the request during which the PACS goes away
         self.away = threading.Event()  # set from then on: every request is dropped unanswered
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = ThreadedHttpServer(self._handler())
+        self.url = self._server.url
 
     def start(self) -> "PacsProxy":
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def go_away_during(self, method: str, path_fragment: str) -> None:
         """A GET is cut half way through its answer; a POST gets no answer; later requests get none either."""

@@ -13,12 +13,12 @@ import base64
 import http.client
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.support.monailabel_server import APP_DIR
+from tests.support.threaded_http import ThreadedHttpServer
 
 # The version is pinned once, in the script that fetches it.
 OHIF_VERSION = re.search(r"^OHIF_VERSION=(\S+)$", (APP_DIR / "scripts" / "install_viewer.sh").read_text(), re.M)[1]
@@ -96,18 +96,15 @@ class StockOhif:
         self.upstream = urlsplit(dicomweb_url.rstrip("/"))
         self.authorization = "Basic " + base64.b64encode(":".join(auth).encode()).decode() if auth else None
         self.config = app_config().encode()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = ThreadedHttpServer(self._handler())
+        self.url = self._server.url
 
     def start(self) -> "StockOhif":
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def viewer_url(self, study_uid: str) -> str:
         return f"{self.url}/viewer?StudyInstanceUIDs={study_uid}"

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.threaded_http import ThreadedHttpServer
 
 OMIT = object()  # sign(..., iss=OMIT): a token without that claim
 
@@ -34,17 +35,15 @@ class StubRealm:
         self.client_id = client_id
         self.key = new_key()
         self.name = name
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/realms/{name}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = ThreadedHttpServer(self._handler())
+        self.url = f"{self._server.url}/realms/{name}"
 
     def start(self) -> "StubRealm":
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def public_key_b64(self) -> str:
         der = self.key.public_key().public_bytes(
