@@ -160,3 +160,15 @@ def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
     code = "from monailabel_app.segmentation.cpu_encoder import import_openvino; import_openvino().Core()"
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, cwd=Path(__file__).parents[1])
     assert not (tmp_path / "ours" / "intel").exists()
+
+
+def test_a_process_that_ends_during_the_conversion_ends_cleanly_and_keeps_it(tmp_path):
+    """A server stopped (or a tool done) while the encoder converts in the background: the process waits for the
+    conversion and exits 0 with the encoder kept, where a daemon thread inside OpenVINO at exit aborted it (134)."""
+    code = (
+        "from monailabel_app.segmentation.factory import build_segmenter; "
+        f"build_segmenter('litemedsam', encoder='openvino-fp32', encoder_dir={str(tmp_path)!r})"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=300, cwd=Path(__file__).parents[1], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert stored_entry(tmp_path)  # the conversion finished and was kept for the next start

@@ -276,6 +276,8 @@ def speed_up_encoder(segmenter: Any, choice: str, device: str, folder: Optional[
 
     segmenter.encoder_ready.clear()
     if background:
-        threading.Thread(target=swap, name="segmenter-encoder", daemon=True).start()
+        # not a daemon: a process that ends while OpenVINO converts waits for it (seconds) and keeps the result; a
+        # daemon thread still inside OpenVINO when the interpreter ends aborts the process (exit 134)
+        threading.Thread(target=swap, name="segmenter-encoder", daemon=False).start()
     else:
         swap()
