@@ -15,10 +15,10 @@ Baseline and candidates take turns, run after run, so a busy machine slows them 
 
 Per candidate: seconds per slice (and the encoder's part), the ratio to the baseline, the one-off cost (export,
 conversion or compilation), the mask's IoU against the app's fp32 path at LiteMedSAM's 256 px frame (on the three
-pictures of `tests/test_cpu_encoder.py`; the least is shown), and the 3D Dice of the answer carried through the volume
-(`grounding/propagation.py`) against the truth and against fp32's. Then the kernels that ran: oneDNN's verbose lines
-for torch's bf16 forward and OpenVINO's executed graph for its bf16 model. Printed, and written to
-benchmarks/results/segmenter_cpu.txt.
+pictures of `tests/segmentation/test_cpu_encoder.py`; the least is shown), and the 3D Dice of the answer carried
+through the volume (`grounding/propagation.py`) against the truth and against fp32's. Then the kernels that ran:
+oneDNN's verbose lines for torch's bf16 forward and OpenVINO's executed graph for its bf16 model. Printed, and written
+to benchmarks/results/segmenter_cpu.txt.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ BF16_DECODER = ("OpenVINO bf16, mask decoder bf16 autocast",)  # these also run 
 
 
 def questions() -> list[tuple[np.ndarray, list[float]]]:
-    """The pictures of tests/test_cpu_encoder.py: the lesion's widest slice, one near its end, an X-ray."""
+    """The pictures of tests/segmentation/test_cpu_encoder.py: the lesion's widest slice, one near its end, an X-ray."""
     volume, truth = ellipsoid_ct()
     asked = []
     for k in (KEY, 4):

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install_system.sh  # Orthanc + DICOMweb plugin (the example PACS) and Chromium (the OHIF test)
-bash scripts/install_viewer.sh || echo "install: stock OHIF not fetched (only tests/test_stock_ohif.py needs it; it skips)"
+bash scripts/install_viewer.sh || echo "install: stock OHIF not fetched (only tests/whole_day/test_stock_ohif.py needs it; it skips)"
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

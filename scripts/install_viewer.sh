@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches the stock OHIF viewer (npm's @ohif/app, its built dist/ only) into .cache/ohif-<version>/dist, so that
-# tests/test_stock_ohif.py can show that an unmodified OHIF displays a saved answer (the SEG and the TID 1500 report)
+# tests/whole_day/test_stock_ohif.py can show that an unmodified OHIF displays a saved answer (the SEG and the TID 1500 report)
 # with no code of ours. Only that test and the docs' picture need it; the server never serves it. Idempotent: returns
 # at once when the folder is there. Needs npm (Debian's, from scripts/install_system.sh) and the npm registry.
 set -euo pipefail

@@ -22,8 +22,9 @@ from monailabel_app.reasoning.identity import write_version_file
 PUBLISHED_LINK = "reasoner"
 VERSIONS_DIR = "reasoner_versions"
 KEEP_VERSIONS = 2  # the current one and the one before it, to roll back by hand; 7B folders are ~15 GB each
-# Test hook, read only by tests (tests/test_server_training_restarts.py): seconds to wait after the new version is moved
-# in and before the last check and the link swap, so a test can kill the server at that moment. Unset, nothing waits.
+# Test hook, read only by tests (tests/server/test_server_training_restarts.py): seconds to wait after the new version
+# is moved in and before the last check and the link swap, so a test can kill the server at that moment. Unset, nothing
+# waits.
 PUBLISH_PAUSE_ENV = "MEDREASONER_TEST_PUBLISH_PAUSE_S"
 
 

@@ -1,7 +1,7 @@
 """Many clients at once against a running server: a bounded storm of hostile requests, and a timed mixed load.
 
 Each client thread keeps one `requests.Session` (keep-alive, as viewers do), so a connection the server drops shows up
-as an error on the client's next request. Used by `tests/test_server_load.py` and `benchmarks/server_storm.py`.
+as an error on the client's next request. Used by `tests/server/test_server_load.py` and `benchmarks/server_storm.py`.
 """
 
 from __future__ import annotations

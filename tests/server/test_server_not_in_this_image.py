@@ -16,8 +16,8 @@ from monailabel_app.data.sample import NEGATIVE_TRUTH
 from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct
 from monailabel_app.demo.tiny_models import build_tiny_reasoner
 from monailabel_app.imaging.medical_image import read_medical_image
+from tests.server.test_server import ohif_infer
 from tests.support.monailabel_server import MonaiLabelServer
-from tests.test_server import ohif_infer
 
 pytestmark = pytest.mark.server
 

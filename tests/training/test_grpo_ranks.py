@@ -26,7 +26,7 @@ from tests.support.monailabel_server import free_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTED_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
 TOLERANCE = 1e-5  # absolute, on per-step mean loss and mean reward (measured: 1e-9 for DDP and ZeRO-2)
 SETTINGS = [

@@ -28,7 +28,7 @@ from monailabel_app.segmentation.cpu_encoder import (
     resolve_encoder,
 )
 from monailabel_app.segmentation.factory import build_segmenter
-from tests.test_segmenters import tiny_random_sam
+from tests.segmentation.test_segmenters import tiny_random_sam
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
 
@@ -158,7 +158,7 @@ def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
     assert (tmp_path / "plain" / "intel").exists()  # what the test guards against happens without the guard
     env["HOME"] = str(tmp_path / "ours")
     code = "from monailabel_app.segmentation.cpu_encoder import import_openvino; import_openvino().Core()"
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, cwd=Path(__file__).parents[1])
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120, cwd=Path(__file__).parents[2])
     assert not (tmp_path / "ours" / "intel").exists()
 
 
@@ -169,6 +169,6 @@ def test_a_process_that_ends_during_the_conversion_ends_cleanly_and_keeps_it(tmp
         "from monailabel_app.segmentation.factory import build_segmenter; "
         f"build_segmenter('litemedsam', encoder='openvino-fp32', encoder_dir={str(tmp_path)!r})"
     )
-    done = subprocess.run([sys.executable, "-c", code], timeout=300, cwd=Path(__file__).parents[1], capture_output=True)
+    done = subprocess.run([sys.executable, "-c", code], timeout=300, cwd=Path(__file__).parents[2], capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert stored_entry(tmp_path)  # the conversion finished and was kept for the next start

@@ -38,7 +38,7 @@ TRAIN_OPTIONS = {"max_steps": 2, "group_size": 4, "prompts_per_step": 2, "max_ne
 # a toy reasoner retrained on two labels need not improve: publish all the same (the decision is tested elsewhere)
 TRAIN_OPTIONS.update(learning_rate=0.001, temperature=1.0, force_publish=True)
 LONG_RUN = {**TRAIN_OPTIONS, "max_steps": 500, "epochs": 500}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 import requests
 
 from monailabel_app.demo.sample_studies import write_sample_studies
+from tests.server.test_server_security import APP_SKIP, scratch_left, settle
 from tests.support.file_trees import snapshot
 from tests.support.hostile_requests import CATALOGUE, good_request
 from tests.support.monailabel_server import APP_DIR, MonaiLabelServer
 from tests.support.storm import load, storm
-from tests.test_server_security import APP_SKIP, scratch_left, settle
 
 pytestmark = pytest.mark.server
 

@@ -18,7 +18,7 @@ import pytest
 from lib.options.start_options import parse_start_options
 from monailabel_app.grounding.settings import GroundingSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 UV = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
 PLATFORM = ["--python-platform", "x86_64-manylinux_2_28", "--no-header", "--quiet"]
 TIMEOUT_S = 420

@@ -28,6 +28,7 @@ from dicomweb_client import DICOMwebClient
 from dicomweb_client.session_utils import create_session_from_user_pass
 
 from lib.infers.implicit_query import LABEL_NAME
+from tests.server.test_pacs import label_of, ohif_infer, ohif_save
 from tests.support.browser import chromium_installed
 from tests.support.default_start import DefaultStart
 from tests.support.ohif_view import (
@@ -41,7 +42,7 @@ from tests.support.ohif_view import (
 from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
 from tests.support.stock_ohif import INSTALL_HINT as VIEWER_HINT
 from tests.support.stock_ohif import StockOhif, stock_ohif_installed
-from tests.test_ohif_browser import (
+from tests.whole_day.test_ohif_browser import (
     ARTIFACTS_DIR,
     QUESTION,
     STEP_TIMEOUT_MS,
@@ -52,7 +53,6 @@ from tests.test_ohif_browser import (
     the_answer,
     wait_for_the_axial_view_on,
 )
-from tests.test_pacs import label_of, ohif_infer, ohif_save
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
@@ -274,7 +274,7 @@ def test_the_bundled_ohif_shows_the_seg_and_the_reports_box_and_points_with_our_
 
 
 def test_the_bundled_ohif_opens_the_monai_label_mode_with_our_panel_on_the_saved_answer(saved, start, browser):
-    """A light check (tests/test_ohif_browser.py covers the panel in depth): the MONAI Label mode opens for the study
+    """A light check (tests/whole_day/test_ohif_browser.py covers the panel in depth): the MONAI Label mode opens for the study
     with its own panel, ours shows the saved answer, and its "Go to the mask" brings the view to the answer's image."""
     answer = saved["answer"]
     page = browser.new_page(viewport={"width": 1400, "height": 900})

@@ -10,8 +10,8 @@ from monailabel_app.demo.sample_studies import ellipsoid_ct
 from monailabel_app.imaging.windowing import to_display_rgb
 from monailabel_app.segmentation.embedding_cache import MIB, EmbeddingCache, held_bytes, picture_key
 from monailabel_app.segmentation.sam import SamSegmenter
+from tests.segmentation.test_segmenters import ct_like_slice, tiny_random_sam
 from tests.support.encoder_probe import count_encoder_forwards
-from tests.test_segmenters import ct_like_slice, tiny_random_sam
 
 BOX = [5.0, 5.0, 40.0, 40.0]
 

@@ -20,7 +20,7 @@ from monailabel_app.segmentation.factory import build_segmenter
 from monailabel_app.segmentation.sam2 import Sam2Segmenter
 from monailabel_app.segmentation.sam2_tracking import SliceFrames, tracking_state
 from monailabel_app.segmentation.segmenter import VolumeTracker
-from tests.test_sam2_segmenter import tiny_sam2
+from tests.segmentation.test_sam2_segmenter import tiny_sam2
 
 SLICES, KEY = 16, 7  # ellipsoid_ct's defaults: the lesion on slices KEY-4 .. KEY+4
 NEVER = StopRule(min_area_ratio=0.0, max_area_ratio=1e9, min_overlap=0.0, min_score=-1.0, max_grey_shift=1e9)

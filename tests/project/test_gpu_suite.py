@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SUITE = REPO_ROOT / "benchmarks" / "gpu_suite.py"
 
 ROW_NAMES = (

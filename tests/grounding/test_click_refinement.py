@@ -27,7 +27,7 @@ from monailabel_app.grounding.pipeline import GroundingPipeline
 from monailabel_app.imaging.medical_image import read_medical_image
 from monailabel_app.imaging.windowing import to_display_rgb
 from monailabel_app.segmentation.factory import build_segmenter
-from tests.test_grounding_pipeline import ReplayReasoner, answer
+from tests.grounding.test_grounding_pipeline import ReplayReasoner, answer
 
 QUESTION = "Which finding explains the raised inflammatory markers?"
 HEIGHT, WIDTH = CT_SHAPE[1:]

@@ -28,7 +28,7 @@ from monailabel_app.training.run_owner import (
 from monailabel_app.training.run_records import RESULT_FILE, RUNS_DIR, last_training_stats, write_training_stats
 from tests.support.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def held_by_a_run(model_dir: Path) -> str | None:

@@ -26,7 +26,7 @@ from monailabel_app.segmentation.factory import build_segmenter
 from monailabel_app.training.abstention import reward_with_abstention, trainable_samples, training_reward
 from monailabel_app.training.config import PAPER_PRESET, ConfigError, GRPOConfig
 from monailabel_app.training.rewards import compute_reward
-from tests.test_grounding_pipeline import ReplayReasoner
+from tests.grounding.test_grounding_pipeline import ReplayReasoner
 
 ABSENT = "<think>The lungs are clear; nothing explains the finding.</think><answer>{'found': false}</answer>"
 BOX = '<answer>{"bbox": [10, 10, 40, 40], "points_1": [20, 20], "points_2": [30, 30]}</answer>'

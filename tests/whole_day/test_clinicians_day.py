@@ -30,7 +30,7 @@ from monailabel_app.imaging.medical_image import read_medical_image
 from tests.support.browser import chromium_installed
 from tests.support.default_start import DefaultStart
 from tests.support.orthanc_server import INSTALL_HINT, orthanc_installed
-from tests.test_ohif_browser import (
+from tests.whole_day.test_ohif_browser import (
     ARTIFACTS_DIR,
     LABEL_SLICE_JS,
     QUESTION,

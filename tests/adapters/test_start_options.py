@@ -22,7 +22,7 @@ from lib.options.start_options import (
     read_start_options,
 )
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_the_schema_knows_every_choice_the_code_offers():
 
 def test_every_conf_key_the_code_reads_is_in_the_schema():
     """No layer reads a `--conf` key the schema does not know (it would pass unchecked and undocumented)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     read = set()
     for path in [root / "main.py", *(root / "lib").rglob("*.py"), *(root / "monailabel_app").rglob("*.py")]:
         read |= set(re.findall(r"""options\[["']([a-z0-9_]+)["']\]""", path.read_text()))
@@ -122,7 +122,7 @@ def test_a_mistyped_start_stops_before_anything_starts(tmp_path):
     import os
     import subprocess
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "STUDIES": str(tmp_path / "studies"), "ALLOW_ROOT": "1"}
     started = subprocess.run(
         ["bash", "scripts/start.sh", "--conf", "reasonr", "/models/MedReasoner-Soft-7B"],

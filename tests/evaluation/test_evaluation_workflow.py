@@ -29,7 +29,7 @@ from monailabel_app.evaluation.report import HTML_FILE, REPORT_FILE, report_bloc
 from monailabel_app.evaluation.report_document import render_markdown
 from monailabel_app.evaluation.run_folder import RESULTS_FILE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

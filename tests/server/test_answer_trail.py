@@ -24,8 +24,8 @@ from PIL import Image
 from lib.server.routes.viewer import OHIF_DIR, viewer_router
 from monailabel_app.demo.sample_studies import CT_SHAPE, write_ct, write_png, xray_picture
 from monailabel_app.imaging.medical_image import read_medical_image
+from tests.server.test_server import ohif_infer
 from tests.support.monailabel_server import MonaiLabelServer
-from tests.test_server import ohif_infer
 
 pytestmark = pytest.mark.server
 
@@ -240,7 +240,7 @@ def test_the_answers_page_shows_a_hostile_question_inside_its_box_in_written_ord
     """An asker's text can't push the answers page sideways or reorder what a clinician reads: each bidirectional
     control is shown as an escape, and a question without spaces wraps inside its card."""
     from tests.support.browser import headless_chromium, require_chromium
-    from tests.test_ohif_browser import ARTIFACTS_DIR
+    from tests.whole_day.test_ohif_browser import ARTIFACTS_DIR
 
     require_chromium()
     _, result = slicer_segmentation(slicer_client(server, tmp_path), XRAY_ID, HOSTILE_QUESTION)
