@@ -1,6 +1,7 @@
 """Per-stage latency and throughput of one implicit query through the real MONAI Label server, and evaluation speed.
 
     .venv/bin/python benchmarks/server_latency.py [--reasoner DIR] [--segmenter KIND --segmenter-checkpoint FILE]
+        [--segmenter-encoder auto|torch-fp32|...]
         [--device cpu|cuda] [--requests 8] [--out benchmarks/results/server_latency.json]
 
 Without `--reasoner` it builds the tiny format-tuned reasoner (a toy: it shows the pipeline's own overheads and the
@@ -106,6 +107,11 @@ def main() -> None:
     parser.add_argument("--reasoner")
     parser.add_argument("--segmenter", default="litemedsam")
     parser.add_argument("--segmenter-checkpoint")
+    parser.add_argument(
+        "--segmenter-encoder",
+        default="auto",
+        help="--conf segmenter_encoder; torch-fp32 keeps a first start's background conversion out of the figures",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--requests", type=int, default=4, help="requests per client in the throughput runs")
     parser.add_argument("--eval-samples", type=int, default=12)
@@ -116,7 +122,7 @@ def main() -> None:
     reasoner = args.reasoner or str(build_tiny_reasoner(scratch / "tiny_reasoner", format_tuned=True))
     write_sample_studies(scratch / "studies")
     conf = {"models": "implicit_query", "reasoner": reasoner, "segmenter": args.segmenter, "device": args.device}
-    conf.update(model_dir=str(scratch / "model"), max_new_tokens="256")
+    conf.update(model_dir=str(scratch / "model"), max_new_tokens="256", segmenter_encoder=args.segmenter_encoder)
     if args.segmenter_checkpoint:
         conf["segmenter_checkpoint"] = args.segmenter_checkpoint
     server = MonaiLabelServer(scratch / "studies", conf, scratch / "server.log").start()

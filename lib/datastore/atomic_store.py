@@ -52,8 +52,14 @@ class AtomicLocalDatastore(AtomicDatastoreFile, LocalDatastore):
         """The index is replaced by a rename (`write_atomically`), which MONAI Label's watcher (it listens for writes
         in place) ignored: labels a batch inference's subprocess saved stayed unseen until a restart. Re-read when
         another process replaced it (MONAI Label compares the file's time with this process's last write)."""
-        if os.path.abspath(getattr(event, "dest_path", "") or "") == os.path.abspath(self._datastore_config_path):
-            self._init_from_datastore_file()
+        if os.path.abspath(getattr(event, "dest_path", "") or "") != os.path.abspath(self._datastore_config_path):
+            return
+        try:
+            if os.stat(self._datastore_config_path).st_mtime == self._config_ts:
+                return  # this process's own write (every answer writes the index): no lock taken, nothing read
+        except OSError:
+            return
+        self._init_from_datastore_file()
 
     # lib/datastore/label_store.LabelStore: a folder's answers
     def exclusive(self):

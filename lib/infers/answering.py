@@ -115,13 +115,14 @@ class AnswerService:
         image_id = request.image.image_id
         if not image_id:
             return request
+        numbers = store.instance_numbers(image_id)  # None for a folder's file
+        continues = task.type == InferType.DEEPGROW and not str(request.params.get("question") or "").strip()
+        if numbers is None and not continues:
+            return request  # nothing to read: a folder image asked with a question (the info read costs a listing)
         info = store.get_image_info(image_id) or {}
-        if hasattr(store, "instance_numbers"):  # a PACS series: its study, and its slices named as the viewer does
-            study_uid = info.get("StudyInstanceUID")
-            request = dataclasses.replace(
-                request, study_uid=study_uid, instance_numbers=store.instance_numbers(image_id)
-            )
-        if task.type != InferType.DEEPGROW or str(request.params.get("question") or "").strip():
+        if numbers is not None:  # a PACS series: its study, and its slices named as the viewer does
+            request = dataclasses.replace(request, study_uid=info.get("StudyInstanceUID"), instance_numbers=numbers)
+        if not continues:
             return request
         # OHIF's point prompts send no question; Slicer's point panel has its own, often empty, text box: the clicks
         # correct this clinician's last answer (its question, window and think flag), never another's
