@@ -27,9 +27,10 @@ class SegmenterUnavailableError(UnavailableError):
 def parameters_without_values() -> Iterator[None]:
     """Parameters made in this block, on this thread, are placeholders without storage (torch's meta device): their
     random initialisation, which the checkpoint overwrites anyway, costs nothing (LiteMedSAM: most of its build).
-    `load_weights(..., assign=True)` then puts the checkpoint's tensors in their place. Buffers stay real: those the
-    checkpoint lacks (index tables, pixel mean and std) are computed as usual. This thread only: the models load on a
-    thread of their own while the server serves (accelerate's `init_empty_weights` changes nn.Module for all)."""
+    `load_weights(..., assign=True)` then gives them storage of their own and copies the checkpoint in. Buffers stay
+    real: those the checkpoint lacks (index tables, pixel mean and std) are computed as usual. This thread only: the
+    models load on a thread of their own while the server serves (accelerate's `init_empty_weights` changes nn.Module
+    for all)."""
     builder = threading.get_ident()
 
     def placeholder(module: torch.nn.Module, name: str, param: torch.nn.Parameter):
@@ -51,18 +52,25 @@ def load_weights(model: torch.nn.Module, weights: Path, kind: str, how_to_get: s
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state:  # training checkpoints (e.g. medsam-lite-train) wrap it
             state = state["model"]
-        if assign:  # what copying into the model's tensors did: the model's dtype, whatever the file holds
-            expected = model.state_dict()
-            state = {k: v.to(expected[k].dtype) if k in expected else v for k, v in state.items()}
-        model.load_state_dict(state, strict=True, assign=assign)
-        placeholders = [name for name, param in model.named_parameters() if param.is_meta]
-        if placeholders:
-            raise ValueError(f"no weights for {', '.join(placeholders[:5])}")
+        if assign:
+            _give_placeholders_storage(model)
+        model.load_state_dict(state, strict=True)  # a weight the file lacks fails here, placeholder or not
     except Exception as error:
         raise SegmenterUnavailableError(
             f"cannot load {weights} as {kind} segmenter weights ({type(error).__name__}: {str(error)[:300]}); "
             f"{how_to_get}; set the '{CHECKPOINT_OPTION}' option to its path"
         ) from error
+
+
+def _give_placeholders_storage(model: torch.nn.Module) -> None:
+    """Uninitialised CPU storage of the model's own for each placeholder, which the load then copies into. The
+    checkpoint's tensors are not taken as they are (`assign`): kept in the file's layout they made LiteMedSAM's
+    decoder and the server's throughput about 10 % slower (benchmarks/README.md, server_start)."""
+    for module in model.modules():
+        for name, param in list(module._parameters.items()):
+            if param is not None and param.is_meta:
+                storage = torch.empty_like(param, device="cpu")
+                module._parameters[name] = torch.nn.Parameter(storage, requires_grad=param.requires_grad)
 
 
 def require_file(kind: str, weights: Path, how_to_get: str) -> None:
