@@ -25,7 +25,6 @@ from monailabel_app.grounding.answer_log import AnswerLog
 from monailabel_app.grounding.answer_picture import draw_answer
 from monailabel_app.grounding.confidence_book import CONFIDENCE_KEY, reasoner_key, with_entry
 from monailabel_app.grounding.last_answers import LAST_ANSWERS_KEY, last_answer, with_last_answer
-from monailabel_app.grounding.pipeline import rounded
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +136,9 @@ class AnswerService:
         can't be written (disk full) costs the audit entry, never the clinician's result."""
         if self._log is None:
             return answer
-        grounded, result = answer.grounded, answer.result
+        grounded, result, record = answer.grounded, answer.result, answer.record()
         entry = {
-            **answer.record().to_info(),
+            **record.to_info(),
             "model": request.model,
             "image_id": request.image.image_id,
             "study_uid": request.study_uid,
@@ -157,8 +156,7 @@ class AnswerService:
         try:
             picture = None
             if grounded.picture is not None:
-                points = [rounded(p) for p in result.points] if result.points else None
-                picture = draw_answer(grounded.picture, result.mask, rounded(result.box), points)
+                picture = draw_answer(grounded.picture, result.mask, record.box, record.points)
             return dataclasses.replace(answer, answer_id=self._log.add(entry, picture))
         except OSError as error:
             logger.error(f"The answer could not be kept in the answer log: {error}")
