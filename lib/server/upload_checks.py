@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import itk
 import numpy as np
 
 from monailabel_app.core.errors import RequestError
 from monailabel_app.imaging.image_limits import ImageLimits
-from monailabel_app.imaging.medical_image import MedicalImage, read_medical_image
+from monailabel_app.imaging.medical_image import MedicalImage, read_medical_image, write_label
 
 GEOMETRY_ATOL = 1e-3  # mm: NIfTI stores geometry as float32
 
@@ -32,9 +31,9 @@ def check_label_upload(label_path: Path, image_path: str, limits: ImageLimits) -
         label_path = _raw_label_on_grid(label_path, image)
     label = read_medical_image(str(label_path), limits)
     name = label_path.name
-    if label.itk_image.GetNumberOfComponentsPerPixel() != 1 or label.array.ndim != image.itk_image.GetImageDimension():
+    if label.grid.components != 1 or label.array.ndim != image.grid.dimension:
         raise RequestError(f"The label {name!r} has colour or vector pixels; a label has one whole number per voxel.")
-    grid = image.array.shape[: image.itk_image.GetImageDimension()]
+    grid = image.grid_shape
     if label.array.shape != grid:
         raise RequestError(
             f"The label {name!r} is {list(label.array.shape)}; its image is {list(grid)}: not its label."
@@ -55,15 +54,11 @@ def _raw_label_on_grid(raw_file: Path, image: MedicalImage) -> Path:
     """OHIF sends the labelmap as raw uint8 voxels, x fastest, for the image's grid, its slices in the volume's order
     along the slice normal: ITK's, so the image's own (docs/pacs.md, What we found about OHIF)."""
     voxels = np.fromfile(raw_file, dtype=np.uint8)
-    grid = image.array.shape[: image.itk_image.GetImageDimension()]
+    grid = image.grid_shape
     if voxels.size != int(np.prod(grid)):
         raise RequestError(
             f"The raw label has {voxels.size:,} voxels; its image has {int(np.prod(grid)):,} {list(grid)}."
         )
-    label = itk.image_from_array(voxels.reshape(grid))
-    label.SetSpacing(image.itk_image.GetSpacing())
-    label.SetOrigin(image.itk_image.GetOrigin())
-    label.SetDirection(image.itk_image.GetDirection())
     target = raw_file.with_name(raw_file.name[: -len(".bin")] + ".nii.gz")
-    itk.imwrite(label, str(target), compression=True)
+    write_label(voxels.reshape(grid), image, str(target))
     return target

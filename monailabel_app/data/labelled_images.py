@@ -131,7 +131,7 @@ def _foreground(label: MedicalImage, image: MedicalImage, label_value: object) -
     values = label.array
     if not label.is_volume and values.ndim == 3:
         values = values.max(axis=-1)
-    grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
+    grid_shape = image.grid_shape
     if values.shape != grid_shape:
         raise SkippedSample(SHAPE_MISMATCH, f"mask grid {list(values.shape)} vs image grid {list(grid_shape)}")
     if label_value is None:

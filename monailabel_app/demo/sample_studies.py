@@ -10,8 +10,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-import itk
 import numpy as np
+import SimpleITK as sitk
 
 CT_SHAPE = (12, 96, 128)  # (z, y, x)
 CT_SPACING = (0.75, 0.8, 2.5)  # (x, y, z) mm, ITK order
@@ -78,11 +78,11 @@ def ellipsoid_ct(
 
 
 def write_ct(path: Path, seed: int = 0) -> Path:
-    image = itk.image_from_array(ct_volume(seed))
+    image = sitk.GetImageFromArray(ct_volume(seed))
     image.SetSpacing(CT_SPACING)
     image.SetOrigin(CT_ORIGIN)
-    image.SetDirection(itk.matrix_from_array(CT_DIRECTION))
-    itk.imwrite(image, str(path))
+    image.SetDirection(CT_DIRECTION.flatten().tolist())
+    sitk.WriteImage(image, str(path))
     return path
 
 
@@ -106,7 +106,7 @@ def endoscopy_picture(seed: int = 2, height: int = 160, width: int = 200) -> np.
 
 
 def write_png(picture: np.ndarray, path: Path) -> Path:
-    itk.imwrite(itk.image_from_array(picture, is_vector=picture.ndim == 3), str(path))
+    sitk.WriteImage(sitk.GetImageFromArray(picture, isVector=picture.ndim == 3), str(path))
     return path
 
 

@@ -105,7 +105,7 @@ def ground_image(
     if clicks is not None and clicks.count() > len(on_slice):
         elsewhere = clicks.count() - len(on_slice)
         result.warnings.append(f"{elsewhere} click(s) on other slices were left aside: clicks refine slice {k} only")
-    grid_shape = image.array.shape[: image.itk_image.GetImageDimension()]
+    grid_shape = image.grid_shape
     label = np.zeros(grid_shape, dtype=np.uint8)
     carried = None
     if scope == "volume" and k is not None and result.mask is not None and result.mask.any():

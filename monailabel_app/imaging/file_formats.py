@@ -2,9 +2,9 @@
 
 Why content and not the name: ITK picks a reader by asking each one whether it can read the file, and some readers
 decide by content and some by name. A file named `x.png` that holds another format could reach a reader nobody meant
-to expose. So a file's format is read from its first bytes, its name must agree, and ITK is then given that one
-reader (`itk_reader`), never its factory. The formats taken are the ones viewers send; none of their readers follow a
-path named inside the file except NRRD's and MetaImage's, whose headers `self_contained` reads first.
+to expose. So a file's format is read from its first bytes, its name must agree, and ITK (through SimpleITK) is then
+given that one reader (`reader`), never its factory. The formats taken are the ones viewers send; none of their
+readers follow a path named inside the file except NRRD's and MetaImage's, whose headers `self_contained` reads first.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Optional
 
+import SimpleITK as sitk
+
 from monailabel_app.imaging.invalid_image import InvalidImageError
 
 SNIFF_BYTES = 1024
@@ -24,12 +26,14 @@ SNIFF_BYTES = 1024
 class ImageFormat:
     name: str
     suffixes: tuple[str, ...]
-    itk_io: str  # the one ITK reader for it
+    image_io: str  # the one ITK reader and writer for it (SimpleITK names ITK's ImageIO classes)
 
-    def itk_reader(self):
-        import itk  # heavy; only the image paths need it
-
-        return getattr(itk, self.itk_io).New()
+    def reader(self, path: str) -> sitk.ImageFileReader:
+        """A reader of `path` that uses this format's ImageIO only."""
+        reader = sitk.ImageFileReader()
+        reader.SetImageIO(self.image_io)
+        reader.SetFileName(path)
+        return reader
 
 
 PNG = ImageFormat("PNG", (".png",), "PNGImageIO")
@@ -70,6 +74,14 @@ def format_of(path: str) -> ImageFormat:
             f"({found.suffixes[0]})."
         )
     return found
+
+
+def format_named(path: str) -> ImageFormat:
+    """The format a file to be written is named as (a label's `.nii.gz`); ValueError for a name of none of FORMATS."""
+    claimed = _claimed(os.path.basename(path))
+    if claimed is None:
+        raise ValueError(f"{os.path.basename(path)!r} names no image format; use one of {', '.join(_all_suffixes())}")
+    return claimed
 
 
 def _claimed(name: str) -> Optional[ImageFormat]:

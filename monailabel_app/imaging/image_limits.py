@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
+
+import SimpleITK as sitk
 
 from monailabel_app.imaging.file_formats import ImageFormat, format_of
 from monailabel_app.imaging.invalid_image import InvalidImageError
@@ -27,7 +30,7 @@ __all__ = [
     "check_image_file",
 ]
 
-USABLE_PIXEL_TYPES = ("scalar", "rgb", "rgba", "vector")  # vector: refused later with a clearer 4D/vector message
+USABLE_PIXEL_TYPES = ("scalar", "vector")  # vector (RGB among them): a volume's is refused later, said more clearly
 
 
 class ImageTooLargeError(InvalidImageError):
@@ -50,7 +53,7 @@ class ImageLimits:
 class ImageHeader:
     size: tuple[int, ...]  # ITK order: x, y[, z]
     components: int
-    pixel_type: str  # ITK's name: scalar, rgb, rgba, vector, complex, ...
+    pixel_type: str  # scalar, vector (several values a pixel: RGB, RGBA, ...) or complex
     component_bytes: int = 1
 
     @property
@@ -105,15 +108,24 @@ def _check_bytes(header: ImageHeader, limits: ImageLimits, name: str) -> None:
 
 
 def _read_header(path: str, image_format: ImageFormat) -> ImageHeader:
-    io = image_format.itk_reader()  # that format's reader only, never ITK's pick by content or name
+    reader = image_format.reader(path)  # that format's reader only, never ITK's pick by content or name
     try:
-        io.SetFileName(path)
-        io.ReadImageInformation()
+        reader.ReadImageInformation()
+        pixel_id = reader.GetPixelID()
     except Exception as error:  # ITK raises bare RuntimeErrors for every header problem
-        raise InvalidImageError(f"Could not read the header of {os.path.basename(path)!r}: it is corrupt.") from error
-    size = tuple(int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions()))
-    pixel_type = str(io.GetPixelTypeAsString(io.GetPixelType()))
-    return ImageHeader(size, int(io.GetNumberOfComponents()), pixel_type, int(io.GetComponentSize()))
+        raise InvalidImageError(
+            f"Could not read the header of {os.path.basename(path)!r}: it is corrupt, or its pixels are of a kind "
+            "this server does not read."
+        ) from error
+    components = int(reader.GetNumberOfComponents())
+    described = sitk.GetPixelIDValueAsString(pixel_id)  # "vector of 16-bit signed integer", "complex of 32-bit float"
+    if described.startswith("complex"):
+        pixel_type = "complex"
+    else:
+        pixel_type = "scalar" if components == 1 else "vector"
+    bits = re.search(r"(\d+)-bit", described)
+    component_bytes = int(bits.group(1)) // 8 if bits else 8
+    return ImageHeader(tuple(int(v) for v in reader.GetSize()), components, pixel_type, component_bytes)
 
 
 def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
