@@ -15,13 +15,15 @@ model (OpenVINO IR: an XML graph and raw weights, nothing that runs code when re
 server-owned folder, one entry per key (a SHA-256 of the encoder's weights, the torch and OpenVINO versions, the
 encoder class and input size). Before an entry serves, its manifest must match the key, its files their recorded
 SHA-256, and its output on a probe picture the fp32 encoder's (kept beside it when it was converted); otherwise it is
-rebuilt. Converting or loading runs on a background thread while the fp32 encoder serves, and the segmenter swaps the
-new encoder in under its lock.
+rebuilt. A kept entry is read, compiled and checked as the models load (about a second), so a server's first answer
+already has the fast encoder; a conversion runs on a background thread while the fp32 encoder serves, and the
+segmenter swaps the new encoder in under its lock.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -58,13 +60,19 @@ def import_openvino() -> Any:
     return openvino
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """One OpenVINO runtime for the process (its CPU plugin loads once); thread-safe."""
+    return import_openvino().Core()
+
+
 def openvino_cpu_capabilities() -> Optional[list[str]]:
     """OpenVINO's own word on what this CPU computes (e.g. BF16, FP32, INT8); None without openvino."""
     try:
-        openvino = import_openvino()
+        core = openvino_core()
     except ImportError:
         return None
-    return list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def resolve_encoder(choice: str, device: str) -> str:
@@ -158,37 +166,48 @@ class Bf16MaskDecoder(torch.nn.Module):
 
 
 def openvino_encoder(encoder: torch.nn.Module, path: str, folder: Optional[Path]) -> OpenVinoImageEncoder:
-    """The encoder for `path` (openvino-bf16/-fp32): from `folder`'s entry when it checks out, else converted (and
-    stored there); always checked on the probe picture against `encoder` before it is returned."""
-    openvino = import_openvino()
-    precision = "bf16" if path == "openvino-bf16" else "f32"
+    """The encoder for `path` (openvino-bf16/-fp32): `folder`'s entry when it checks out (`kept_encoder`), else
+    converted (and stored there); always checked on the probe picture against `encoder` before it is returned."""
+    fast = kept_encoder(encoder, path, folder) if folder else None
+    if fast is not None:
+        return fast
     reference = copy.deepcopy(encoder).float().cpu().eval()  # requests keep using `encoder` meanwhile
-    key = artifact_key(reference)
-    entry = Path(folder) / entry_name(key) if folder else None
-    core = openvino.Core()
-
-    def compiled(model: Any, expected: torch.Tensor) -> tuple[OpenVinoImageEncoder, float]:
-        options = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
-        fast = OpenVinoImageEncoder(core.compile_model(model, "CPU", options), int(reference.img_size), path)
-        return fast, probe_agreement(expected, fast)
-
-    stored = read_entry(core, entry, key) if entry else None
-    if stored is not None:
-        fast, cosine = compiled(*stored)
-        if cosine >= PROBE_MIN_COSINE:
-            logger.info(f"Segmenter encoder: {path}, stored in {entry} (probe cosine {cosine:.4f} against fp32)")
-            return fast
-        logger.warning(f"Stored segmenter encoder {entry} disagrees with fp32 (probe cosine {cosine:.4f}); converting")
     model = convert(reference)
     with torch.no_grad():
         expected = reference(probe_input(reference))
-    fast, cosine = compiled(model, expected)
+    fast, cosine = _compiled(model, expected, path, int(reference.img_size))
     if cosine < PROBE_MIN_COSINE:
         raise RuntimeError(f"the {path} encoder does not agree with the fp32 encoder (probe cosine {cosine:.4f})")
-    if entry is not None:
-        write_entry(entry, model, expected, key)  # only a model that passed the probe is kept
+    if folder:
+        key = artifact_key(reference)
+        write_entry(Path(folder) / entry_name(key), model, expected, key)  # only a model that passed the probe is kept
     logger.info(f"Segmenter encoder: {path}, converted (probe cosine {cosine:.4f} against fp32)")
     return fast
+
+
+def kept_encoder(encoder: torch.nn.Module, path: str, folder: Path) -> Optional[OpenVinoImageEncoder]:
+    """The encoder for `path` kept in `folder` for `encoder`'s weights, compiled, when its manifest, files and probe
+    check out; None when there is none or it fails a check (said in the log). About a second on a quiet 2-core machine:
+    what a server's load waits for, so its first answer already has the fast encoder."""
+    key = artifact_key(encoder)
+    entry = Path(folder) / entry_name(key)
+    stored = read_entry(openvino_core(), entry, key)
+    if stored is None:
+        return None
+    fast, cosine = _compiled(*stored, path, int(encoder.img_size))
+    if cosine < PROBE_MIN_COSINE:
+        logger.warning(f"Stored segmenter encoder {entry} disagrees with fp32 (probe cosine {cosine:.4f}); converting")
+        return None
+    logger.info(f"Segmenter encoder: {path}, stored in {entry} (probe cosine {cosine:.4f} against fp32)")
+    return fast
+
+
+def _compiled(model: Any, expected: torch.Tensor, path: str, img_size: int) -> tuple[OpenVinoImageEncoder, float]:
+    """`model` compiled for this CPU at `path`'s precision, and its agreement with `expected` on the probe picture."""
+    precision = "bf16" if path == "openvino-bf16" else "f32"
+    options = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+    fast = OpenVinoImageEncoder(openvino_core().compile_model(model, "CPU", options), img_size, path)
+    return fast, probe_agreement(expected, fast)
 
 
 def probe_agreement(expected: torch.Tensor, fast: OpenVinoImageEncoder) -> float:
@@ -253,31 +272,46 @@ def write_entry(entry: Path, model: Any, expected: torch.Tensor, key: dict) -> N
 
 
 def speed_up_encoder(segmenter: Any, choice: str, device: str, folder: Optional[str], background: bool = True) -> None:
-    """Puts the encoder `choice` resolves to in place of `segmenter`'s torch fp32 one. In the background (importing
-    openvino included), the fp32 encoder serves meanwhile and `segmenter.encoder_ready` is set once the choice is
-    settled; a failure is logged and leaves fp32 serving."""
+    """Puts the encoder `choice` resolves to in place of `segmenter`'s torch fp32 one. One kept in `folder` by an
+    earlier start is taken at once, on the caller's thread (the model load), so the first answer has it. Anything else
+    (a conversion: seconds to a minute) runs in the background, importing openvino included, while the fp32 encoder
+    serves; `segmenter.encoder_ready` is set once the choice is settled. A failure is logged and leaves fp32 serving."""
     if choice not in ENCODER_CHOICES:
         raise ValueError(f"segmenter_encoder must be one of {', '.join(ENCODER_CHOICES)}, got {choice!r}")
     if choice == TORCH_FP32 or not str(device).startswith("cpu"):
         return
     encoder = segmenter.model.image_encoder
 
-    def swap() -> None:
+    def settle(kept_only: bool) -> bool:
+        """True once the choice is settled (the fast encoder in place, or fp32 for good); False: nothing kept."""
         try:
             path = resolve_encoder(choice, device)
-            if path != TORCH_FP32:
+            if path == TORCH_FP32:
+                return True
+            if kept_only:
+                fast = kept_encoder(encoder, path, Path(folder)) if folder else None
+            else:
                 fast = openvino_encoder(encoder, path, Path(folder) if folder else None)
-                bf16 = path == "openvino-bf16"  # the decoder too: 7% off a slice at the same masks (measured)
-                segmenter.use_image_encoder(fast, Bf16MaskDecoder(segmenter.model.mask_decoder) if bf16 else None)
+            if fast is None:
+                return False
+            bf16 = path == "openvino-bf16"  # the decoder too: 7% off a slice at the same masks (measured)
+            segmenter.use_image_encoder(fast, Bf16MaskDecoder(segmenter.model.mask_decoder) if bf16 else None)
         except Exception:
             logger.exception(f"The {choice} segmenter encoder could not be made; the torch fp32 encoder serves")
+        return True
+
+    def convert_and_swap() -> None:
+        try:
+            settle(kept_only=False)
         finally:
             segmenter.encoder_ready.set()
 
     segmenter.encoder_ready.clear()
-    if background:
+    if not background:
+        convert_and_swap()
+    elif folder and settle(kept_only=True):
+        segmenter.encoder_ready.set()
+    else:
         # not a daemon: a process that ends while OpenVINO converts waits for it (seconds) and keeps the result; a
         # daemon thread still inside OpenVINO when the interpreter ends aborts the process (exit 134)
-        threading.Thread(target=swap, name="segmenter-encoder", daemon=False).start()
-    else:
-        swap()
+        threading.Thread(target=convert_and_swap, name="segmenter-encoder", daemon=False).start()

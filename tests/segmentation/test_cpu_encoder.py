@@ -162,13 +162,31 @@ def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
     assert not (tmp_path / "ours" / "intel").exists()
 
 
-def test_a_process_that_ends_during_the_conversion_ends_cleanly_and_keeps_it(tmp_path):
-    """A server stopped (or a tool done) while the encoder converts in the background: the process waits for the
-    conversion and exits 0 with the encoder kept, where a daemon thread inside OpenVINO at exit aborted it (134)."""
+@pytest.fixture(scope="module")
+def kept_encoder_folder(tmp_path_factory) -> Path:
+    """A model folder where a process that built LiteMedSAM kept its converted encoder (exiting as it converted)."""
+    folder = tmp_path_factory.mktemp("model") / "segmenter_encoders"
     code = (
         "from monailabel_app.segmentation.factory import build_segmenter; "
-        f"build_segmenter('litemedsam', encoder='openvino-fp32', encoder_dir={str(tmp_path)!r})"
+        f"build_segmenter('litemedsam', encoder='openvino-fp32', encoder_dir={str(folder)!r})"
     )
     done = subprocess.run([sys.executable, "-c", code], timeout=300, cwd=Path(__file__).parents[2], capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert stored_entry(tmp_path)  # the conversion finished and was kept for the next start
+    return folder
+
+
+def test_a_process_that_ends_during_the_conversion_ends_cleanly_and_keeps_it(kept_encoder_folder):
+    """A server stopped (or a tool done) while the encoder converts in the background: the process waits for the
+    conversion and exits 0 with the encoder kept, where a daemon thread inside OpenVINO at exit aborted it (134)."""
+    assert stored_entry(kept_encoder_folder)  # the conversion finished and was kept for the next start
+
+
+def test_a_kept_encoder_is_in_place_when_the_build_returns(kept_encoder_folder):
+    """A later start takes the kept encoder on the load's own thread: the first answer already has it (the fp32
+    encoder's first slice cost more than reading, compiling and checking it), nothing is left to swap in."""
+    segmenter = build_segmenter("litemedsam", encoder="openvino-fp32", encoder_dir=str(kept_encoder_folder))
+    assert segmenter.encoder_ready.is_set() and segmenter.encoder_path == "openvino-fp32"
+    first = build_segmenter("litemedsam", encoder="openvino-fp32", encoder_dir=str(kept_encoder_folder / "empty"))
+    assert first.encoder_path == "torch-fp32"  # nothing kept there: fp32 serves while it converts in the background
+    first.encoder_ready.wait(300)
+    assert first.encoder_path == "openvino-fp32"
