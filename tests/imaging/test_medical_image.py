@@ -85,3 +85,53 @@ def test_a_dicom_series_folder_reads_with_its_geometry(tmp_path):
     assert np.allclose(np.asarray(geometry["direction"])[:, 0], MR_GEOMETRY.row_cosine)
     assert np.allclose(np.asarray(geometry["direction"])[:, 1], MR_GEOMETRY.column_cosine)
     assert len(series.files) == MR_GEOMETRY.slices
+
+
+def _grey_and_colour(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, bool]]:
+    """name -> (pixels, is_vector): every pixel kind a viewer sends, in the formats that carry it."""
+    return {
+        "grey8.png": (rng.integers(0, 255, (21, 33), dtype=np.uint8), False),
+        "grey16.png": (rng.integers(0, 65535, (21, 33), dtype=np.uint16), False),
+        "rgb.png": (rng.integers(0, 255, (21, 33, 3), dtype=np.uint8), True),
+        "rgba.png": (rng.integers(0, 255, (21, 33, 4), dtype=np.uint8), True),
+        "rgb.bmp": (rng.integers(0, 255, (21, 33, 3), dtype=np.uint8), True),
+        "grey16.tif": (rng.integers(0, 65535, (21, 33), dtype=np.uint16), False),
+        "grey.jpg": (rng.integers(0, 255, (21, 33), dtype=np.uint8), False),
+        "ct.nii.gz": (rng.integers(-1000, 2000, (5, 21, 33), dtype=np.int16), False),
+        "float.nii": (rng.random((5, 21, 33), dtype=np.float32), False),
+        "picture.nii.gz": (rng.integers(0, 255, (21, 33), dtype=np.uint8), False),
+        "mr.nrrd": (rng.integers(0, 4000, (5, 21, 33), dtype=np.uint16), False),
+        "dose.mha": (rng.random((5, 21, 33)).astype(np.float64), False),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_grey_and_colour(np.random.default_rng(0))))
+def test_each_format_reads_as_itks_own_reader_reads_it(tmp_path, name):
+    """The app reads through SimpleITK; ITK's own Python wrapping (the reader before) gives the same pixels and the
+    same geometry for each format and pixel kind, an RGBA picture's alpha aside (dropped)."""
+    pixels, is_vector = _grey_and_colour(np.random.default_rng(0))[name]
+    written = itk.image_from_array(pixels, is_vector=is_vector)
+    if pixels.ndim - is_vector == 3:
+        written.SetSpacing((0.7, 0.9, 2.5))
+        written.SetOrigin((-10.0, 4.5, 30.0))
+        written.SetDirection(itk.matrix_from_array(CT_DIRECTION))
+    path = str(tmp_path / name)
+    itk.imwrite(written, path)
+    ours = read_medical_image(path)
+    theirs = itk.imread(path)
+    expected = itk.array_from_image(theirs)
+    expected = expected[..., :3] if name.startswith("rgba") else expected
+    assert ours.array.dtype == expected.dtype and np.array_equal(ours.array, expected)
+    assert np.allclose(ours.geometry()["spacing"], theirs.GetSpacing())
+    assert np.allclose(ours.geometry()["origin"], theirs.GetOrigin())
+    assert np.allclose(ours.geometry()["direction"], itk.array_from_matrix(theirs.GetDirection()))
+
+
+def test_a_dicom_series_reads_as_itks_own_reader_reads_it(tmp_path):
+    """The slices in the same order (GDCM's, along the normal), the same pixels and geometry."""
+    mr_series(tmp_path / "mr")
+    ours = read_medical_image(str(tmp_path / "mr"))
+    theirs = itk.imread(str(tmp_path / "mr"))
+    assert np.array_equal(ours.array, itk.array_from_image(theirs))
+    assert np.allclose(ours.geometry()["origin"], theirs.GetOrigin())
+    assert np.allclose(ours.geometry()["direction"], itk.array_from_matrix(theirs.GetDirection()))
