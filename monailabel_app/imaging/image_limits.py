@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import SimpleITK as sitk
 
-from monailabel_app.imaging.file_formats import ImageFormat, format_of
-from monailabel_app.imaging.invalid_image import InvalidImageError
+from monailabel_app.imaging.file_formats import NRRD, ImageFormat, format_of
+from monailabel_app.imaging.invalid_image import InvalidImageError, first_line
 from monailabel_app.imaging.self_contained import check_self_contained
 
 __all__ = [
@@ -30,6 +30,12 @@ __all__ = [
     "check_image_file",
 ]
 
+# NRRD axis kinds (teem's): the spatial ones, and those of an axis whose values make a colour or plain vector pixel
+SPATIAL_NRRD_KINDS = ("domain", "space", "time")
+VECTOR_NRRD_KINDS = (
+    *("rgb-color", "rgba-color", "3-color", "4-color"),
+    *("vector", "list", "2-vector", "3-vector", "4-vector"),
+)
 USABLE_PIXEL_TYPES = ("scalar", "vector")  # vector (RGB among them): a volume's is refused later, said more clearly
 
 
@@ -78,9 +84,21 @@ def check_file_of_format(path: str, image_format: ImageFormat, limits: ImageLimi
         raise InvalidImageError(
             f"The image {os.path.basename(path)!r} has {header.pixel_type} pixels; send grey, RGB or RGBA pixels."
         )
+    _check_shape(header, os.path.basename(path))
     _check_size(header.size, limits, os.path.basename(path))
     _check_bytes(header, limits, os.path.basename(path))
     return header
+
+
+def _check_shape(header: ImageHeader, name: str) -> None:
+    """What the grounding can't use is refused from the header, before a 4D series or a vector volume is decoded."""
+    if len(header.size) not in (2, 3):
+        raise InvalidImageError(f"{len(header.size)}D images are not supported: send a 2D image or a 3D volume.")
+    if len(header.size) == 3 and header.components != 1:
+        raise InvalidImageError(
+            f"This volume has {header.components} values per voxel (a 4D or vector image); send one 3D scalar "
+            "volume, e.g. a single time point or channel."
+        )
 
 
 def _check_size(size: tuple[int, ...], limits: ImageLimits, name: str) -> None:
@@ -115,17 +133,31 @@ def _read_header(path: str, image_format: ImageFormat) -> ImageHeader:
     except Exception as error:  # ITK raises bare RuntimeErrors for every header problem
         raise InvalidImageError(
             f"Could not read the header of {os.path.basename(path)!r}: it is corrupt, or its pixels are of a kind "
-            "this server does not read."
+            f"this server does not read (e.g. grey with alpha, tensors); send grey, RGB or RGBA pixels. Reader said: "
+            f"{first_line(error)}"
         ) from error
     components = int(reader.GetNumberOfComponents())
     described = sitk.GetPixelIDValueAsString(pixel_id)  # "vector of 16-bit signed integer", "complex of 32-bit float"
     if described.startswith("complex"):
         pixel_type = "complex"
+    elif components == 1:
+        pixel_type = "scalar"
     else:
-        pixel_type = "scalar" if components == 1 else "vector"
+        pixel_type = _nrrd_pixel_kind(path) if image_format is NRRD else "vector"
     bits = re.search(r"(\d+)-bit", described)
     component_bytes = int(bits.group(1)) // 8 if bits else 8
     return ImageHeader(tuple(int(v) for v in reader.GetSize()), components, pixel_type, component_bytes)
+
+
+def _nrrd_pixel_kind(path: str) -> str:
+    """A NRRD's several values a pixel are colour or a plain vector only when its non-spatial axis says so: a
+    covariant vector, a point or a tensor field is no picture (read as one, it would be shown and grounded as colour).
+    The header was checked by `self_contained` before; pynrrd reads its fields and nothing else."""
+    import nrrd
+
+    kinds = [str(kind).lower() for kind in (nrrd.read_header(path).get("kinds") or [])]
+    values = [kind for kind in kinds if kind not in SPATIAL_NRRD_KINDS]
+    return "vector" if all(kind in VECTOR_NRRD_KINDS for kind in values) else values[0]
 
 
 def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:

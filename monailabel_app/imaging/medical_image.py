@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -22,7 +21,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from monailabel_app.imaging.file_formats import DICOM, NIFTI, NIFTI_GZ, ImageFormat, format_named, format_of
-from monailabel_app.imaging.image_limits import ImageLimits, InvalidImageError, check_file_of_format, check_image_file
+from monailabel_app.imaging.image_limits import ImageLimits, check_file_of_format, check_image_file
+from monailabel_app.imaging.invalid_image import InvalidImageError, first_line
 
 MAX_CONCURRENT_DECODES = 2
 # Decoding takes about twice an image's decoded size (ITK's buffer, then the array copy), up to 2 GiB each under the
@@ -119,7 +119,7 @@ def _decode(path: str, image_format: Optional[ImageFormat]) -> MedicalImage:
     except Exception as error:  # ITK raises bare RuntimeErrors for every format problem
         raise InvalidImageError(
             f"Could not read the image {os.path.basename(path)!r}: it is corrupt, truncated, or not a supported "
-            f"format (2D PNG/JPG/BMP/TIFF, NIfTI, NRRD, MHA, or a DICOM series). Reader said: {_first_line(error)}"
+            f"format (2D PNG/JPG/BMP/TIFF, NIfTI, NRRD, MHA, or a DICOM series). Reader said: {first_line(error)}"
         ) from error
     dimension = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()
@@ -143,8 +143,9 @@ def _decode(path: str, image_format: Optional[ImageFormat]) -> MedicalImage:
 
 
 def _read_series(folder: str) -> sitk.Image:
-    """The folder's first DICOM series, its slices in GDCM's order along the slice normal (as ITK's `imread` of a
-    folder: series told apart by their details, not by the UID alone)."""
+    """The folder's first DICOM series, its slices in GDCM's order along the slice normal. Series are told apart by
+    GDCM's series details (UID, number, sequence name, slice thickness, rows, columns), not by SeriesDate as ITK's
+    `imread` of a folder also did, which read half a series whose slices carried two dates."""
     names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, useSeriesDetails=True)
     if not names:
         raise InvalidImageError("The DICOM series folder holds no DICOM series GDCM can read.")
@@ -184,17 +185,9 @@ def _require_complete_nifti(path: str) -> None:
     except Exception as error:  # nibabel and gzip raise many kinds for broken files
         raise InvalidImageError(
             f"Could not read the NIfTI file {os.path.basename(path)!r}: it is corrupt or truncated "
-            f"({_first_line(error)})."
+            f"({first_line(error)})."
         ) from error
     if actual < expected:
         raise InvalidImageError(
             f"The NIfTI file {os.path.basename(path)!r} is truncated: {actual} of {expected} bytes. Upload it again."
         )
-
-
-def _first_line(error: Exception) -> str:
-    """The reader's last message line, with folders cut from any path in it: a user is told about their file, never
-    where the server keeps it."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[-1][:300] if lines else type(error).__name__
-    return re.sub(r"(?:/[^/\s'\"]+)+/", "", text)

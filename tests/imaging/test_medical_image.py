@@ -16,6 +16,7 @@ from monailabel_app.demo.sample_studies import (
     write_ct,
     write_png,
 )
+from monailabel_app.imaging.image_limits import check_image_file
 from monailabel_app.imaging.medical_image import InvalidImageError, read_medical_image, write_label
 
 
@@ -135,3 +136,46 @@ def test_a_dicom_series_reads_as_itks_own_reader_reads_it(tmp_path):
     assert np.array_equal(ours.array, itk.array_from_image(theirs))
     assert np.allclose(ours.geometry()["origin"], theirs.GetOrigin())
     assert np.allclose(ours.geometry()["direction"], itk.array_from_matrix(theirs.GetDirection()))
+
+
+def test_pixels_that_are_no_picture_are_refused_from_the_header(tmp_path):
+    """A 2D covariant-vector field (three values a pixel, like RGB) was read as a colour picture; a grey-with-alpha
+    PNG, which ITK's wrapping read as all black, has a pixel kind SimpleITK names and the message says so."""
+    import nrrd
+    from PIL import Image
+
+    nrrd.write(
+        str(tmp_path / "field.nrrd"),
+        np.ones((3, 6, 7), np.float32),
+        {"kinds": ["covariant-vector", "domain", "domain"]},
+    )
+    with pytest.raises(InvalidImageError, match="covariant-vector pixels"):
+        read_medical_image(str(tmp_path / "field.nrrd"))
+    nrrd.write(
+        str(tmp_path / "colour.nrrd"), np.ones((3, 6, 7), np.uint8), {"kinds": ["RGB-color", "domain", "domain"]}
+    )
+    assert read_medical_image(str(tmp_path / "colour.nrrd")).array.shape == (7, 6, 3)
+    Image.fromarray(np.full((20, 21, 2), 90, np.uint8)).save(tmp_path / "grey_alpha.png")
+    with pytest.raises(InvalidImageError, match="grey with alpha"):
+        read_medical_image(str(tmp_path / "grey_alpha.png"))
+
+
+def test_a_4d_series_is_refused_before_its_pixels_are_decoded(tmp_path):
+    """Its size is in the header; one time point of four is as much a volume as a 3D file."""
+    nibabel = pytest.importorskip("nibabel")
+    nibabel.save(nibabel.Nifti1Image(np.ones((7, 6, 5, 4), np.int16), np.eye(4)), str(tmp_path / "4d.nii.gz"))
+    with pytest.raises(InvalidImageError, match="4D images are not supported"):
+        check_image_file(str(tmp_path / "4d.nii.gz"))
+    nibabel.save(nibabel.Nifti1Image(np.ones((7, 6, 5, 1), np.int16), np.eye(4)), str(tmp_path / "one.nii.gz"))
+    assert read_medical_image(str(tmp_path / "one.nii.gz")).array.shape == (5, 6, 7)
+
+
+def test_pixel_types_itks_wrapping_could_not_read_are_read(tmp_path):
+    """int64 (a whole-number array saved as it is) and 16-bit RGB, refused before, read with their values."""
+    nibabel = pytest.importorskip("nibabel")
+    whole = np.arange(5 * 6 * 7, dtype=np.int64).reshape(7, 6, 5)
+    nibabel.save(nibabel.Nifti1Image(whole, np.eye(4), dtype=np.int64), str(tmp_path / "int64.nii.gz"))
+    assert np.array_equal(read_medical_image(str(tmp_path / "int64.nii.gz")).array, whole.transpose(2, 1, 0))
+    rgb16 = np.random.default_rng(0).integers(0, 65535, (9, 11, 3), dtype=np.uint16)
+    write_png(rgb16, tmp_path / "rgb16.png")
+    assert np.array_equal(read_medical_image(str(tmp_path / "rgb16.png")).array, rgb16)
