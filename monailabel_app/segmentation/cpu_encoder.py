@@ -62,7 +62,8 @@ def import_openvino() -> Any:
 
 @functools.cache
 def openvino_core() -> Any:
-    """One OpenVINO runtime for the process (its CPU plugin loads once); thread-safe."""
+    """One OpenVINO runtime for the process, normally (two threads asking first at once may each make one, which is
+    harmless); a Core may be used from several threads."""
     return import_openvino().Core()
 
 
@@ -90,10 +91,12 @@ def resolve_encoder(choice: str, device: str) -> str:
 
 
 def weights_digest(module: torch.nn.Module) -> str:
-    """SHA-256 over the module's tensors (names, dtypes, shapes, values), whatever file they came from."""
+    """SHA-256 over the module's tensors (names, dtypes, shapes, values), whatever file they came from; floating-point
+    ones as fp32, as the conversion takes them: a kept entry is found whatever precision the encoder was loaded in."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
-        values = tensor.detach().cpu().contiguous()
+        values = tensor.detach().cpu()
+        values = (values.float() if values.is_floating_point() else values).contiguous()  # as the conversion sees it
         digest.update(f"{name}|{values.dtype}|{tuple(values.shape)}|".encode())
         digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -165,10 +168,13 @@ class Bf16MaskDecoder(torch.nn.Module):
             return tuple(output.float() for output in self.decoder(**inputs))
 
 
-def openvino_encoder(encoder: torch.nn.Module, path: str, folder: Optional[Path]) -> OpenVinoImageEncoder:
-    """The encoder for `path` (openvino-bf16/-fp32): `folder`'s entry when it checks out (`kept_encoder`), else
-    converted (and stored there); always checked on the probe picture against `encoder` before it is returned."""
-    fast = kept_encoder(encoder, path, folder) if folder else None
+def openvino_encoder(
+    encoder: torch.nn.Module, path: str, folder: Optional[Path], look_for_kept: bool = True
+) -> OpenVinoImageEncoder:
+    """The encoder for `path` (openvino-bf16/-fp32): `folder`'s entry when it checks out (`kept_encoder`; not looked
+    for again when the caller already did), else converted (and stored there); always checked on the probe picture
+    against `encoder` before it is returned."""
+    fast = kept_encoder(encoder, path, folder) if folder and look_for_kept else None
     if fast is not None:
         return fast
     reference = copy.deepcopy(encoder).float().cpu().eval()  # requests keep using `encoder` meanwhile
@@ -187,8 +193,9 @@ def openvino_encoder(encoder: torch.nn.Module, path: str, folder: Optional[Path]
 
 def kept_encoder(encoder: torch.nn.Module, path: str, folder: Path) -> Optional[OpenVinoImageEncoder]:
     """The encoder for `path` kept in `folder` for `encoder`'s weights, compiled, when its manifest, files and probe
-    check out; None when there is none or it fails a check (said in the log). About a second on a quiet 2-core machine:
-    what a server's load waits for, so its first answer already has the fast encoder."""
+    check out; None when there is none or it fails a check (said in the log). What a server's load waits for, so its
+    first answer already has the fast encoder: about a second for LiteMedSAM on a quiet 2-core machine (compiling and
+    probing a SAM ViT takes longer)."""
     key = artifact_key(encoder)
     entry = Path(folder) / entry_name(key)
     stored = read_entry(openvino_core(), entry, key)
@@ -272,26 +279,31 @@ def write_entry(entry: Path, model: Any, expected: torch.Tensor, key: dict) -> N
 
 
 def speed_up_encoder(segmenter: Any, choice: str, device: str, folder: Optional[str], background: bool = True) -> None:
-    """Puts the encoder `choice` resolves to in place of `segmenter`'s torch fp32 one. One kept in `folder` by an
-    earlier start is taken at once, on the caller's thread (the model load), so the first answer has it. Anything else
-    (a conversion: seconds to a minute) runs in the background, importing openvino included, while the fp32 encoder
-    serves; `segmenter.encoder_ready` is set once the choice is settled. A failure is logged and leaves fp32 serving."""
+    """Puts the encoder `choice` resolves to in place of `segmenter`'s torch fp32 one. With a `folder`, the caller's
+    thread (the model load) imports openvino and looks there first: one kept by an earlier start is taken at once, so
+    the first answer has it. A conversion (seconds to a minute) runs in the background while the fp32 encoder serves
+    (without a `folder`, openvino's import too); `segmenter.encoder_ready` is set once the choice is settled. A failure
+    is logged and leaves fp32 serving."""
     if choice not in ENCODER_CHOICES:
         raise ValueError(f"segmenter_encoder must be one of {', '.join(ENCODER_CHOICES)}, got {choice!r}")
     if choice == TORCH_FP32 or not str(device).startswith("cpu"):
         return
     encoder = segmenter.model.image_encoder
 
+    looked_for_kept = False
+
     def settle(kept_only: bool) -> bool:
         """True once the choice is settled (the fast encoder in place, or fp32 for good); False: nothing kept."""
+        nonlocal looked_for_kept
         try:
             path = resolve_encoder(choice, device)
             if path == TORCH_FP32:
                 return True
             if kept_only:
+                looked_for_kept = True
                 fast = kept_encoder(encoder, path, Path(folder)) if folder else None
             else:
-                fast = openvino_encoder(encoder, path, Path(folder) if folder else None)
+                fast = openvino_encoder(encoder, path, Path(folder) if folder else None, not looked_for_kept)
             if fast is None:
                 return False
             bf16 = path == "openvino-bf16"  # the decoder too: 7% off a slice at the same masks (measured)

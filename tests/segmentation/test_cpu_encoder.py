@@ -26,8 +26,10 @@ from monailabel_app.segmentation.cpu_encoder import (
     openvino_encoder,
     probe_input,
     resolve_encoder,
+    speed_up_encoder,
 )
 from monailabel_app.segmentation.factory import build_segmenter
+from monailabel_app.segmentation.sam import SamSegmenter
 from tests.segmentation.test_segmenters import tiny_random_sam
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::torch.jit.TracerWarning")
@@ -145,6 +147,42 @@ def test_a_stored_encoder_of_other_weights_is_caught_by_the_probe(tmp_path, tiny
     (ours / MANIFEST).write_text(json.dumps(manifest))
     assert converted_again(caplog, tmp_path / "ours", tiny_encoder)
     assert "disagrees with fp32" in caplog.text
+
+
+def test_a_kept_entry_that_fails_at_load_is_converted_in_the_background_once(tmp_path, caplog):
+    """The load's own look at the kept entry finds it computes another model: fp32 serves, the background converts
+    without looking at (and compiling) the bad entry a second time, and the fast encoder ends in place."""
+    converted_again(caplog, tmp_path / "other", tiny_random_sam(seed=1).image_encoder.eval())
+    converted_again(caplog, tmp_path / "ours", tiny_random_sam().image_encoder.eval())
+    ours, theirs = stored_entry(tmp_path / "ours"), stored_entry(tmp_path / "other")
+    for name in (GRAPH, WEIGHTS):
+        (ours / name).write_bytes((theirs / name).read_bytes())
+    manifest = json.loads((ours / MANIFEST).read_text())
+    manifest["sha256"].update({name: file_sha256(ours / name) for name in (GRAPH, WEIGHTS)})
+    (ours / MANIFEST).write_text(json.dumps(manifest))
+    segmenter = SamSegmenter(tiny_random_sam(), name="tiny")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="monailabel_app.segmentation.cpu_encoder"):
+        speed_up_encoder(segmenter, "openvino-fp32", "cpu", str(tmp_path / "ours"))
+        assert segmenter.encoder_path == "torch-fp32"
+        assert segmenter.encoder_ready.wait(120)
+    assert segmenter.encoder_path == "openvino-fp32"
+    assert caplog.text.count("disagrees with fp32") == 1 and "converted" in caplog.text
+
+
+def test_a_load_without_openvino_settles_on_fp32_at_once(tmp_path):
+    """`openvino-fp32` named, a model folder given, openvino not importable: the load says why, the fp32 encoder
+    serves, and nothing is left pending (a question would otherwise wait on `encoder_ready`)."""
+    code = (
+        "import sys; sys.modules['openvino'] = None\n"
+        "from monailabel_app.segmentation.factory import build_segmenter\n"
+        f"s = build_segmenter('litemedsam', encoder='openvino-fp32', encoder_dir={str(tmp_path)!r})\n"
+        "print(s.encoder_ready.is_set(), s.encoder_path)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=300, cwd=Path(__file__).parents[2], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == ["True", "torch-fp32"]
+    assert "could not be made" in done.stderr.decode()
 
 
 def test_openvino_is_imported_without_its_usage_telemetry(tmp_path):
