@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 LABEL_NAME = "target"
 RESULT_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".png")
 RESULT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32")
+PNG_DTYPES = ("uint8", "uint16")  # what a PNG's pixels can be
 LEFTOVER_AGE_S = 3600
 
 
@@ -130,6 +131,8 @@ def _result_format(req: Dict[str, Any]) -> Tuple[str, str, bool]:
         raise RequestError(f"result_extension {extension!r} is not supported; use one of {RESULT_EXTENSIONS}")
     if dtype not in RESULT_DTYPES:
         raise RequestError(f"result_dtype {dtype!r} is not supported; use one of {RESULT_DTYPES}")
+    if extension == ".png" and dtype not in PNG_DTYPES:  # refused before the work, not by the writer after it
+        raise RequestError(f"result_extension .png holds {' or '.join(PNG_DTYPES)} labels, not {dtype}; use .nrrd")
     return extension, dtype, _flag("result_compress", req.get("result_compress", True))
 
 

@@ -51,6 +51,7 @@ def test_bad_options_are_422_before_any_model_loads(tmp_path):
     for request, fragment in (
         ({"think": "maybe"}, "true or false"),
         ({"result_extension": ".docx"}, ".docx"),
+        ({"result_extension": ".png", "result_dtype": "float32"}, "uint8 or uint16"),  # was a 500 from the writer
         ({"result_compress": "sometimes"}, "result_compress"),
         ({"question": ""}, "question is empty"),
     ):
