@@ -172,20 +172,29 @@ def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
             f"The series has {len(names):,} files; this server accepts up to {limits.max_series_files:,}."
         )
     voxels, rows, columns, sample_bytes = 0, 0, 0, 1
+    layouts: dict[str, set[tuple[int, ...]]] = {}  # per series: the slices' (rows, columns, bits, samples)
     for name in names:
         path = os.path.join(folder, name)
         if os.path.islink(path) or not os.path.isfile(path) or name.upper() == "DICOMDIR":
             raise InvalidImageError(f"The DICOM series folder holds {name!r}, which is not a plain DICOM file.")
         try:
-            tags = ["Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel"]
+            tags = ["Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel", "SeriesInstanceUID"]
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
             rows, columns = int(header.Rows), int(header.Columns)
             frames = int(getattr(header, "NumberOfFrames", 1) or 1)
             samples = int(getattr(header, "SamplesPerPixel", 1) or 1)
-            sample_bytes = max(sample_bytes, samples * max(1, int(getattr(header, "BitsAllocated", 8) or 8) // 8))
+            bits = int(getattr(header, "BitsAllocated", 8) or 8)
+            sample_bytes = max(sample_bytes, samples * max(1, bits // 8))
+            layouts.setdefault(str(getattr(header, "SeriesInstanceUID", "")), set()).add((rows, columns, bits, samples))
         except Exception as error:  # pydicom raises many kinds for broken files
             raise InvalidImageError(f"{name!r} in the DICOM series is not a readable DICOM image.") from error
         voxels += rows * columns * frames
+    if any(len(layout) > 1 for layout in layouts.values()):
+        # the reader would cast every slice to the first one's type (16-bit values into 8 bits) or stack a misfit
+        raise InvalidImageError(
+            "The DICOM series mixes slices of different sizes or pixel formats (rows, columns, bits allocated, "
+            "samples per pixel); its slices must all be alike. Send the series as the scanner made it."
+        )
     size = (columns, rows, max(1, voxels // max(1, rows * columns)))
     name = os.path.basename(folder.rstrip(os.sep)) or "series"
     _check_size(size, limits, name)

@@ -179,3 +179,19 @@ def test_pixel_types_itks_wrapping_could_not_read_are_read(tmp_path):
     rgb16 = np.random.default_rng(0).integers(0, 65535, (9, 11, 3), dtype=np.uint16)
     write_png(rgb16, tmp_path / "rgb16.png")
     assert np.array_equal(read_medical_image(str(tmp_path / "rgb16.png")).array, rgb16)
+
+
+def test_a_dicom_series_whose_slices_differ_in_pixel_format_is_refused(tmp_path):
+    """One 8-bit slice in a 16-bit CT series: GDCM's reader cast the whole volume to 8 bits (its HU values lost,
+    silently). The series check reads each file's header and refuses the mix before anything is decoded."""
+    import pydicom
+
+    from monailabel_app.demo.sample_dicom import ct_series
+
+    first = sorted(ct_series(tmp_path / "ct").files)[0]
+    dataset = pydicom.dcmread(first)
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    dataset.PixelData = np.full((dataset.Rows, dataset.Columns), 200, np.uint8).tobytes()
+    dataset.save_as(first)
+    with pytest.raises(InvalidImageError, match="mixes slices"):
+        read_medical_image(str(tmp_path / "ct"))
