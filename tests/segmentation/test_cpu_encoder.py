@@ -133,18 +133,23 @@ def test_a_stored_encoder_is_reused_only_while_it_checks_out(tmp_path, tiny_enco
     assert not converted_again(caplog, tmp_path, tiny_encoder)
 
 
-def test_a_stored_encoder_of_other_weights_is_caught_by_the_probe(tmp_path, tiny_encoder, caplog):
-    """Files that match their manifest but compute another model (written by hand): the probe picture's embedding
-    disagrees with the fp32 encoder's, so it is converted again."""
-    other = tiny_random_sam(seed=1).image_encoder.eval()
-    converted_again(caplog, tmp_path / "other", other)
-    converted_again(caplog, tmp_path / "ours", tiny_encoder)
-    ours, theirs = stored_entry(tmp_path / "ours"), stored_entry(tmp_path / "other")
+def plant_another_models_entry(caplog, folder: Path, encoder) -> None:
+    """`folder / "ours"` gets a kept entry for `encoder` whose files (and manifest) are another model's: written by
+    hand, they pass every file check and only the probe picture tells them apart."""
+    converted_again(caplog, folder / "other", tiny_random_sam(seed=1).image_encoder.eval())
+    converted_again(caplog, folder / "ours", encoder)
+    ours, theirs = stored_entry(folder / "ours"), stored_entry(folder / "other")
     for name in (GRAPH, WEIGHTS):
         (ours / name).write_bytes((theirs / name).read_bytes())
     manifest = json.loads((ours / MANIFEST).read_text())
     manifest["sha256"].update({name: file_sha256(ours / name) for name in (GRAPH, WEIGHTS)})
     (ours / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_stored_encoder_of_other_weights_is_caught_by_the_probe(tmp_path, tiny_encoder, caplog):
+    """Files that match their manifest but compute another model (written by hand): the probe picture's embedding
+    disagrees with the fp32 encoder's, so it is converted again."""
+    plant_another_models_entry(caplog, tmp_path, tiny_encoder)
     assert converted_again(caplog, tmp_path / "ours", tiny_encoder)
     assert "disagrees with fp32" in caplog.text
 
@@ -152,14 +157,7 @@ def test_a_stored_encoder_of_other_weights_is_caught_by_the_probe(tmp_path, tiny
 def test_a_kept_entry_that_fails_at_load_is_converted_in_the_background_once(tmp_path, caplog):
     """The load's own look at the kept entry finds it computes another model: fp32 serves, the background converts
     without looking at (and compiling) the bad entry a second time, and the fast encoder ends in place."""
-    converted_again(caplog, tmp_path / "other", tiny_random_sam(seed=1).image_encoder.eval())
-    converted_again(caplog, tmp_path / "ours", tiny_random_sam().image_encoder.eval())
-    ours, theirs = stored_entry(tmp_path / "ours"), stored_entry(tmp_path / "other")
-    for name in (GRAPH, WEIGHTS):
-        (ours / name).write_bytes((theirs / name).read_bytes())
-    manifest = json.loads((ours / MANIFEST).read_text())
-    manifest["sha256"].update({name: file_sha256(ours / name) for name in (GRAPH, WEIGHTS)})
-    (ours / MANIFEST).write_text(json.dumps(manifest))
+    plant_another_models_entry(caplog, tmp_path, tiny_random_sam().image_encoder.eval())
     segmenter = SamSegmenter(tiny_random_sam(), name="tiny")
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="monailabel_app.segmentation.cpu_encoder"):
