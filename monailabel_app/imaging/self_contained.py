@@ -109,7 +109,7 @@ METAIMAGE_FIELDS = frozenset(
         "ElementMax",
     }
 )
-METAIMAGE_VALUE = re.compile(rb"^[A-Za-z0-9_.+\- ]{0,400}$")
+METAIMAGE_VALUE = re.compile(rb"^[A-Za-z0-9_.+\-? ]{0,400}$")  # "?": an unknown axis (ITK writes `??` for a 2D one)
 LINE_END = re.compile(rb"\r\n|\r|\n")  # teem's: the first \r or \n, a \r\n taken as one
 CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # TAB is allowed in a header line; nothing else below space
 
