@@ -28,6 +28,7 @@ __all__ = [
     "InvalidImageError",
     "check_file_of_format",
     "check_image_file",
+    "check_shape",
 ]
 
 # NRRD axis kinds (teem's): the spatial ones, and those of an axis whose values make a colour or plain vector pixel
@@ -84,21 +85,24 @@ def check_file_of_format(path: str, image_format: ImageFormat, limits: ImageLimi
         raise InvalidImageError(
             f"The image {os.path.basename(path)!r} has {header.pixel_type} pixels; send grey, RGB or RGBA pixels."
         )
-    _check_shape(header, os.path.basename(path))
+    check_shape(len(header.size), header.components)
     _check_size(header.size, limits, os.path.basename(path))
     _check_bytes(header, limits, os.path.basename(path))
     return header
 
 
-def _check_shape(header: ImageHeader, name: str) -> None:
-    """What the grounding can't use is refused from the header, before a 4D series or a vector volume is decoded."""
-    if len(header.size) not in (2, 3):
-        raise InvalidImageError(f"{len(header.size)}D images are not supported: send a 2D image or a 3D volume.")
-    if len(header.size) == 3 and header.components != 1:
+def check_shape(dimension: int, components: int) -> None:
+    """A 2D picture (grey, RGB or RGBA) or a 3D scalar volume: the one rule, applied to a file's header before its
+    pixels are decoded (a 4D series or a vector volume is never decoded) and to what a DICOM series decodes to."""
+    if dimension not in (2, 3):
+        raise InvalidImageError(f"{dimension}D images are not supported: send a 2D image or a 3D volume.")
+    if dimension == 3 and components != 1:
         raise InvalidImageError(
-            f"This volume has {header.components} values per voxel (a 4D or vector image); send one 3D scalar "
-            "volume, e.g. a single time point or channel."
+            f"This volume has {components} values per voxel (a 4D or vector image); send one 3D scalar volume, "
+            "e.g. a single time point or channel."
         )
+    if dimension == 2 and components not in (1, 3, 4):
+        raise InvalidImageError(f"2D images need 1 (grey), 3 (RGB) or 4 (RGBA) channels, not {components}.")
 
 
 def _check_size(size: tuple[int, ...], limits: ImageLimits, name: str) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from monailabel_app.imaging.file_formats import DICOM, NIFTI, NIFTI_GZ, ImageFormat, format_named, format_of
-from monailabel_app.imaging.image_limits import ImageLimits, check_file_of_format, check_image_file
+from monailabel_app.imaging.image_limits import ImageLimits, check_file_of_format, check_image_file, check_shape
 from monailabel_app.imaging.invalid_image import InvalidImageError, first_line
 
 MAX_CONCURRENT_DECODES = 2
@@ -123,17 +123,9 @@ def _decode(path: str, image_format: Optional[ImageFormat]) -> MedicalImage:
         ) from error
     dimension = image.GetDimension()
     components = image.GetNumberOfComponentsPerPixel()
+    check_shape(dimension, components)  # a file's header said so already; a DICOM series' pixels say it here
     # a copy, not SimpleITK's array view: a view dangles (and reads freed memory) once its image is garbage-collected
     array = sitk.GetArrayFromImage(image)
-    if dimension not in (2, 3):
-        raise InvalidImageError(f"{dimension}D images are not supported: send a 2D image or a 3D volume.")
-    if dimension == 3 and components != 1:
-        raise InvalidImageError(
-            f"This volume has {components} values per voxel (a 4D or vector image); send one 3D scalar volume, "
-            "e.g. a single time point or channel."
-        )
-    if dimension == 2 and components not in (1, 3, 4):
-        raise InvalidImageError(f"2D images need 1 (grey), 3 (RGB) or 4 (RGBA) channels, not {components}.")
     if dimension == 2 and components == 4:
         array = array[..., :3]
     in_plane = array.shape[dimension - 2 : dimension]  # (y, x): a volume of one slice is still a picture to ground
