@@ -90,7 +90,7 @@ def assert_serves(server):
     assert response.status_code == 200, response.text
 
 
-def settle(take, before, timeout_s=10):
+def settle(take, before, timeout_s=60):
     """Clean-up of a finished request runs just after its answer is sent; wait for it before comparing."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -101,7 +101,7 @@ def settle(take, before, timeout_s=10):
         time.sleep(0.2)
 
 
-def scratch_left(server, timeout_s=10) -> list:
+def scratch_left(server, timeout_s=60) -> list:
     """The request folders still there once the last answer's clean-up has run (it runs just after sending)."""
     scratch = server.temp_dir / "medreasoner-requests" / str(server.process.pid)
     deadline = time.monotonic() + timeout_s

@@ -39,7 +39,7 @@ class OrthancServer:
         path.write_text(json.dumps(config, indent=2))
         return path
 
-    def start(self, timeout_s: float = 30) -> "OrthancServer":
+    def start(self, timeout_s: float = 120) -> "OrthancServer":
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         ready = answers_200(f"{self.dicomweb_url}/studies", timeout_s=2)
