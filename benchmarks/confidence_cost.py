@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from monailabel_app.demo.sample_studies import xray_picture
-from monailabel_app.demo.tiny_models import build_tiny_reasoner
-from monailabel_app.reasoning.prompt import build_prompt
-from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from monailabel_app.demo.sample_studies import xray_picture  # noqa: E402
+from monailabel_app.demo.tiny_models import build_tiny_reasoner  # noqa: E402
+from monailabel_app.reasoning.prompt import build_prompt  # noqa: E402
+from monailabel_app.reasoning.transformers_reasoner import TransformersReasoner  # noqa: E402
 
 QUESTION = "Which structure would explain the dull percussion note over the right lower chest?"
 

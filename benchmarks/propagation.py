@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-from monailabel_app.demo.sample_studies import ellipsoid_ct
-from monailabel_app.grounding.propagation import propagate
-from monailabel_app.imaging.windowing import to_display_rgb
-from monailabel_app.segmentation.factory import build_segmenter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from monailabel_app.demo.sample_studies import ellipsoid_ct  # noqa: E402
+from monailabel_app.grounding.propagation import propagate  # noqa: E402
+from monailabel_app.imaging.windowing import to_display_rgb  # noqa: E402
+from monailabel_app.segmentation.factory import build_segmenter  # noqa: E402
 
 CACHE_MB = 512
 

@@ -40,12 +40,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from monailabel_app.demo.sample_studies import ellipsoid_ct, xray_picture
-from monailabel_app.grounding.propagation import propagate
-from monailabel_app.imaging.windowing import to_display_rgb
-from monailabel_app.segmentation.cpu_encoder import Bf16MaskDecoder, import_openvino, openvino_encoder
-from monailabel_app.segmentation.factory import build_segmenter, unit_range_sam
-from monailabel_app.segmentation.sam import SamSegmenter
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from monailabel_app.demo.sample_studies import ellipsoid_ct, xray_picture  # noqa: E402
+from monailabel_app.grounding.propagation import propagate  # noqa: E402
+from monailabel_app.imaging.windowing import to_display_rgb  # noqa: E402
+from monailabel_app.segmentation.cpu_encoder import Bf16MaskDecoder, import_openvino, openvino_encoder  # noqa: E402
+from monailabel_app.segmentation.factory import build_segmenter, unit_range_sam  # noqa: E402
+from monailabel_app.segmentation.sam import SamSegmenter  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "segmenter_cpu.txt"
 KEY = 7
