@@ -12,9 +12,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Optional
 from urllib.parse import urlsplit
 
-from tests.support.threaded_http import ThreadedHttpServer
-
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+from tests.support.threaded_http import HOP_BY_HOP, ThreadedHttpServer
 
 
 class PacsProxy:

@@ -18,14 +18,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.support.monailabel_server import APP_DIR
-from tests.support.threaded_http import ThreadedHttpServer
+from tests.support.threaded_http import HOP_BY_HOP, ThreadedHttpServer
 
 # The version is pinned once, in the script that fetches it.
 OHIF_VERSION = re.search(r"^OHIF_VERSION=(\S+)$", (APP_DIR / "scripts" / "install_viewer.sh").read_text(), re.M)[1]
 DIST_DIR = APP_DIR / ".cache" / f"ohif-{OHIF_VERSION}" / "dist"
 INSTALL_HINT = f"the stock OHIF {OHIF_VERSION} is missing: run `bash scripts/install_viewer.sh`"
 DICOMWEB_PATH = "/dicom-web"  # where the viewer finds the PACS, on its own origin
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

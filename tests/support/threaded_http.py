@@ -6,6 +6,9 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# a connection's own headers (RFC 9110, 7.6.1): a stand-in that proxies a request or an answer never forwards them
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
 
 class ThreadedHttpServer:
     """`handler` served from a background thread, one thread per connection; daemon threads, so a client that hangs
