@@ -8,7 +8,7 @@ single slice or a multi-frame object) has nothing to check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 import numpy as np
 import pydicom
@@ -23,8 +23,17 @@ class InvalidSeriesError(RequestError):
     """The series can't be one volume; the message says why, in terms a PACS administrator can check."""
 
 
+GEOMETRY_TAGS = ["ImageOrientationPatient", "ImagePositionPatient", "Rows", "Columns"]
+
+
 def check_series_geometry(folder: str | Path) -> None:
-    headers = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    """Every file in `folder` is a slice of one series (a PACS download)."""
+    check_slice_geometry([p for p in sorted(Path(folder).iterdir()) if p.is_file()])
+
+
+def check_slice_geometry(files: Sequence[str | Path]) -> None:
+    """`files` are the slices of one series, in any order; their headers only are read."""
+    headers = [pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=GEOMETRY_TAGS) for p in files]
     if len(headers) <= 1:
         return
     orientations = _distinct([h.get("ImageOrientationPatient") for h in headers], "ImageOrientationPatient")

@@ -205,3 +205,27 @@ def test_a_2d_label_written_as_metaimage_reads_back(tmp_path):
     label[5:9, 10:20] = 1
     back = read_medical_image(write_label(label, picture, str(tmp_path / "label.mha")))
     assert np.array_equal(back.array, label)
+
+
+def test_a_dicom_series_folder_that_is_no_grid_is_refused_as_the_pacs_download_is(tmp_path):
+    """GDCM stacks what it is given: a series with a missing slice was read squeezed, one whose slices all sit at one
+    position (several acquisitions under one UID) with a made-up spacing of 1 mm, one with a tilted slice on the
+    wrong plane. A folder of slices is checked as a PACS download is (`series_checks.py`), and the message says why."""
+    import pydicom
+
+    from monailabel_app.core.errors import RequestError
+    from monailabel_app.demo.sample_dicom import ct_series
+    from tests.support.broken_series import missing_slice_series, mixed_orientation_series
+
+    missing_slice_series(tmp_path / "missing")
+    with pytest.raises(RequestError, match="missing slices"):
+        read_medical_image(str(tmp_path / "missing"))
+    mixed_orientation_series(tmp_path / "tilted")
+    with pytest.raises(RequestError, match="mixed orientation"):
+        read_medical_image(str(tmp_path / "tilted"))
+    for path in ct_series(tmp_path / "one_place").files:
+        dataset = pydicom.dcmread(path)
+        dataset.ImagePositionPatient = [0.0, 0.0, 0.0]
+        dataset.save_as(path)
+    with pytest.raises(RequestError, match="share one position"):
+        read_medical_image(str(tmp_path / "one_place"))
