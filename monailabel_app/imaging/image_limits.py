@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import SimpleITK as sitk
 
-from monailabel_app.imaging.file_formats import NRRD, ImageFormat, format_of
+from monailabel_app.imaging.file_formats import NRRD, TIFF, ImageFormat, format_of
 from monailabel_app.imaging.invalid_image import InvalidImageError, first_line
 from monailabel_app.imaging.self_contained import check_self_contained
 
@@ -88,6 +88,8 @@ def check_file_of_format(path: str, image_format: ImageFormat, limits: ImageLimi
     check_shape(len(header.size), header.components)
     _check_size(header.size, limits, os.path.basename(path))
     _check_bytes(header, limits, os.path.basename(path))
+    if image_format is TIFF and len(header.size) == 3:
+        _check_tiff_pages(path)
     return header
 
 
@@ -151,6 +153,29 @@ def _read_header(path: str, image_format: ImageFormat) -> ImageHeader:
     bits = re.search(r"(\d+)-bit", described)
     component_bytes = int(bits.group(1)) // 8 if bits else 8
     return ImageHeader(tuple(int(v) for v in reader.GetSize()), components, pixel_type, component_bytes)
+
+
+def _check_tiff_pages(path: str) -> None:
+    """ITK reads a multi-page TIFF as a volume of its first page's size and type: a page of another size or type was
+    read as garbage. The pages' directories only are read (Pillow seeks from one to the next), never their pixels;
+    their count is the volume's depth, already bounded by the limits."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as tiff:
+            layouts = set()
+            for page in range(getattr(tiff, "n_frames", 1)):
+                tiff.seek(page)
+                layouts.add((tiff.size, tiff.mode))
+    except Exception as error:  # Pillow raises many kinds for broken directories
+        raise InvalidImageError(
+            f"Could not read the pages of {os.path.basename(path)!r}: the TIFF is corrupt ({first_line(error)})."
+        ) from error
+    if len(layouts) > 1:
+        raise InvalidImageError(
+            f"The TIFF {os.path.basename(path)!r} has pages of different sizes or pixel types, so they are not one "
+            "volume; send one picture, or a stack whose pages all match."
+        )
 
 
 def _nrrd_pixel_kind(path: str) -> str:

@@ -229,3 +229,16 @@ def test_a_dicom_series_folder_that_is_no_grid_is_refused_as_the_pacs_download_i
         dataset.save_as(path)
     with pytest.raises(RequestError, match="share one position"):
         read_medical_image(str(tmp_path / "one_place"))
+
+
+def test_a_tiff_whose_pages_differ_is_refused_and_a_matching_stack_reads(tmp_path):
+    """ITK read a two-page TIFF with its first page's size: a second page of another size came out as garbage."""
+    from PIL import Image
+
+    first, other = np.full((20, 30), 50, np.uint8), np.full((40, 10), 200, np.uint8)
+    Image.fromarray(first).save(tmp_path / "mixed.tif", save_all=True, append_images=[Image.fromarray(other)])
+    with pytest.raises(InvalidImageError, match="pages of different sizes or pixel types"):
+        read_medical_image(str(tmp_path / "mixed.tif"))
+    same = np.full((20, 30), 90, np.uint8)
+    Image.fromarray(first).save(tmp_path / "stack.tif", save_all=True, append_images=[Image.fromarray(same)])
+    assert np.array_equal(read_medical_image(str(tmp_path / "stack.tif")).array, np.stack([first, same]))
