@@ -108,11 +108,14 @@ def check_shape(dimension: int, components: int) -> None:
 
 
 def _check_size(size: tuple[int, ...], limits: ImageLimits, name: str) -> None:
-    count = math.prod(size)
-    if len(size) <= 2 and count > limits.max_pixels_2d:
+    """A slice of a volume is a picture too (each is framed and encoded as one): a 2D picture stored as a one-slice
+    volume is held to the picture limit, not only to the far larger volume limit."""
+    count, in_plane = math.prod(size), math.prod(size[:2])
+    if in_plane > limits.max_pixels_2d:
+        slice_of = "" if len(size) <= 2 else f"each slice of {' x '.join(map(str, size))}: "
         raise ImageTooLargeError(
-            f"The image {name!r} declares {' x '.join(map(str, size))} = {count:,} pixels; this server accepts 2D "
-            f"images up to {limits.max_pixels_2d:,} pixels (--conf max_image_pixels)."
+            f"The image {name!r} declares {slice_of}{' x '.join(map(str, size[:2]))} = {in_plane:,} pixels; this "
+            f"server accepts 2D images and slices up to {limits.max_pixels_2d:,} pixels (--conf max_image_pixels)."
         )
     if len(size) > 2 and count > limits.max_voxels_3d:
         raise ImageTooLargeError(

@@ -7,6 +7,7 @@ import asyncio
 import os
 import shutil
 
+import nibabel
 import numpy as np
 import pytest
 
@@ -142,6 +143,12 @@ def test_image_headers_are_checked_before_decoding(tmp_path):
         check_image_file(str(picture), ImageLimits(max_pixels_2d=1000))
     with pytest.raises(ImageTooLargeError, match="max_volume_voxels"):
         check_image_file(str(write_ct(tmp_path / "ct.nii.gz")), ImageLimits(max_voxels_3d=1000))
+    one_slice = tmp_path / "one_slice.nii.gz"  # a picture stored as a volume of one slice: the picture limit holds
+    nibabel.save(nibabel.Nifti1Image(np.zeros((60, 50, 1), np.uint8), np.eye(4)), str(one_slice))
+    with pytest.raises(
+        ImageTooLargeError, match=r"each slice of 60 x 50 x 1: 60 x 50 = 3,000 pixels.*max_image_pixels"
+    ):
+        check_image_file(str(one_slice), ImageLimits(max_pixels_2d=1000))
     for name, content, reason in (
         ("complex.nii.gz", complex_nifti(), "complex"),
         ("detached.nrrd", detached_nrrd(), "separate data file"),
