@@ -3,7 +3,7 @@
 | option | default | what it bounds |
 | --- | --- | --- |
 | `max_upload_mb` | 1024 | one request's body (files and form fields together): larger is refused with 413 |
-| `max_image_pixels` | 40,000,000 | a 2D image's pixels, read from its header before decoding (422 beyond) |
+| `max_image_pixels` | 40,000,000 | a 2D image's pixels and a volume's slice's, read from its header (422 beyond) |
 | `max_volume_voxels` | 400,000,000 | a volume's voxels, likewise |
 | `max_decoded_mb` | 1024 | an image's decoded pixels (voxels x channels x bytes each), likewise |
 | `max_pending_requests` | 32 | inferences and uploads being served or waiting; beyond, 503 with `Retry-After` |

@@ -278,7 +278,7 @@ OPTIONS: tuple[Option, ...] = (
         "max_image_pixels",
         "1 or more",
         40_000_000,
-        "a 2D image's pixels, from its header (422 beyond)",
+        "a 2D image's pixels, and each slice's of a volume, from its header (422 beyond)",
         whole(1),
         LIMITS,
     ),
