@@ -54,6 +54,7 @@ from lib.pacs.dicom_seg import (
     segment_names,
 )
 from lib.pacs.dicomweb import PacsError, PacsSettings, pacs_call, pacs_client
+from lib.pacs.download_folder import new_download_folder, remove_dead_downloads
 from lib.pacs.measurement_report import measurement_report
 from lib.pacs.series_index import MODALITY_TAG, SERIES_UID_TAG, STUDY_UID_TAG, SeriesIndex
 from lib.pacs.source_series import volume_order
@@ -99,6 +100,13 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
         self.pacs = pacs
         self.pacs_url = client.base_url
         self.app_version = app_version
+
+    def _repair(self) -> None:
+        """The folder datastore's repair, and the downloads a killed server left (`download_folder.py`)."""
+        super()._repair()
+        for folder in (self._datastore.image_path(), self._datastore.label_path(DefaultLabelTag.FINAL)):
+            for name in remove_dead_downloads(folder):
+                logger.warning(f"Datastore repair at start: removed an unfinished download ({name})")
 
     def check_reachable(self) -> None:
         with pacs_call(self.pacs_url, "connecting at start", consequence=""):
@@ -216,7 +224,7 @@ class PacsDatastore(DICOMWebDatastore, AtomicLocalDatastore):
     def _download_whole(self, study_id: str, series_id: str, target_dir: str, action: str, check=True) -> None:
         """Into a hidden folder first; only a complete, regular series gets the series' name."""
         os.makedirs(os.path.dirname(target_dir), exist_ok=True)
-        partial = tempfile.mkdtemp(prefix=".partial-", dir=os.path.dirname(target_dir))
+        partial = new_download_folder(os.path.dirname(target_dir))
         try:
             with pacs_call(self.pacs_url, action):
                 dicom_web_download_series(study_id, series_id, partial, self._client)

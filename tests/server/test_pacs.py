@@ -9,6 +9,9 @@ machine, empty cache) must find it for training.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -176,6 +179,28 @@ def test_modality_filter_is_configurable(orthanc, series, tmp_path):
     assert PacsSettings.from_options(parse_start_options({"pacs_modalities": " mr, ct ,MR"})).modalities == ("MR", "CT")
     datastore = PacsDatastore(pacs_client(orthanc.dicomweb_url, 30), PacsSettings(("MR",)), "test", str(tmp_path))
     assert datastore.list_images() == [series["mr"].series_uid]
+
+
+def test_a_start_removes_the_downloads_a_killed_server_left_and_no_live_ones(orthanc, tmp_path, caplog):
+    """A server killed mid-download left `.partial-<pid>-...` (a whole CT's worth) that nothing ever removed. The next
+    start removes those whose process is gone (and unnamed ones, an earlier version's); a download of a process that
+    is still running (a training run opening the same cache) stays."""
+    client, settings = pacs_client(orthanc.dicomweb_url, 30), PacsSettings()
+    first = PacsDatastore(client, settings, "test", str(tmp_path))
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    planted = {}
+    for folder in (first._datastore.image_path(), first._datastore.label_path("final")):
+        for name, owner in (("dead", ended.pid), ("live", os.getpid())):
+            planted[folder, name] = Path(folder) / f".partial-{owner}-{name}"
+        planted[folder, "unnamed"] = Path(folder) / ".partial-k2j3"
+    for path in planted.values():
+        path.mkdir(parents=True)
+        (path / "slice.dcm").write_bytes(b"half a slice")
+    with caplog.at_level(logging.WARNING, logger="lib.pacs.datastore"):
+        PacsDatastore(client, settings, "test", str(tmp_path))
+    assert {key for key, path in planted.items() if path.exists()} == {key for key in planted if key[1] == "live"}
+    assert sum("removed an unfinished download" in r.getMessage() for r in caplog.records) == 4
 
 
 def slicer_infer(server, series_uid, tmp_path, question=QUESTION):
