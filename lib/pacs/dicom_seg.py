@@ -71,6 +71,7 @@ APP_NAME = "MedReasoner for MONAI Label"
 IMAGE_COMMENTS_BYTES = MAX_BYTES["LT"]
 NO_FINDING = "No finding"
 SEG_SERIES_NUMBER = 300
+LABEL_VALUES_KEY = "label_values"  # ImageComments JSON: the saved label's value of each segment, if not 1, 2, ...
 ALGORITHM_FAMILY = highdicom.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")
 SEGMENT_COLOURS = ((255, 64, 64), (64, 200, 64), (64, 128, 255), (255, 200, 0), (200, 64, 255))  # sRGB, in turn
 
@@ -209,7 +210,10 @@ def _segmentation(
         omit_empty_frames=False,  # every frame: the SEG covers the series' grid, and "no finding" is its empty frames
     )
     seg.SpecificCharacterSet = "ISO_IR 192"  # questions, reasoning and names need not be ASCII
-    seg.ImageComments = _fitting_json(dict(provenance), IMAGE_COMMENTS_BYTES)
+    record = dict(provenance)
+    if values != list(range(1, len(values) + 1)):  # segments are numbered 1, 2, ...; the label's own values kept
+        record[LABEL_VALUES_KEY] = values
+    seg.ImageComments = _fitting_json(record, IMAGE_COMMENTS_BYTES)
     for number, segment in enumerate(seg.SegmentSequence):
         segment.RecommendedDisplayCIELabValue = display_colour(SEGMENT_COLOURS[number % len(SEGMENT_COLOURS)])
     if question:
@@ -335,8 +339,17 @@ def read_provenance(seg_file: str) -> Dict[str, Any]:
 
 
 def seg_to_label(seg_file: str, reference_image: str, output_file: Optional[str] = None) -> str:
-    """The SEG as a label map on the reference image's grid (SEGs usually leave out empty slices)."""
-    segmentation = pydicom_seg.MultiClassReader().read(pydicom.dcmread(seg_file)).image
+    """The SEG as a label map on the reference image's grid (SEGs usually leave out empty slices), with the values
+    the saved label had where this app wrote the SEG (a label of 1 and 3 comes back as 1 and 3, not 1 and 2)."""
+    dataset = pydicom.dcmread(seg_file)
+    segmentation = pydicom_seg.MultiClassReader().read(dataset).image
+    values = _label_values(read_provenance(seg_file), len(dataset.SegmentSequence))
+    if values:
+        lookup = np.arange(256, dtype=np.uint8)
+        lookup[1 : len(values) + 1] = values
+        renumbered = SimpleITK.GetImageFromArray(lookup[SimpleITK.GetArrayFromImage(segmentation)])
+        renumbered.CopyInformation(segmentation)
+        segmentation = renumbered
     reference = SimpleITK.ReadImage(reference_image)
     picture = reference.GetDimension() == 2  # a radiograph: its SEG is a one-slice volume
     grid = SimpleITK.JoinSeries(reference) if picture else reference
@@ -347,6 +360,15 @@ def seg_to_label(seg_file: str, reference_image: str, output_file: Optional[str]
     output_file = output_file or tempfile.NamedTemporaryFile(suffix=".nii.gz", delete=False).name
     SimpleITK.WriteImage(label, output_file, True)
     return output_file
+
+
+def _label_values(provenance: Mapping[str, Any], segments: int) -> List[int]:
+    """The label value of each segment, as `label_to_seg` recorded it; [] when none was recorded or the record does
+    not fit this SEG (another tool's, or edited): the segment numbers are the values then."""
+    values = provenance.get(LABEL_VALUES_KEY)
+    if not isinstance(values, list) or not all(type(v) is int and 1 <= v <= 255 for v in values):
+        return []
+    return values if len(values) == segments == len(set(values)) else []
 
 
 def segment_names(label_info: Mapping[str, Any]) -> Dict[int, str]:

@@ -18,7 +18,7 @@ import pytest
 import SimpleITK
 
 from lib.pacs.datastore import PacsDatastore
-from lib.pacs.dicom_seg import NO_FINDING, SEGMENT_COLOURS, dcmqi_tool, label_to_seg, read_provenance
+from lib.pacs.dicom_seg import NO_FINDING, SEGMENT_COLOURS, dcmqi_tool, label_to_seg, read_provenance, seg_to_label
 from lib.pacs.measurement_report import measurement_report, report_texts
 from lib.pacs.tracking import new_tracking
 from monailabel_app.demo.sample_dicom import ct_series, flipped_ct_series, xray_series
@@ -324,3 +324,31 @@ def test_clicks_that_refined_the_mask_make_it_semiautomatic(tmp_path):
     said = {e["conceptCode"]["CodeMeaning"]: e["conceptValue"] for e in group["qualitativeEvaluations"]}
     assert said["Refined by the clinician's clicks"]["CodeMeaning"] == "Yes"
     assert json.loads(said["Refining clicks (pixels of the key slice)"]) == clicks
+
+
+def test_a_label_with_gaps_between_its_values_comes_back_with_them(tmp_path):
+    """A SEG numbers its segments 1, 2, ...: a label of 1 and 3 was read back as 1 and 2 on a fresh machine. The
+    values go into the SEG's record and come back; a record that does not fit the SEG (edited, another tool's) is
+    ignored and the segment numbers are the values."""
+
+    def one_and_three(label):
+        label[6, 20:40, 30:60] = 1
+        label[7, 22:30, 32:40] = 3
+
+    _, label_file, seg_file, _, _ = _answer(tmp_path, ct_series, RECORD, one_and_three, {1: "lesion", 3: "pleura"})
+    seg = pydicom.dcmread(seg_file)
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2]  # the standard's numbering
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lesion", "pleura"]
+    reference = str(tmp_path / "reference.nii.gz")
+    SimpleITK.WriteImage(SimpleITK.ReadImage(label_file), reference)
+    saved = SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(label_file))
+    assert np.array_equal(SimpleITK.GetArrayFromImage(SimpleITK.ReadImage(seg_to_label(seg_file, reference))), saved)
+    for record in ([1, 300], [3, 3], ["1", "3"], [1], "1,3"):
+        edited = json.loads(seg.ImageComments)
+        edited["label_values"] = record
+        seg.ImageComments = json.dumps(edited)
+        seg.save_as(tmp_path / "edited.dcm")
+        numbered = SimpleITK.GetArrayFromImage(
+            SimpleITK.ReadImage(seg_to_label(str(tmp_path / "edited.dcm"), reference))
+        )
+        assert np.array_equal(numbered, np.where(saved == 3, 2, saved)), record
