@@ -80,6 +80,7 @@ def check_image_file(path: str, limits: ImageLimits = ImageLimits()) -> ImageHea
 def check_file_of_format(path: str, image_format: ImageFormat, limits: ImageLimits = ImageLimits()) -> ImageHeader:
     """`check_image_file` for a file whose format the caller has already read (`format_of`): not read twice."""
     check_self_contained(path, image_format)
+    pages = _tiff_pages(path) if image_format is TIFF else set()  # first: ITK's reader never returns from a loop
     header = _read_header(path, image_format)
     if header.pixel_type not in USABLE_PIXEL_TYPES:
         raise InvalidImageError(
@@ -88,8 +89,12 @@ def check_file_of_format(path: str, image_format: ImageFormat, limits: ImageLimi
     check_shape(len(header.size), header.components)
     _check_size(header.size, limits, os.path.basename(path))
     _check_bytes(header, limits, os.path.basename(path))
-    if image_format is TIFF and len(header.size) == 3:
-        _check_tiff_pages(path)
+    if len(header.size) == 3 and len(pages) > 1:
+        raise InvalidImageError(
+            f"The TIFF {os.path.basename(path)!r} has pages of different sizes, pixel types or kinds (e.g. a "
+            "thumbnail), or pages that can't be read, so they are not one volume; send one picture, or a stack whose "
+            "pages all match."
+        )
     return header
 
 
@@ -158,27 +163,51 @@ def _read_header(path: str, image_format: ImageFormat) -> ImageHeader:
     return ImageHeader(tuple(int(v) for v in reader.GetSize()), components, pixel_type, component_bytes)
 
 
-def _check_tiff_pages(path: str) -> None:
-    """ITK reads a multi-page TIFF as a volume of its first page's size and type: a page of another size or type was
-    read as garbage. The pages' directories only are read (Pillow seeks from one to the next), never their pixels;
-    their count is the volume's depth, already bounded by the limits."""
-    from PIL import Image
+# What ITK takes from a multi-page TIFF's first page for every page (size, pixel layout, orientation, tiling) and which
+# pages it stacks (NewSubfileType: mixed kinds, e.g. a thumbnail before the pages or one page tagged and the others
+# not, made it write pages past the end of its buffer and crash the process), with TIFF's defaults for absent tags.
+TIFF_PAGE_TAGS = {256: None, 257: None, 258: (1,), 277: (1,), 339: (1,), 262: None, 284: (1,), 274: (1,)}
+TIFF_PAGE_TAGS.update({322: None, 323: None, 254: None})
 
+
+def _tiff_pages(path: str) -> set:
+    """The layouts of a TIFF's pages (`TIFF_PAGE_TAGS`): one, when they make a volume ITK reads as it is. ITK reads a
+    multi-page TIFF as a volume of its first page's size and type: a page of another size or type was read as
+    garbage, a page of another kind past the volume's buffer. Only the pages' directories are read (Pillow's
+    directory reader, not its image decoder: ITK reads pixel types Pillow has no mode for), never their pixels."""
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    name = os.path.basename(path)
     try:
-        with Image.open(path) as tiff:
-            layouts = set()
-            for page in range(getattr(tiff, "n_frames", 1)):
-                tiff.seek(page)
-                layouts.add((tiff.size, tiff.mode))
+        with open(path, "rb") as stream:
+            header = stream.read(16)
+            directory = ImageFileDirectory_v2(prefix=header[:2])  # Pillow 11 takes a big-endian BigTIFF for classic
+            order = "little" if header[:2] == b"II" else "big"
+            directory._bigtiff = big = int.from_bytes(header[2:4], order) == 43  # as Pillow's own writer sets it
+            count_bytes, entry_bytes = (8, 20) if big else (2, 12)
+            offset = int.from_bytes(header[8:16] if big else header[4:8], order)
+            layouts, visited = set(), set()
+            while offset:
+                if offset in visited:
+                    raise InvalidImageError(f"The TIFF {name!r} is corrupt: its pages' directories form a loop.")
+                visited.add(offset)
+                stream.seek(offset)  # the next directory's offset follows the entries (0 past the end: none)
+                stream.seek(offset + count_bytes + entry_bytes * int.from_bytes(stream.read(count_bytes), order))
+                following = int.from_bytes(stream.read(count_bytes if big else 4), order)
+                stream.seek(offset)
+                directory.next = None  # set only when the whole directory was read
+                directory.load(stream)
+                values = (directory.get(tag, default) for tag, default in TIFF_PAGE_TAGS.items())
+                layout = tuple(value if isinstance(value, tuple) or value is None else (value,) for value in values)
+                layouts.add(layout if directory.next is not None else ("unreadable", offset))
+                offset = following
+    except InvalidImageError:
+        raise
     except Exception as error:  # Pillow raises many kinds for broken directories
         raise InvalidImageError(
-            f"Could not read the pages of {os.path.basename(path)!r}: the TIFF is corrupt ({first_line(error)})."
+            f"Could not read the pages of {name!r}: the TIFF is corrupt ({first_line(error)})."
         ) from error
-    if len(layouts) > 1:
-        raise InvalidImageError(
-            f"The TIFF {os.path.basename(path)!r} has pages of different sizes or pixel types, so they are not one "
-            "volume; send one picture, or a stack whose pages all match."
-        )
+    return layouts
 
 
 def _nrrd_pixel_kind(path: str) -> str:

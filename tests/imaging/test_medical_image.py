@@ -237,8 +237,54 @@ def test_a_tiff_whose_pages_differ_is_refused_and_a_matching_stack_reads(tmp_pat
 
     first, other = np.full((20, 30), 50, np.uint8), np.full((40, 10), 200, np.uint8)
     Image.fromarray(first).save(tmp_path / "mixed.tif", save_all=True, append_images=[Image.fromarray(other)])
-    with pytest.raises(InvalidImageError, match="pages of different sizes or pixel types"):
+    with pytest.raises(InvalidImageError, match="pages of different sizes, pixel types"):
         read_medical_image(str(tmp_path / "mixed.tif"))
     same = np.full((20, 30), 90, np.uint8)
     Image.fromarray(first).save(tmp_path / "stack.tif", save_all=True, append_images=[Image.fromarray(same)])
     assert np.array_equal(read_medical_image(str(tmp_path / "stack.tif")).array, np.stack([first, same]))
+
+
+def test_a_tiff_stack_pillow_has_no_mode_for_reads_and_one_that_would_crash_itk_is_refused(tmp_path):
+    """The page check read each page with Pillow's decoder, which has no mode for a big-endian uint32, a float16 or a
+    big-endian BigTIFF stack that ITK reads: they were refused as corrupt. It compared size and mode only: pages of
+    mixed kinds (one tagged NewSubfileType 0 and the others not, or a same-size thumbnail first) passed, and ITK wrote
+    them past its volume's buffer (the process died). A loop in the pages' chain kept ITK's header read spinning."""
+    import threading
+
+    tifffile = pytest.importorskip("tifffile")
+    pages = np.arange(3 * 20 * 30).reshape(3, 20, 30) % 200
+    for name, dtype, options in [
+        ("uint32_be", ">u4", {}),
+        ("float16", "<f2", {}),
+        ("int16_bigtiff_be", ">i2", {"bigtiff": True}),
+    ]:
+        tifffile.imwrite(tmp_path / f"{name}.tif", pages.astype(dtype), photometric="minisblack", **options)
+        assert read_medical_image(str(tmp_path / f"{name}.tif")).array.shape == (3, 20, 30)
+    page = np.full((20, 30), 7, np.uint16)
+    with tifffile.TiffWriter(tmp_path / "tagged_once.tif") as tiff:
+        for k in range(3):
+            tiff.write(page, photometric="minisblack", extratags=[(254, 4, 1, 0, True)] if k == 0 else [])
+    with tifffile.TiffWriter(tmp_path / "thumbnail_first.tif") as tiff:
+        for k in range(3):
+            tiff.write(page, photometric="minisblack", subfiletype=1 if k == 0 else 0)
+    for name in ("tagged_once", "thumbnail_first"):
+        with pytest.raises(InvalidImageError, match="pages of different sizes, pixel types or kinds"):
+            check_image_file(str(tmp_path / f"{name}.tif"))
+    looped = bytearray((tmp_path / "tagged_once.tif").read_bytes())
+    first = int.from_bytes(looped[4:8], "little")
+    entries = int.from_bytes(looped[first : first + 2], "little")
+    looped[first + 2 + 12 * entries : first + 6 + 12 * entries] = first.to_bytes(4, "little")  # page 1 -> page 1
+    (tmp_path / "looped.tif").write_bytes(bytes(looped))
+    outcome = []
+    check = threading.Thread(target=lambda: outcome.append(_refusal(str(tmp_path / "looped.tif"))), daemon=True)
+    check.start()
+    check.join(120)  # a guard against the hang, not a measure of speed
+    assert outcome and "form a loop" in outcome[0]
+
+
+def _refusal(path: str) -> str:
+    try:
+        check_image_file(path)
+    except InvalidImageError as error:
+        return str(error)
+    return "accepted"
