@@ -47,10 +47,8 @@ def check_slice_geometry(files: Sequence[str | Path]) -> None:
         raise InvalidSeriesError(f"the slices have different sizes {sorted(sizes)}, so they are not one volume")
     row, column = np.asarray(orientations[0][:3]), np.asarray(orientations[0][3:])
     normal = np.cross(row, column)
-    positions = [h.get("ImagePositionPatient") for h in headers]
-    if any(p is None for p in positions):
-        raise InvalidSeriesError("some slices have no ImagePositionPatient, so their order is unknown")
-    depths = np.sort([float(np.dot(np.asarray(p, float), normal)) for p in positions])
+    positions = [_vector(h.get("ImagePositionPatient"), 3, "ImagePositionPatient", "their order") for h in headers]
+    depths = np.sort([float(np.dot(p, normal)) for p in positions])
     gaps = np.diff(depths)
     if gaps.min() <= SPACING_TOLERANCE * max(gaps.max(), 1e-6):
         raise InvalidSeriesError("two slices share one position (duplicated instances or several stacks in one series)")
@@ -67,11 +65,21 @@ def check_slice_geometry(files: Sequence[str | Path]) -> None:
 
 
 def _distinct(values: List, name: str) -> List[np.ndarray]:
-    if any(v is None or len(v) != 6 for v in values):
-        raise InvalidSeriesError(f"some slices have no {name}, so the volume's orientation is unknown")
     distinct: List[np.ndarray] = []
     for value in values:
-        vector = np.asarray(value, float)
+        vector = _vector(value, 6, name, "the volume's orientation")
         if not any(np.allclose(vector, seen, atol=ORIENTATION_TOLERANCE) for seen in distinct):
             distinct.append(vector)
     return distinct
+
+
+def _vector(value, length: int, name: str, unknown: str) -> np.ndarray:
+    """`length` finite numbers, or the refusal: a NaN position sorted last and passed every spacing test (GDCM then
+    stacked the slices with a made-up spacing), a text or a 2-valued one failed as a bare numpy error."""
+    try:
+        vector = np.asarray(value if value is not None else [], float).reshape(-1)
+    except (TypeError, ValueError):
+        vector = np.empty(0)
+    if vector.shape != (length,) or not np.all(np.isfinite(vector)):
+        raise InvalidSeriesError(f"some slices have no {name} of {length} numbers, so {unknown} is unknown")
+    return vector

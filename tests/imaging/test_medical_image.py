@@ -288,3 +288,20 @@ def _refusal(path: str) -> str:
     except InvalidImageError as error:
         return str(error)
     return "accepted"
+
+
+def test_a_dicom_series_whose_slice_position_is_no_number_is_refused(tmp_path):
+    """A NaN ImagePositionPatient sorted last and passed every spacing test: GDCM stacked the slices with a spacing
+    made up from it. Text or two values in the tag failed as a bare numpy error; all are a refusal naming the tag."""
+    import pydicom
+
+    from monailabel_app.core.errors import RequestError
+    from monailabel_app.demo.sample_dicom import ct_series
+
+    for name, position in (("nan", [0.0, 0.0, "nan"]), ("two_values", [0.0, 0.0])):
+        files = sorted(ct_series(tmp_path / name).files)
+        dataset = pydicom.dcmread(files[4])
+        dataset.ImagePositionPatient = position
+        dataset.save_as(files[4])
+        with pytest.raises(RequestError, match="ImagePositionPatient of 3 numbers"):
+            read_medical_image(str(tmp_path / name))
