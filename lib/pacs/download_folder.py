@@ -44,7 +44,7 @@ def remove_dead_downloads(parent: str) -> List[str]:
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # no signal sent: only whether the process exists
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; a number too long to be one (a start crashed)
         return False
     except PermissionError:  # another user's process
         return True

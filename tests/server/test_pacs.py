@@ -203,6 +203,15 @@ def test_a_start_removes_the_downloads_a_killed_server_left_and_no_live_ones(ort
     assert sum("removed an unfinished download" in r.getMessage() for r in caplog.records) == 4
 
 
+def test_a_download_folder_named_for_no_possible_process_is_removed_and_the_start_goes_on(tmp_path):
+    """A `.partial-` name whose number is too long to be a process id made os.kill raise OverflowError: the start
+    that repairs the cache crashed on it."""
+    from lib.pacs.download_folder import remove_dead_downloads
+
+    (tmp_path / ".partial-99999999999999999999-x").mkdir()
+    assert remove_dead_downloads(str(tmp_path)) == [".partial-99999999999999999999-x"]
+
+
 def slicer_infer(server, series_uid, tmp_path, question=QUESTION):
     """3D Slicer's request for the same series: no `restore_label_idx`, the label in the volume's own order."""
     client = MONAILabelClient(server.url, tmpdir=str(tmp_path))
