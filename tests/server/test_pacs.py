@@ -27,6 +27,7 @@ from lib.options.start_options import parse_start_options
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
 from lib.pacs.dicom_seg import label_to_seg
 from lib.pacs.dicomweb import PacsSettings, pacs_client
+from lib.pacs.download_folder import new_download_folder
 from lib.pacs.measurement_report import report_texts
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.labelled_images import NEGATIVE_GAP
@@ -182,17 +183,20 @@ def test_modality_filter_is_configurable(orthanc, series, tmp_path):
 
 
 def test_a_start_removes_the_downloads_a_killed_server_left_and_no_live_ones(orthanc, tmp_path, caplog):
-    """A server killed mid-download left `.partial-<pid>-...` (a whole CT's worth) that nothing ever removed. The next
-    start removes those whose process is gone (and unnamed ones, an earlier version's); a download of a process that
-    is still running (a training run opening the same cache) stays."""
+    """A server killed mid-download left `.partial-<pid>-<started>-...` (a whole CT's worth) that nothing ever removed.
+    The next start removes those whose process is gone, even where a new process has its id (a restarted container's
+    server often gets the killed one's), and unnamed ones (an earlier version's); a download of a process that is
+    still running (a training run opening the same cache) stays."""
     client, settings = pacs_client(orthanc.dicomweb_url, 30), PacsSettings()
     first = PacsDatastore(client, settings, "test", str(tmp_path))
     ended = subprocess.Popen(["true"])
     ended.wait()
+    live = Path(new_download_folder(str(tmp_path))).name.split("-")[1:3]  # this process's id and start, as named
+    owners = {"dead": [ended.pid, 1], "live": live, "id reused": [os.getpid(), int(live[1]) - 10_000]}
     planted = {}
     for folder in (first._datastore.image_path(), first._datastore.label_path("final")):
-        for name, owner in (("dead", ended.pid), ("live", os.getpid())):
-            planted[folder, name] = Path(folder) / f".partial-{owner}-{name}"
+        for name, (pid, started) in owners.items():
+            planted[folder, name] = Path(folder) / f".partial-{pid}-{started}-{name.replace(' ', '_')}"
         planted[folder, "unnamed"] = Path(folder) / ".partial-k2j3"
     for path in planted.values():
         path.mkdir(parents=True)
@@ -200,7 +204,7 @@ def test_a_start_removes_the_downloads_a_killed_server_left_and_no_live_ones(ort
     with caplog.at_level(logging.WARNING, logger="lib.pacs.datastore"):
         PacsDatastore(client, settings, "test", str(tmp_path))
     assert {key for key, path in planted.items() if path.exists()} == {key for key in planted if key[1] == "live"}
-    assert sum("removed an unfinished download" in r.getMessage() for r in caplog.records) == 4
+    assert sum("removed an unfinished download" in r.getMessage() for r in caplog.records) == 6
 
 
 def test_a_download_folder_named_for_no_possible_process_is_removed_and_the_start_goes_on(tmp_path):
@@ -208,8 +212,9 @@ def test_a_download_folder_named_for_no_possible_process_is_removed_and_the_star
     that repairs the cache crashed on it."""
     from lib.pacs.download_folder import remove_dead_downloads
 
-    (tmp_path / ".partial-99999999999999999999-x").mkdir()
-    assert remove_dead_downloads(str(tmp_path)) == [".partial-99999999999999999999-x"]
+    for name in (".partial-99999999999999999999-1-x", ".partial-4194304-99999999999999999999-x"):
+        (tmp_path / name).mkdir()
+        assert remove_dead_downloads(str(tmp_path)) == [name]
 
 
 def slicer_infer(server, series_uid, tmp_path, question=QUESTION):
