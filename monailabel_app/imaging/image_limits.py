@@ -166,8 +166,19 @@ def _read_header(path: str, image_format: ImageFormat) -> ImageHeader:
 # What ITK takes from a multi-page TIFF's first page for every page (size, pixel layout, orientation, tiling) and which
 # pages it stacks (NewSubfileType: mixed kinds, e.g. a thumbnail before the pages or one page tagged and the others
 # not, made it write pages past the end of its buffer and crash the process), with TIFF's defaults for absent tags.
-TIFF_PAGE_TAGS = {256: None, 257: None, 258: (1,), 277: (1,), 339: (1,), 262: None, 284: (1,), 274: (1,)}
-TIFF_PAGE_TAGS.update({322: None, 323: None, 254: None})
+TIFF_PAGE_TAGS = {
+    256: None,  # ImageWidth
+    257: None,  # ImageLength
+    258: (1,),  # BitsPerSample
+    277: (1,),  # SamplesPerPixel
+    339: (1,),  # SampleFormat
+    262: None,  # PhotometricInterpretation
+    284: (1,),  # PlanarConfiguration
+    274: (1,),  # Orientation
+    322: None,  # TileWidth
+    323: None,  # TileLength
+    254: None,  # NewSubfileType
+}
 
 
 def _tiff_pages(path: str) -> set:
