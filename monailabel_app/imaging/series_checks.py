@@ -17,6 +17,9 @@ from monailabel_app.core.errors import RequestError
 
 ORIENTATION_TOLERANCE = 1e-4
 SPACING_TOLERANCE = 0.01  # relative: gaps may differ by 1% (rounded positions in real scanners' headers)
+# absolute, mm: positions written with 2 decimals put thin slices 0.62 and 0.63 mm apart for 0.625 mm (1.6%); a
+# missing slice still stands out (a gap of twice the step)
+ROUNDING_MM = 0.011
 
 
 class InvalidSeriesError(RequestError):
@@ -53,7 +56,7 @@ def check_slice_geometry(files: Sequence[str | Path]) -> None:
     if gaps.min() <= SPACING_TOLERANCE * max(gaps.max(), 1e-6):
         raise InvalidSeriesError("two slices share one position (duplicated instances or several stacks in one series)")
     step = float(np.median(gaps))
-    irregular = np.flatnonzero(np.abs(gaps - step) > SPACING_TOLERANCE * step)
+    irregular = np.flatnonzero(np.abs(gaps - step) > max(SPACING_TOLERANCE * step, ROUNDING_MM))
     if irregular.size:
         missing = int(round(float(np.sum(gaps[irregular] / step - 1))))
         first = int(irregular[0])

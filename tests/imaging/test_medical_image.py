@@ -1,5 +1,6 @@
 """Reading images and volumes with their geometry, and writing labels back on exactly that geometry."""
 
+import dataclasses
 import gc
 
 import itk
@@ -305,3 +306,19 @@ def test_a_dicom_series_whose_slice_position_is_no_number_is_refused(tmp_path):
         dataset.save_as(files[4])
         with pytest.raises(RequestError, match="ImagePositionPatient of 3 numbers"):
             read_medical_image(str(tmp_path / name))
+
+
+def test_a_thin_slice_series_with_positions_rounded_to_two_decimals_reads(tmp_path):
+    """0.625 mm slices whose positions a scanner wrote with 2 decimals are 0.62 and 0.63 mm apart (1.6% off): a
+    complete series, which the 1% rule alone refused as "missing slices"."""
+    import pydicom
+
+    from monailabel_app.demo.sample_dicom import CT_GEOMETRY, ct_series
+
+    thin = dataclasses.replace(CT_GEOMETRY, slice_spacing=0.625)
+    for path in ct_series(tmp_path / "thin", thin).files:
+        dataset = pydicom.dcmread(path)
+        dataset.ImagePositionPatient = [round(float(v), 2) for v in dataset.ImagePositionPatient]
+        dataset.save_as(path)
+    volume = read_medical_image(str(tmp_path / "thin"))
+    assert volume.array.shape[0] == thin.slices and abs(volume.geometry()["spacing"][2] - 0.625) < 0.01
