@@ -261,6 +261,10 @@ def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
         except Exception as error:  # pydicom raises many kinds for broken files
             raise InvalidImageError(f"{name!r} in the DICOM series is not a readable DICOM image.") from error
         voxels += rows * columns * frames
+    if len(layouts) > 1:  # GDCM would read one of them and say nothing of the others
+        raise InvalidImageError(
+            f"The DICOM series folder holds {len(layouts)} series (SeriesInstanceUID); send one series per folder."
+        )
     if any(len(layout) > 1 for layout in layouts.values()):
         # the reader would cast every slice to the first one's type (16-bit values into 8 bits) or stack a misfit
         raise InvalidImageError(

@@ -322,3 +322,14 @@ def test_a_thin_slice_series_with_positions_rounded_to_two_decimals_reads(tmp_pa
         dataset.save_as(path)
     volume = read_medical_image(str(tmp_path / "thin"))
     assert volume.array.shape[0] == thin.slices and abs(volume.geometry()["spacing"][2] - 0.625) < 0.01
+
+
+def test_a_folder_of_two_series_is_refused_not_read_as_one_of_them(tmp_path):
+    """GDCM read the first series of the folder (6 of 12 files here) and said nothing of the other."""
+    from monailabel_app.demo.sample_dicom import ct_series
+
+    ct_series(tmp_path / "both")
+    for path in mr_series(tmp_path / "mr").files:
+        path.rename(tmp_path / "both" / path.name)
+    with pytest.raises(InvalidImageError, match="holds 2 series"):
+        read_medical_image(str(tmp_path / "both"))
