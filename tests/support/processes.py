@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import signal
 import socket
@@ -17,9 +18,29 @@ from typing import Callable, Mapping, Sequence
 
 import requests
 
+# Ports for the servers the tests start: below the kernel's ephemeral range (32768 and up here), which `bind(0)` and
+# outgoing connections draw from, so no other socket of the machine's (a client, a gloo store of a training test) can
+# be given one between `free_port()` and the server's bind; a block of its own for each test process (pytest-xdist's
+# worker), so the two processes never pick the same one.
+PORT_BLOCKS = range(20_000, 32_000, 2_000)
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A free loopback port, never the same twice in one test process (a server restarted on its port keeps it)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = PORT_BLOCKS[int(worker) % len(PORT_BLOCKS) if worker.isdigit() else 0]
+    for port in random.Random().sample(range(start, start + PORT_BLOCKS.step), 200):
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # taken, or a connection of it still waits out its close
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # 200 of the block tried, all taken (never seen): any port the kernel gives
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
