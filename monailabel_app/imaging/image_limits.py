@@ -20,6 +20,7 @@ import SimpleITK as sitk
 from monailabel_app.imaging.file_formats import NRRD, TIFF, ImageFormat, format_of
 from monailabel_app.imaging.invalid_image import InvalidImageError, first_line
 from monailabel_app.imaging.self_contained import check_self_contained
+from monailabel_app.imaging.series_checks import GEOMETRY_TAGS, check_slice_geometry
 
 __all__ = [
     "ImageHeader",
@@ -233,7 +234,9 @@ def _nrrd_pixel_kind(path: str) -> str:
 
 
 def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
-    """A series folder: regular files only (no links, no sub-folders), bounded count and voxels, from headers."""
+    """A series folder: regular files only (no links, no sub-folders), bounded count and voxels, one series on one
+    regular grid (`series_checks.py`: GDCM stacks what it gets, so a missing slice or a duplicate would warp the
+    volume), from headers read once."""
     import pydicom
 
     names = sorted(os.listdir(folder))
@@ -245,13 +248,15 @@ def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
         )
     voxels, rows, columns, sample_bytes = 0, 0, 0, 1
     layouts: dict[str, set[tuple[int, ...]]] = {}  # per series: the slices' (rows, columns, bits, samples)
+    headers = []
     for name in names:
         path = os.path.join(folder, name)
         if os.path.islink(path) or not os.path.isfile(path) or name.upper() == "DICOMDIR":
             raise InvalidImageError(f"The DICOM series folder holds {name!r}, which is not a plain DICOM file.")
         try:
-            tags = ["Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel", "SeriesInstanceUID"]
+            tags = ["NumberOfFrames", "BitsAllocated", "SamplesPerPixel", "SeriesInstanceUID", *GEOMETRY_TAGS]
             header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+            headers.append(header)
             rows, columns = int(header.Rows), int(header.Columns)
             frames = int(getattr(header, "NumberOfFrames", 1) or 1)
             samples = int(getattr(header, "SamplesPerPixel", 1) or 1)
@@ -271,6 +276,7 @@ def _check_dicom_folder(folder: str, limits: ImageLimits) -> ImageHeader:
             "The DICOM series mixes slices of different sizes or pixel formats (rows, columns, bits allocated, "
             "samples per pixel); its slices must all be alike. Send the series as the scanner made it."
         )
+    check_slice_geometry(headers)
     size = (columns, rows, max(1, voxels // max(1, rows * columns)))
     name = os.path.basename(folder.rstrip(os.sep)) or "series"
     _check_size(size, limits, name)

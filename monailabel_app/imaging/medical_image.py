@@ -20,11 +20,9 @@ import nibabel
 import numpy as np
 import SimpleITK as sitk
 
-from monailabel_app.core.errors import RequestError
 from monailabel_app.imaging.file_formats import DICOM, NIFTI, NIFTI_GZ, ImageFormat, format_named, format_of
 from monailabel_app.imaging.image_limits import ImageLimits, check_file_of_format, check_image_file, check_shape
 from monailabel_app.imaging.invalid_image import InvalidImageError, first_line
-from monailabel_app.imaging.series_checks import check_slice_geometry
 
 MAX_CONCURRENT_DECODES = 2
 # Decoding takes about twice an image's decoded size (ITK's buffer, then the array copy), up to 2 GiB each under the
@@ -116,7 +114,7 @@ def _decode(path: str, image_format: Optional[ImageFormat]) -> MedicalImage:
     it parsed as DICOM, and each upload in it was checked as DICOM from its content)."""
     try:
         image = image_format.reader(path).Execute() if image_format else _read_series(path)
-    except RequestError:  # ours, its message already for the user (a series that is not one grid)
+    except InvalidImageError:
         raise
     except Exception as error:  # ITK raises bare RuntimeErrors for every format problem
         raise InvalidImageError(
@@ -143,7 +141,6 @@ def _read_series(folder: str) -> sitk.Image:
     names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, useSeriesDetails=True)
     if not names:
         raise InvalidImageError("The DICOM series folder holds no DICOM series GDCM can read.")
-    check_slice_geometry(names)  # GDCM stacks what it gets: a missing slice or a duplicate would warp the volume
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO(DICOM.image_io)
     reader.SetFileNames(names)

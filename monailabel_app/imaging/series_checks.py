@@ -30,13 +30,13 @@ GEOMETRY_TAGS = ["ImageOrientationPatient", "ImagePositionPatient", "Rows", "Col
 
 
 def check_series_geometry(folder: str | Path) -> None:
-    """Every file in `folder` is a slice of one series (a PACS download)."""
-    check_slice_geometry([p for p in sorted(Path(folder).iterdir()) if p.is_file()])
+    """Every file in `folder` is a slice of one series (a PACS download); their headers only are read."""
+    files = [p for p in sorted(Path(folder).iterdir()) if p.is_file()]
+    check_slice_geometry([pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=GEOMETRY_TAGS) for p in files])
 
 
-def check_slice_geometry(files: Sequence[str | Path]) -> None:
-    """`files` are the slices of one series, in any order; their headers only are read."""
-    headers = [pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=GEOMETRY_TAGS) for p in files]
+def check_slice_geometry(headers: Sequence[pydicom.Dataset]) -> None:
+    """`headers` (with `GEOMETRY_TAGS` at least) are the slices of one series, in any order."""
     if len(headers) <= 1:
         return
     orientations = _distinct([h.get("ImageOrientationPatient") for h in headers], "ImageOrientationPatient")
