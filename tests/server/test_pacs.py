@@ -27,7 +27,7 @@ from lib.options.start_options import parse_start_options
 from lib.pacs.datastore import PacsDatastore, open_pacs_datastore
 from lib.pacs.dicom_seg import label_to_seg
 from lib.pacs.dicomweb import PacsSettings, pacs_client
-from lib.pacs.download_folder import new_download_folder
+from lib.pacs.download_folder import new_download_folder, remove_dead_downloads
 from lib.pacs.measurement_report import report_texts
 from monailabel_app.data.datastore_samples import datastore_samples
 from monailabel_app.data.labelled_images import NEGATIVE_GAP
@@ -208,10 +208,8 @@ def test_a_start_removes_the_downloads_a_killed_server_left_and_no_live_ones(ort
 
 
 def test_a_download_folder_named_for_no_possible_process_is_removed_and_the_start_goes_on(tmp_path):
-    """A `.partial-` name whose number is too long to be a process id made os.kill raise OverflowError: the start
-    that repairs the cache crashed on it."""
-    from lib.pacs.download_folder import remove_dead_downloads
-
+    """A `.partial-` name whose number is too long to be a process id (or a start time) once raised OverflowError:
+    the start that repairs the cache crashed on it."""
     for name in (".partial-99999999999999999999-1-x", ".partial-4194304-99999999999999999999-x"):
         (tmp_path / name).mkdir()
         assert remove_dead_downloads(str(tmp_path)) == [name]
